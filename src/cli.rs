@@ -1,0 +1,83 @@
+//! The command line: `opsd run | validate | jobs | history`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsd",
+    version,
+    about = "Operations automation for AWS fleets: tag-targeted SSH jobs, run by hand or on schedule",
+    after_help = crate::exit::EXIT_CODES_HELP,
+)]
+pub struct Cli {
+    /// The config file [default: /etc/opsd/opsd.toml when it exists]. `OPSD_…` variables override its
+    /// values, e.g. OPSD_SSH__USER=ec2-user or OPSD_RUN__MAX_CONCURRENCY=20.
+    #[arg(long, global = true, env = "OPSD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job now: resolve its EC2 instances by tag, SSH to them in parallel, run its commands.
+    #[command(after_help = concat!(
+        "Examples:\n  opsd run hello-world\n  opsd run hello-world --dry-run\n  opsd run jobs/rotate.toml --max-concurrency 10 --output json\n\n",
+        "Exit codes:\n  0   every host succeeded\n  1   some host failed (command exit != 0, timeout, connect/auth/host-key error, skipped by max_errors, cancelled)\n",
+        "  3   no instance matched the target\n  64  bad job file or config\n  69  AWS unreachable or access denied\n  70  the run history could not be written"
+    ))]
+    Run(RunArgs),
+    /// Check the config and job files; print every problem as file:line:col: field: message.
+    #[command(
+        after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"
+    )]
+    Validate {
+        /// Job files or directories [default: the config's jobs_dir].
+        paths: Vec<PathBuf>,
+    },
+    /// List the jobs in jobs_dir with their schedule and target.
+    #[command(after_help = "Example:\n  opsd jobs")]
+    Jobs,
+    /// Show recorded runs; with --run, every host's result and captured output.
+    #[command(
+        after_help = "Examples:\n  opsd history\n  opsd history hello-world --limit 5\n  opsd history --run 42\n  opsd history --run 42 --output json\n\nExit codes:\n  0   shown\n  64  no such run\n  70  the history could not be read"
+    )]
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's name (its file stem in jobs_dir) or a path to a job file.
+    pub job: String,
+    /// Resolve and list the target hosts without connecting to them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the job's max_concurrency (hosts at once).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrency: Option<u64>,
+    /// text: live lines and a summary; json: one document with every host's result on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only runs of this job.
+    pub job: Option<String>,
+    /// Show one run in full.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,296 @@
+//! The daemon config (`/etc/opsd/opsd.toml`, `--config`, `OPSD_CONFIG`), with `OPSD_…` environment
+//! overrides layered on by the `config` crate (`OPSD_SSH__USER=ec2-user`, `OPSD_JOBS_DIR=…`).
+//! Parsed into validated types at load; `opsd validate` and every command use this same path.
+
+use crate::diag::Diagnostic;
+use crate::job::units::{ByteSize, HumanDuration, Limit};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the config is read from when neither `--config` nor `OPSD_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/opsd/opsd.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of job files (`*.toml`); relative paths are taken from the config file's directory.
+    pub jobs_dir: PathBuf,
+    /// Directory for the run history and TOFU host-key pins (systemd's StateDirectory).
+    pub state_dir: PathBuf,
+    pub aws: AwsSettings,
+    pub ssh: SshDefaults,
+    pub run: RunDefaults,
+    /// The file this config came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            jobs_dir: PathBuf::from("/etc/opsd/jobs"),
+            state_dir: PathBuf::from("/var/lib/opsd"),
+            aws: AwsSettings::default(),
+            ssh: SshDefaults::default(),
+            run: RunDefaults::default(),
+            source: None,
+        }
+    }
+}
+
+/// AWS settings; anything unset falls back to the SDK's standard chain (env, profile, instance role),
+/// and endpoints to `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_EC2`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshDefaults {
+    pub user: Option<String>,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: HumanDuration,
+}
+
+/// Long enough for a TCP connect, key exchange and authentication across regions on a loaded host;
+/// short enough that one dead host does not hold a run for long.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for SshDefaults {
+    fn default() -> Self {
+        SshDefaults {
+            user: None,
+            port: 22,
+            identity_file: None,
+            known_hosts: PathBuf::from("/etc/opsd/known_hosts"),
+            connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunDefaults {
+    pub timeout: HumanDuration,
+    pub max_concurrency: Limit,
+    pub max_errors: Limit,
+    pub output_limit: ByteSize,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        RunDefaults {
+            // Per host, all commands: maintenance commands finish in minutes; a hung one must not hold a run.
+            timeout: HumanDuration(Duration::from_secs(300)),
+            // sshd-side CPU, not opsd, is the limit of a fan-out: 50 keeps a small fleet host responsive.
+            max_concurrency: Limit::Count(50),
+            // Stop widening a run once a tenth of the fleet has failed: a bad command stays contained.
+            max_errors: Limit::Percent(10.0),
+            // Enough for a useful log tail per stream; bounded memory at any concurrency.
+            output_limit: ByteSize(64 * 1024),
+        }
+    }
+}
+
+/// Keys that `OPSD_…` variables may set; other `OPSD_` variables (OPSD_CONFIG, OPSD_LOG) are not config.
+const ENV_KEYS: &[&str] = &["jobs_dir", "state_dir", "aws__", "ssh__", "run__"];
+
+impl Config {
+    /// Load the config from `path` (or the default path when it exists), then apply `OPSD_…` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, Vec<Diagnostic>> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, Vec<Diagnostic>> {
+        let (file, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    vec![Diagnostic::file(p, format!("cannot read the config: {e}; fix the path given by --config or OPSD_CONFIG"))]
+                })?;
+                (Some(p.to_path_buf()), text)
+            }
+            None => match std::fs::read_to_string(DEFAULT_CONFIG_PATH) {
+                Ok(t) => (Some(PathBuf::from(DEFAULT_CONFIG_PATH)), t),
+                Err(_) => (None, String::new()),
+            },
+        };
+        let shown = file.clone().unwrap_or_else(|| PathBuf::from("<defaults>"));
+        // First pass: the file alone, so its errors carry line and column.
+        let _: Config = parse_toml(&shown, &text).map_err(|d| vec![d])?;
+        // Second pass: the file with the environment layered on top.
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix("OPSD_")?.to_ascii_lowercase();
+                ENV_KEYS
+                    .iter()
+                    .any(|p| rest == *p || (p.ends_with("__") && rest.starts_with(p)))
+                    .then(|| (k.clone(), v.clone()))
+            })
+            .collect();
+        let mut cfg: Config = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("OPSD")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                vec![Diagnostic::file(
+                    &shown,
+                    format!("with OPSD_… environment overrides: {e}; fix the variable or unset it"),
+                )]
+            })?;
+        if let Some(f) = &file {
+            let base = f.parent().unwrap_or(Path::new("."));
+            for p in [
+                &mut cfg.jobs_dir,
+                &mut cfg.state_dir,
+                &mut cfg.ssh.known_hosts,
+            ] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+            if let Some(p) = cfg.ssh.identity_file.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.source = file;
+        Ok(cfg)
+    }
+}
+
+/// Deserialize a TOML text, turning the first error into a located diagnostic naming its field.
+pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Diagnostic> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_diag(file, text, "-", &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        toml_diag(file, text, &path, e.inner())
+    })
+}
+
+fn toml_diag(file: &Path, text: &str, path: &str, e: &toml::de::Error) -> Diagnostic {
+    let offset = e.span().map(|s| s.start).unwrap_or(0);
+    let msg = e.message().trim().to_string();
+    // serde names an unknown key in its message; make the field the key itself.
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((key, expected)) = rest.split_once('`') {
+            let field = if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
+            let expected = expected.trim_start_matches(',').trim();
+            return Diagnostic::at(
+                file,
+                text,
+                offset,
+                field,
+                format!("unknown key ({expected}); remove it or fix its spelling"),
+            );
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        let field = if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        };
+        return Diagnostic::at(file, text, offset, field, "is required but missing; add it");
+    }
+    let field = if path.is_empty() {
+        "-".to_string()
+    } else {
+        path.to_string()
+    };
+    Diagnostic::at(file, text, offset, field, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("opsd.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn file_values_and_relative_paths() {
+        let (d, p) = write(
+            "jobs_dir = \"jobs\"\n[ssh]\nuser = \"admin\"\nport = 2222\n[run]\nmax_errors = 3\n",
+        );
+        let c = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(c.jobs_dir, d.path().join("jobs"));
+        assert_eq!(c.ssh.user.as_deref(), Some("admin"));
+        assert_eq!(c.ssh.port, 2222);
+        assert_eq!(c.run.max_errors, Limit::Count(3));
+        assert_eq!(c.run.max_concurrency, Limit::Count(50));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (_d, p) = write("[ssh]\nuser = \"admin\"\n");
+        let env = vec![
+            ("OPSD_SSH__USER".to_string(), "ec2-user".to_string()),
+            ("OPSD_RUN__MAX_CONCURRENCY".to_string(), "20%".to_string()),
+            ("OPSD_SSH__PORT".to_string(), "2200".to_string()),
+            ("OPSD_CONFIG".to_string(), "/ignored".to_string()),
+            ("OPSD_SANDBOX_DIR".to_string(), "/ignored".to_string()),
+        ];
+        let c = Config::load_with_env(Some(&p), &env).unwrap();
+        assert_eq!(c.ssh.user.as_deref(), Some("ec2-user"));
+        assert_eq!(c.ssh.port, 2200);
+        assert_eq!(c.run.max_concurrency, Limit::Percent(20.0));
+    }
+
+    #[test]
+    fn bad_file_is_located() {
+        let (_d, p) = write("[ssh]\nuser = \"a\"\nconect_timeout = \"5s\"\n");
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().remove(0);
+        assert_eq!((e.line, e.field.as_str()), (3, "ssh.conect_timeout"), "{e}");
+        let (_d, p) = write("[run]\ntimeout = \"soon\"\n");
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().remove(0);
+        assert_eq!(
+            (e.line, e.col, e.field.as_str()),
+            (2, 11, "run.timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_environment_value_is_named() {
+        let (_d, p) = write("");
+        let env = vec![("OPSD_RUN__TIMEOUT".to_string(), "soon".to_string())];
+        let e = Config::load_with_env(Some(&p), &env).unwrap_err().remove(0);
+        assert!(
+            e.message.contains("soon") || e.message.contains("timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        assert!(Config::load_with_env(Some(Path::new("/nonexistent/opsd.toml")), &[]).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! EC2 target resolution: a job's tags and states become hosts, through every DescribeInstances page.
+//! SDK types stop here; the rest of opsd sees [`Host`].
+
+use crate::job::{AddressKind, Target};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::Filter;
+use serde::Serialize;
+
+/// One machine a job runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// The EC2 instance id, when the host came from EC2.
+    pub instance_id: Option<String>,
+    /// Where to connect, or `None` when the instance has no address of the job's kind.
+    pub address: Option<String>,
+    /// The instance's `Name` tag, for display.
+    pub name: Option<String>,
+}
+
+impl Host {
+    /// The label used in logs and the live view: the instance id, else the address.
+    pub fn label(&self) -> &str {
+        self.instance_id
+            .as_deref()
+            .or(self.address.as_deref())
+            .unwrap_or("?")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("EC2 DescribeInstances was denied ({code}): {message}; grant ec2:DescribeInstances to opsd's credentials")]
+    Denied { code: String, message: String },
+    #[error("EC2 is unreachable: {0}; check the network, AWS_REGION and AWS_ENDPOINT_URL(_EC2)")]
+    Unreachable(String),
+    #[error("EC2 DescribeInstances failed ({code}): {message}")]
+    Api { code: String, message: String },
+}
+
+/// DescribeInstances' largest page: fewer round trips for big fleets.
+const PAGE_SIZE: i32 = 1000;
+
+/// The EC2 filters for a target: one `tag:K` filter per tag (values OR'ed, tags AND'ed) and the states.
+pub fn filters(target: &Target) -> Vec<Filter> {
+    let mut f: Vec<Filter> = target
+        .tags
+        .0
+        .iter()
+        .map(|(k, v)| {
+            Filter::builder()
+                .name(format!("tag:{k}"))
+                .set_values(Some(v.clone()))
+                .build()
+        })
+        .collect();
+    f.push(
+        Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                target
+                    .states
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+            ))
+            .build(),
+    );
+    f
+}
+
+/// Every instance matching `target`, sorted by instance id, each once.
+pub async fn resolve(
+    client: &aws_sdk_ec2::Client,
+    target: &Target,
+) -> Result<Vec<Host>, FleetError> {
+    let mut pages = client
+        .describe_instances()
+        .set_filters(Some(filters(target)))
+        .max_results(PAGE_SIZE)
+        .into_paginator()
+        .send();
+    let mut hosts = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(classify)?;
+        for inst in page.reservations().iter().flat_map(|r| r.instances()) {
+            let address = match target.address {
+                AddressKind::PrivateIp => inst.private_ip_address(),
+                AddressKind::PublicIp => inst.public_ip_address(),
+                AddressKind::PrivateDns => inst.private_dns_name(),
+            }
+            .filter(|a| !a.is_empty())
+            .map(str::to_string);
+            let name = inst
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("Name"))
+                .and_then(|t| t.value())
+                .map(str::to_string);
+            hosts.push(Host {
+                instance_id: inst.instance_id().map(str::to_string),
+                address,
+                name,
+            });
+        }
+    }
+    hosts.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    hosts.dedup_by(|a, b| a.instance_id.is_some() && a.instance_id == b.instance_id);
+    Ok(hosts)
+}
+
+fn classify<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> FleetError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ec2::error::SdkError;
+    match &e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown").to_string();
+            let message = err.message().unwrap_or_default().to_string();
+            if matches!(
+                code.as_str(),
+                "AuthFailure"
+                    | "UnauthorizedOperation"
+                    | "AccessDenied"
+                    | "AccessDeniedException"
+                    | "InvalidClientTokenId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "RequestExpired"
+            ) {
+                FleetError::Denied { code, message }
+            } else {
+                FleetError::Api { code, message }
+            }
+        }
+        _ => FleetError::Unreachable(crate::aws::describe(&e)),
+    }
+}

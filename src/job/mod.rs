@@ -1,0 +1,459 @@
+//! Job files (`jobs/*.toml`): the spec as written, its resolution against the config's defaults, and
+//! loading with `file:line:col: field: message` errors. A job's name is its file stem.
+
+pub mod schedule;
+pub mod units;
+
+use crate::config::Config;
+use crate::diag::Diagnostic;
+use schedule::Schedule;
+use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use units::{ByteSize, HumanDuration, Limit};
+
+/// A job file as written. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    #[serde(default)]
+    pub description: String,
+    pub schedule: Option<Schedule>,
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub ssh: SshSpec,
+    pub run: RunSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub tags: Tags,
+    #[serde(default = "default_states")]
+    pub states: Vec<InstanceState>,
+    #[serde(default)]
+    pub address: AddressKind,
+}
+
+fn default_states() -> Vec<InstanceState> {
+    vec![InstanceState::Running]
+}
+
+/// Tag filters: every tag must match; a value may be a list (any of).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tags(pub BTreeMap<String, Vec<String>>);
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw: BTreeMap<String, V> = BTreeMap::deserialize(d)?;
+        if raw.is_empty() {
+            return Err(de::Error::custom(
+                "at least one tag is required (opsd never targets a whole account); add e.g. tags = { Environment = \"Dev\" }",
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in raw {
+            let vals = match v {
+                V::One(s) => vec![s],
+                V::Many(v) if v.is_empty() => {
+                    return Err(de::Error::custom(format!(
+                        "tag {k:?} has an empty list of values; give at least one"
+                    )))
+                }
+                V::Many(v) => v,
+            };
+            out.insert(k, vals);
+        }
+        Ok(Tags(out))
+    }
+}
+
+/// EC2 instance states a target may select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Which address of an instance opsd connects to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressKind {
+    #[default]
+    PrivateIp,
+    PublicIp,
+    PrivateDns,
+}
+
+impl AddressKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressKind::PrivateIp => "private-ip",
+            AddressKind::PublicIp => "public-ip",
+            AddressKind::PrivateDns => "private-dns",
+        }
+    }
+}
+
+/// How a server's host key is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// The key must be listed in the known_hosts file from the config.
+    #[default]
+    KnownHosts,
+    /// Trust on first use: pin the key in the store, refuse any later change.
+    Tofu,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub host_keys: Option<HostKeyPolicy>,
+    pub connect_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    pub commands: Commands,
+    pub timeout: Option<HumanDuration>,
+    pub max_concurrency: Option<Limit>,
+    pub max_errors: Option<Limit>,
+    pub output_limit: Option<ByteSize>,
+}
+
+/// The commands of a job: at least one, none empty.
+#[derive(Debug, Clone)]
+pub struct Commands(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<String> = Vec::deserialize(d)?;
+        if v.is_empty() {
+            return Err(de::Error::custom(
+                "no commands; give at least one, like commands = [\"uptime\"]",
+            ));
+        }
+        if let Some(i) = v.iter().position(|c| c.trim().is_empty()) {
+            return Err(de::Error::custom(format!(
+                "command {} is empty; remove it or write the command",
+                i + 1
+            )));
+        }
+        Ok(Commands(v))
+    }
+}
+
+/// A job with every setting resolved against the config's defaults: what the runner executes.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub schedule: Option<Schedule>,
+    pub target: Target,
+    pub ssh: SshSettings,
+    pub run: RunSettings,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Target {
+    pub tags: Tags,
+    pub states: Vec<InstanceState>,
+    pub address: AddressKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+    pub host_keys: HostKeyPolicy,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub commands: Vec<String>,
+    pub timeout: Duration,
+    pub max_concurrency: Limit,
+    pub max_errors: Limit,
+    pub output_limit: u64,
+}
+
+/// Whether a name is a valid job name (it becomes part of file names and log fields).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
+/// Parse one job file's text. On failure, every problem found is returned.
+pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut diags = Vec::new();
+    if !valid_name(&name) {
+        diags.push(Diagnostic::file(
+            file,
+            format!("{name:?} is not a valid job name; rename the file to letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let spec: JobSpec = match crate::config::parse_toml(file, text) {
+        Ok(s) => s,
+        Err(d) => {
+            diags.push(d);
+            return Err(diags);
+        }
+    };
+    let d = &config.ssh;
+    let identity_file = spec
+        .ssh
+        .identity_file
+        .clone()
+        .or_else(|| d.identity_file.clone());
+    let user = spec.ssh.user.clone().or_else(|| d.user.clone());
+    let host_keys = spec.ssh.host_keys.unwrap_or_default();
+    if identity_file.is_none() {
+        diags.push(Diagnostic::field(
+            file,
+            text,
+            "ssh.identity_file",
+            "no SSH identity file; set identity_file in the job's [ssh] section or in the config's [ssh] defaults",
+        ));
+    }
+    if user.is_none() {
+        diags.push(Diagnostic::field(
+            file,
+            text,
+            "ssh.user",
+            "no SSH user; set user in the job's [ssh] section or in the config's [ssh] defaults",
+        ));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let r = &config.run;
+    Ok(Job {
+        name,
+        file: file.to_path_buf(),
+        description: spec.description,
+        schedule: spec.schedule,
+        target: Target {
+            tags: spec.target.tags,
+            states: spec.target.states,
+            address: spec.target.address,
+        },
+        ssh: SshSettings {
+            user: user.unwrap_or_default(),
+            port: spec.ssh.port.unwrap_or(d.port),
+            identity_file: identity_file.unwrap_or_default(),
+            host_keys,
+            known_hosts: d.known_hosts.clone(),
+            connect_timeout: spec
+                .ssh
+                .connect_timeout
+                .map(|t| t.0)
+                .unwrap_or(d.connect_timeout.0),
+        },
+        run: RunSettings {
+            commands: spec.run.commands.0,
+            timeout: spec.run.timeout.map(|t| t.0).unwrap_or(r.timeout.0),
+            max_concurrency: spec.run.max_concurrency.unwrap_or(r.max_concurrency),
+            max_errors: spec.run.max_errors.unwrap_or(r.max_errors),
+            output_limit: spec.run.output_limit.unwrap_or(r.output_limit).0,
+        },
+    })
+}
+
+/// Read and parse one job file.
+pub fn load(file: &Path, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        vec![Diagnostic::file(
+            file,
+            format!("cannot read the job file: {e}; check the path and permissions"),
+        )]
+    })?;
+    parse(file, &text, config)
+}
+
+/// The job files of a directory (`*.toml`), sorted by name.
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        Diagnostic::file(dir, format!("cannot read the jobs directory: {e}; set jobs_dir in the config to an existing directory"))
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every job of a directory. Bad files do not stop the others: their diagnostics come back beside the good jobs.
+pub fn load_dir(dir: &Path, config: &Config) -> (Vec<Job>, Vec<Diagnostic>) {
+    let files = match files_in(dir) {
+        Ok(f) => f,
+        Err(d) => return (Vec::new(), vec![d]),
+    };
+    let mut jobs = Vec::new();
+    let mut diags = Vec::new();
+    for f in files {
+        match load(&f, config) {
+            Ok(j) => jobs.push(j),
+            Err(d) => diags.extend(d),
+        }
+    }
+    (jobs, diags)
+}
+
+/// Find the job `name_or_path`: a path to a file, or a name looked up as `<jobs_dir>/<name>.toml`.
+/// Only that file is read, so a broken neighbour cannot stop it.
+pub fn find(name_or_path: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+    let as_path = Path::new(name_or_path);
+    if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
+        return load(as_path, config);
+    }
+    if !valid_name(name_or_path) {
+        return Err(vec![Diagnostic::file(
+            as_path,
+            "not a valid job name; give the file stem of a job in the jobs directory",
+        )]);
+    }
+    let file = config.jobs_dir.join(format!("{name_or_path}.toml"));
+    if !file.exists() {
+        return Err(vec![Diagnostic::file(
+            &file,
+            format!(
+                "no job named {name_or_path:?} in {}; `opsd jobs` lists the jobs",
+                config.jobs_dir.display()
+            ),
+        )]);
+    }
+    load(&file, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = Config::default();
+        c.ssh.user = Some("ec2-user".into());
+        c.ssh.identity_file = Some("/etc/opsd/keys/fleet".into());
+        c
+    }
+
+    const GOOD: &str = r#"
+description = "Say hello"
+schedule = "rate(15 minutes)"
+[target]
+tags = { Environment = "Dev", Role = ["web", "api"] }
+[run]
+commands = ["uname -r"]
+max_concurrency = "20%"
+"#;
+
+    #[test]
+    fn good_job_resolves_defaults() {
+        let j = parse(Path::new("jobs/hello.toml"), GOOD, &cfg()).unwrap();
+        assert_eq!(j.name, "hello");
+        assert_eq!(j.ssh.user, "ec2-user");
+        assert_eq!(j.ssh.port, 22);
+        assert_eq!(j.target.states, vec![InstanceState::Running]);
+        assert_eq!(j.target.tags.0["Role"], vec!["web", "api"]);
+        assert_eq!(j.run.max_concurrency, Limit::Percent(20.0));
+        assert_eq!(j.run.output_limit, 64 * 1024);
+    }
+
+    fn first_error(text: &str) -> Diagnostic {
+        parse(Path::new("jobs/x.toml"), text, &cfg())
+            .unwrap_err()
+            .remove(0)
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_field() {
+        let d = first_error(
+            "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\ntimeot = \"5m\"\n",
+        );
+        assert_eq!((d.line, d.field.as_str()), (5, "run.timeot"), "{d}");
+        assert!(d.message.contains("unknown"), "{d}");
+    }
+
+    #[test]
+    fn bad_value_names_line_column_and_field() {
+        let d = first_error("[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\ntimeout = \"5 parsecs\"\n");
+        assert_eq!(
+            (d.line, d.col, d.field.as_str()),
+            (5, 11, "run.timeout"),
+            "{d}"
+        );
+        let d = first_error("schedule = \"rate(1 minutes)\"\n[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n");
+        assert_eq!((d.line, d.field.as_str()), (1, "schedule"), "{d}");
+        let d = first_error("[target]\ntags = {}\n[run]\ncommands = [\"true\"]\n");
+        assert_eq!((d.line, d.field.as_str()), (2, "target.tags"), "{d}");
+        let d = first_error(
+            "[target]\ntags = { A = \"b\" }\naddress = \"ipv9\"\n[run]\ncommands = [\"true\"]\n",
+        );
+        assert_eq!((d.line, d.field.as_str()), (3, "target.address"), "{d}");
+    }
+
+    #[test]
+    fn missing_section_and_syntax_errors() {
+        let d = first_error("[target]\ntags = { A = \"b\" }\n");
+        assert!(d.message.contains("run"), "{d}");
+        let d = first_error("[target\ntags = 1\n");
+        assert_eq!(d.line, 1, "{d}");
+    }
+
+    #[test]
+    fn missing_identity_is_reported_with_its_field() {
+        let c = Config::default();
+        let e = parse(
+            Path::new("jobs/x.toml"),
+            "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n",
+            &c,
+        )
+        .unwrap_err();
+        let fields: Vec<_> = e.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["ssh.identity_file", "ssh.user"]);
+    }
+}

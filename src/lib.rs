@@ -1,0 +1,30 @@
+//! opsd: an operations-automation daemon for AWS fleets.
+//!
+//! Code map (one line per module; ARCHITECTURE.md has the invariants):
+//! - [`cli`]: the command line (clap), exit codes in `--help`.
+//! - [`exit`]: the exit codes opsd promises to scripts.
+//! - [`config`]: the daemon config file + `OPSD_…` environment overrides, validated at load.
+//! - [`diag`]: `file:line:col: field: message` diagnostics for bad input.
+//! - [`job`]: job files: spec, units, schedules, loading with precise errors.
+//! - [`aws`]: the one place that builds the AWS SDK config (timeouts, retries, endpoints).
+//! - [`fleet`]: EC2 target resolution: tags and states to hosts, paginated.
+//! - [`ssh`]: the only russh user: connect, host-key policy, auth, exec with caps and timeouts.
+//! - [`outcome`]: per-host and per-command results, the domain types everything else shares.
+//! - [`runner`]: fan-out of one job over its hosts: semaphore, deadlines, error budget.
+//! - [`store`]: the embedded run history (SQLite, WAL).
+//! - [`report`]: what a run prints: live view, summary, JSON document.
+//! - [`app`]: the commands (`run`, `validate`, `jobs`, `history`) assembled from the parts above.
+
+pub mod app;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod exit;
+pub mod fleet;
+pub mod job;
+pub mod outcome;
+pub mod report;
+pub mod runner;
+pub mod ssh;
+pub mod store;

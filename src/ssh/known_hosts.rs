@@ -1,0 +1,226 @@
+//! OpenSSH `known_hosts` files, read once per run: plain and hashed (`|1|salt|hash`) host patterns,
+//! `[host]:port`, `*`/`?` wildcards, `!` negation and `@revoked`. (`@cert-authority` lines are skipped:
+//! opsd does not ask servers for host certificates.)
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::ssh_key::PublicKey;
+use std::path::Path;
+
+/// What a known_hosts file says about a host's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A line lists this host with this key.
+    Trusted,
+    /// The host is listed, but only with other keys: the key changed, or someone is in the middle.
+    Mismatch { line: usize },
+    /// The key is marked `@revoked`.
+    Revoked { line: usize },
+    /// The host is not listed at all.
+    Unknown,
+}
+
+#[derive(Debug)]
+enum Pattern {
+    Glob { negated: bool, glob: String },
+    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+}
+
+#[derive(Debug)]
+struct Entry {
+    line: usize,
+    revoked: bool,
+    patterns: Vec<Pattern>,
+    key: PublicKey,
+}
+
+/// A parsed known_hosts file.
+#[derive(Debug, Default)]
+pub struct KnownHosts {
+    entries: Vec<Entry>,
+}
+
+impl KnownHosts {
+    pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
+        Ok(Self::parse(&std::fs::read_to_string(path)?))
+    }
+
+    /// Parse a file's text. Lines that cannot be parsed are skipped, as OpenSSH does.
+    pub fn parse(text: &str) -> KnownHosts {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let mut first = fields.next().unwrap_or_default();
+            let mut revoked = false;
+            if first.starts_with('@') {
+                match first {
+                    "@revoked" => revoked = true,
+                    _ => continue,
+                }
+                first = match fields.next() {
+                    Some(f) => f,
+                    None => continue,
+                };
+            }
+            let (Some(kind), Some(b64)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Ok(key) = PublicKey::from_openssh(&format!("{kind} {b64}")) else {
+                continue;
+            };
+            let patterns = first.split(',').filter_map(parse_pattern).collect();
+            entries.push(Entry {
+                line: i + 1,
+                revoked,
+                patterns,
+                key,
+            });
+        }
+        KnownHosts { entries }
+    }
+
+    /// Check `key` for `host` on `port`.
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+        let name = if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
+        };
+        let mut mismatch = None;
+        for e in &self.entries {
+            if !host_matches(&e.patterns, &name) {
+                continue;
+            }
+            let same = e.key.key_data() == key.key_data();
+            if e.revoked {
+                if same {
+                    return Verdict::Revoked { line: e.line };
+                }
+                continue;
+            }
+            if same {
+                return Verdict::Trusted;
+            }
+            mismatch.get_or_insert(e.line);
+        }
+        match mismatch {
+            Some(line) => Verdict::Mismatch { line },
+            None => Verdict::Unknown,
+        }
+    }
+}
+
+fn parse_pattern(p: &str) -> Option<Pattern> {
+    if let Some(rest) = p.strip_prefix("|1|") {
+        let (salt, hash) = rest.split_once('|')?;
+        let b = base64::engine::general_purpose::STANDARD;
+        return Some(Pattern::Hashed {
+            salt: b.decode(salt).ok()?,
+            hash: b.decode(hash).ok()?,
+        });
+    }
+    let (negated, glob) = match p.strip_prefix('!') {
+        Some(g) => (true, g),
+        None => (false, p),
+    };
+    Some(Pattern::Glob {
+        negated,
+        glob: glob.to_ascii_lowercase(),
+    })
+}
+
+/// OpenSSH's rule: a negated match rules the line out; otherwise any positive match selects it.
+fn host_matches(patterns: &[Pattern], name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let mut matched = false;
+    for p in patterns {
+        match p {
+            Pattern::Glob { negated, glob } => {
+                if glob_match(glob.as_bytes(), lower.as_bytes()) {
+                    if *negated {
+                        return false;
+                    }
+                    matched = true;
+                }
+            }
+            Pattern::Hashed { salt, hash } => {
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    continue;
+                };
+                mac.update(name.as_bytes());
+                if mac.verify_slice(hash).is_ok() {
+                    matched = true;
+                }
+            }
+        }
+    }
+    matched
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob_match(&p[1..], s) || (!s.is_empty() && glob_match(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6iYO6jE/cYBdcVSmWCttnKz4aBjpYHN79jA9Bcy5Nb";
+    const K2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK5LYkdjRCgNIsJbcOGu0YMbVHWBlqvL/fsxvl69bcDN";
+
+    fn key(s: &str) -> PublicKey {
+        PublicKey::from_openssh(s).unwrap()
+    }
+
+    #[test]
+    fn plain_ports_and_mismatch() {
+        let kh = KnownHosts::parse(&format!("# c\n[127.0.1.4]:2222 {K1}\n10.0.0.1 {K1}\n"));
+        assert_eq!(kh.check("127.0.1.4", 2222, &key(K1)), Verdict::Trusted);
+        assert_eq!(
+            kh.check("127.0.1.4", 2222, &key(K2)),
+            Verdict::Mismatch { line: 2 }
+        );
+        assert_eq!(kh.check("127.0.1.4", 22, &key(K1)), Verdict::Unknown);
+        assert_eq!(kh.check("10.0.0.1", 22, &key(K1)), Verdict::Trusted);
+    }
+
+    #[test]
+    fn wildcards_negation_and_revocation() {
+        let kh = KnownHosts::parse(&format!("*.internal,!bad.internal {K1}\n@revoked * {K2}\n"));
+        assert_eq!(kh.check("ip-1.internal", 22, &key(K1)), Verdict::Trusted);
+        assert_eq!(kh.check("bad.internal", 22, &key(K1)), Verdict::Unknown);
+        assert_eq!(
+            kh.check("ip-1.internal", 22, &key(K2)),
+            Verdict::Revoked { line: 2 }
+        );
+    }
+
+    #[test]
+    fn hashed_names() {
+        // `ssh-keygen -H` output for "[127.0.1.4]:2222", computed with the same HMAC-SHA1 construction.
+        let salt = [7u8; 20];
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).unwrap();
+        mac.update(b"[127.0.1.4]:2222");
+        let b = base64::engine::general_purpose::STANDARD;
+        let line = format!(
+            "|1|{}|{} {K1}",
+            b.encode(salt),
+            b.encode(mac.finalize().into_bytes())
+        );
+        let kh = KnownHosts::parse(&line);
+        assert_eq!(kh.check("127.0.1.4", 2222, &key(K1)), Verdict::Trusted);
+        assert_eq!(kh.check("127.0.1.5", 2222, &key(K1)), Verdict::Unknown);
+    }
+}

@@ -1,0 +1,464 @@
+//! The only russh user: TCP connect (TCP_NODELAY from the first byte), key exchange, host-key policy,
+//! public-key auth, then each command on its own channel of one connection, with output caps, a
+//! per-host deadline and cancellation. On timeout or cancellation the remote command is sent SIGKILL
+//! (sshd delivers it to the session's process group) before the connection closes.
+
+pub mod known_hosts;
+
+use crate::job::{HostKeyPolicy, SshSettings};
+use crate::outcome::{CommandResult, ErrorKind};
+use known_hosts::{KnownHosts, Verdict};
+use russh::client::{self, AuthResult};
+use russh::keys::ssh_key::PublicKey;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
+use russh::{ChannelMsg, Sig};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// After a deadline or cancellation, how long opsd waits for the kill request and the disconnect to
+/// be sent before dropping the connection: a stuck peer must not hold the run.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which stream a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives each kept piece of output as it arrives (the live view). Dropped bytes never reach it.
+pub trait OutputSink: Sync {
+    fn output(&self, stream: Stream, data: &[u8]) -> impl Future<Output = ()> + Send;
+}
+
+/// A sink that discards output (JSON mode, daemon).
+pub struct NoSink;
+
+impl OutputSink for NoSink {
+    async fn output(&self, _: Stream, _: &[u8]) {}
+}
+
+/// Where TOFU pins live. Implemented by the store; called from a blocking thread.
+pub trait KeyPins: Send + Sync + 'static {
+    /// Pin `key` (OpenSSH text) for `host_id` if none is pinned; return the pinned key.
+    fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String>;
+}
+
+/// How server keys are checked for one run.
+#[derive(Clone)]
+pub enum HostKeyCheck {
+    KnownHosts {
+        file: PathBuf,
+        hosts: Arc<KnownHosts>,
+    },
+    Tofu(Arc<dyn KeyPins>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot load the SSH identity {path}: {reason}; give an unencrypted OpenSSH private key in [ssh] identity_file")]
+    Identity { path: PathBuf, reason: String },
+    #[error("cannot read known_hosts {path}: {reason}; set [ssh] known_hosts in the config, or host_keys = \"tofu\" in the job")]
+    KnownHosts { path: PathBuf, reason: String },
+}
+
+/// Everything needed to reach the hosts of one run, shared by all of them.
+pub struct Connector {
+    config: Arc<client::Config>,
+    key: Arc<PrivateKey>,
+    user: String,
+    port: u16,
+    connect_timeout: Duration,
+    check: HostKeyCheck,
+}
+
+/// What one host's session produced.
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    pub commands: Vec<CommandResult>,
+    pub error: Option<(ErrorKind, String)>,
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
+}
+
+impl Connector {
+    /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
+    pub fn new(settings: &SshSettings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
+        let key = russh::keys::load_secret_key(&settings.identity_file, None).map_err(|e| {
+            SetupError::Identity {
+                path: settings.identity_file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let check = match settings.host_keys {
+            HostKeyPolicy::KnownHosts => {
+                let hosts = KnownHosts::load(&settings.known_hosts).map_err(|e| {
+                    SetupError::KnownHosts {
+                        path: settings.known_hosts.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                HostKeyCheck::KnownHosts {
+                    file: settings.known_hosts.clone(),
+                    hosts: Arc::new(hosts),
+                }
+            }
+            HostKeyPolicy::Tofu => HostKeyCheck::Tofu(pins),
+        };
+        let config = client::Config {
+            // Commands run to completion; the per-host deadline, not an idle timer, bounds them.
+            inactivity_timeout: None,
+            nodelay: true,
+            ..Default::default()
+        };
+        Ok(Connector {
+            config: Arc::new(config),
+            key: Arc::new(key),
+            user: settings.user.clone(),
+            port: settings.port,
+            connect_timeout: settings.connect_timeout,
+            check,
+        })
+    }
+
+    /// Connect to `address`, run `commands` in order until one fails, within `deadline` for the
+    /// commands and `connect_timeout` for connecting. `host_id` names the host for TOFU pins.
+    pub async fn run<S: OutputSink>(
+        &self,
+        host_id: &str,
+        address: &str,
+        commands: &[String],
+        output_limit: u64,
+        run_timeout: Duration,
+        sink: &S,
+        cancel: &CancellationToken,
+    ) -> SessionOutcome {
+        let mut out = SessionOutcome::default();
+        let handle = tokio::select! {
+            h = self.connect(host_id, address) => h,
+            _ = cancel.cancelled() => Err((ErrorKind::Cancelled, "cancelled before the connection was up".into())),
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let deadline = Instant::now() + run_timeout;
+        let mut caps = [Cap::new(output_limit), Cap::new(output_limit)];
+        for command in commands {
+            let (result, err) = exec(
+                &handle,
+                command,
+                deadline,
+                run_timeout,
+                &mut caps,
+                sink,
+                cancel,
+            )
+            .await;
+            let failed = err.is_some();
+            out.commands.push(result);
+            if let Some(e) = err {
+                out.error = Some(e);
+            }
+            if failed {
+                break;
+            }
+        }
+        out.stdout_dropped = caps[0].dropped;
+        out.stderr_dropped = caps[1].dropped;
+        let _ = timeout(
+            CLEANUP_TIMEOUT,
+            handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+        out
+    }
+
+    async fn connect(
+        &self,
+        host_id: &str,
+        address: &str,
+    ) -> Result<client::Handle<Checker>, (ErrorKind, String)> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let late = |what: &str| {
+            (
+                ErrorKind::Connect,
+                format!(
+                    "{what} took longer than connect_timeout ({})",
+                    humantime::format_duration(self.connect_timeout)
+                ),
+            )
+        };
+        let tcp = timeout_at(
+            deadline,
+            tokio::net::TcpStream::connect((address, self.port)),
+        )
+        .await
+        .map_err(|_| late("TCP connect"))?
+        .map_err(|e| {
+            (
+                ErrorKind::Connect,
+                format!("cannot connect to {address}:{}: {e}", self.port),
+            )
+        })?;
+        // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
+        let _ = tcp.set_nodelay(true);
+        let verdict = Arc::new(Mutex::new(None));
+        let checker = Checker {
+            check: self.check.clone(),
+            host_id: host_id.to_string(),
+            address: address.to_string(),
+            port: self.port,
+            verdict: verdict.clone(),
+        };
+        let mut handle = match timeout_at(
+            deadline,
+            client::connect_stream(self.config.clone(), tcp, checker),
+        )
+        .await
+        {
+            Err(_) => return Err(late("SSH handshake")),
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                if let Some(v) = verdict.lock().unwrap().take() {
+                    return Err((ErrorKind::HostKey, v));
+                }
+                return Err((
+                    ErrorKind::Connect,
+                    format!("SSH handshake with {address}:{} failed: {e}", self.port),
+                ));
+            }
+        };
+        let hash = if self.key.algorithm().is_rsa() {
+            timeout_at(deadline, handle.best_supported_rsa_hash())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
+        match timeout_at(deadline, handle.authenticate_publickey(self.user.clone(), key)).await {
+            Err(_) => Err(late("authentication")),
+            Ok(Err(e)) => Err((ErrorKind::Auth, format!("authentication as {} failed: {e}", self.user))),
+            Ok(Ok(AuthResult::Success)) => Ok(handle),
+            Ok(Ok(AuthResult::Failure { .. })) => Err((
+                ErrorKind::Auth,
+                format!("the server refused the key for user {}; add the public key to the user's authorized_keys", self.user),
+            )),
+        }
+    }
+}
+
+/// The host-key policy, as russh's connection handler.
+struct Checker {
+    check: HostKeyCheck,
+    host_id: String,
+    address: String,
+    port: u16,
+    /// Why the key was refused, for the host's error message.
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            *self.verdict.lock().unwrap() =
+                Some("the server presented a certificate; opsd checks plain host keys".into());
+            return Ok(false);
+        };
+        let refusal = match &self.check {
+            HostKeyCheck::KnownHosts { file, hosts } => match hosts.check(&self.address, self.port, key) {
+                Verdict::Trusted => None,
+                Verdict::Mismatch { line } => Some(format!(
+                    "host key mismatch: {}:{} presented {} but {}:{line} lists another key; if the host was rebuilt, update that line, otherwise investigate",
+                    self.address,
+                    self.port,
+                    fingerprint(key),
+                    file.display()
+                )),
+                Verdict::Revoked { line } => Some(format!("host key {} is revoked by {}:{line}", fingerprint(key), file.display())),
+                Verdict::Unknown => Some(format!(
+                    "unknown host key {} for {}:{}; add it to {} (e.g. with ssh-keyscan after verifying it), or use host_keys = \"tofu\"",
+                    fingerprint(key),
+                    self.address,
+                    self.port,
+                    file.display()
+                )),
+            },
+            HostKeyCheck::Tofu(pins) => {
+                let text = format!("{} {}", key.algorithm().as_str(), key.public_key_base64());
+                let (pins, id, addr, offered) = (pins.clone(), self.host_id.clone(), self.address.clone(), text.clone());
+                match tokio::task::spawn_blocking(move || pins.pin(&id, &addr, &offered)).await {
+                    Ok(Ok(pinned)) if pinned == text => None,
+                    Ok(Ok(pinned)) => Some(format!(
+                        "host key changed for {} ({}): pinned {} on first use, now offered {}; if the host was rebuilt, remove its pin from the store",
+                        self.host_id,
+                        self.address,
+                        PublicKey::from_openssh(&pinned).map(|k| fingerprint(&k)).unwrap_or(pinned),
+                        fingerprint(key)
+                    )),
+                    Ok(Err(e)) => Some(format!("cannot check the pinned host key: {e}")),
+                    Err(e) => Some(format!("cannot check the pinned host key: {e}")),
+                }
+            }
+        };
+        match refusal {
+            None => Ok(true),
+            Some(why) => {
+                *self.verdict.lock().unwrap() = Some(why);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(Default::default()).to_string()
+}
+
+/// The output budget of one stream of one host, shared by its commands.
+struct Cap {
+    remaining: u64,
+    dropped: u64,
+}
+
+impl Cap {
+    fn new(limit: u64) -> Cap {
+        Cap {
+            remaining: limit,
+            dropped: 0,
+        }
+    }
+
+    /// Keep what fits in `buf`; count the rest. Returns the kept part.
+    fn take<'a>(&mut self, data: &'a [u8], buf: &mut Vec<u8>) -> &'a [u8] {
+        let keep = (data.len() as u64).min(self.remaining) as usize;
+        self.remaining -= keep as u64;
+        self.dropped += (data.len() - keep) as u64;
+        buf.extend_from_slice(&data[..keep]);
+        &data[..keep]
+    }
+}
+
+/// Run one command on its own channel; `Some(error)` when it did not succeed.
+async fn exec<S: OutputSink>(
+    handle: &client::Handle<Checker>,
+    command: &str,
+    deadline: Instant,
+    run_timeout: Duration,
+    caps: &mut [Cap; 2],
+    sink: &S,
+    cancel: &CancellationToken,
+) -> (CommandResult, Option<(ErrorKind, String)>) {
+    let mut r = CommandResult {
+        command: command.to_string(),
+        ..Default::default()
+    };
+    let opened = tokio::select! {
+        c = timeout_at(deadline, handle.channel_open_session()) => c,
+        _ = cancel.cancelled() => return (r, Some((ErrorKind::Cancelled, "cancelled".into()))),
+    };
+    let mut ch = match opened {
+        Err(_) => {
+            return (
+                r,
+                Some((
+                    ErrorKind::Timeout,
+                    format!(
+                        "timed out after {}",
+                        humantime::format_duration(run_timeout)
+                    ),
+                )),
+            )
+        }
+        Ok(Err(e)) => {
+            return (
+                r,
+                Some((
+                    ErrorKind::Protocol,
+                    format!("cannot open a session channel: {e}"),
+                )),
+            )
+        }
+        Ok(Ok(c)) => c,
+    };
+    if let Err(e) = ch.exec(true, command).await {
+        return (
+            r,
+            Some((
+                ErrorKind::Protocol,
+                format!("cannot start the command: {e}"),
+            )),
+        );
+    }
+    let stop = loop {
+        let msg = tokio::select! {
+            m = ch.wait() => m,
+            _ = tokio::time::sleep_until(deadline) => break Some((ErrorKind::Timeout, format!("timed out after {}; the command was killed", humantime::format_duration(run_timeout)))),
+            _ = cancel.cancelled() => break Some((ErrorKind::Cancelled, "cancelled by shutdown; the command was killed".to_string())),
+        };
+        match msg {
+            Some(ChannelMsg::Data { data }) => {
+                let kept = caps[0].take(&data, &mut r.stdout);
+                if !kept.is_empty() {
+                    sink.output(Stream::Stdout, kept).await;
+                }
+            }
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                let kept = caps[1].take(&data, &mut r.stderr);
+                if !kept.is_empty() {
+                    sink.output(Stream::Stderr, kept).await;
+                }
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => r.exit_status = Some(exit_status),
+            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                r.exit_signal = Some(format!("{signal_name:?}"))
+            }
+            Some(ChannelMsg::Failure) => {
+                break Some((
+                    ErrorKind::Protocol,
+                    "the server refused to run the command".into(),
+                ))
+            }
+            Some(ChannelMsg::Close) | None => break None,
+            Some(_) => {}
+        }
+    };
+    if let Some(e) = stop {
+        // Kill the remote process group, so nothing outlives the run.
+        let _ = timeout(CLEANUP_TIMEOUT, ch.signal(Sig::KILL)).await;
+        let _ = timeout(CLEANUP_TIMEOUT, ch.close()).await;
+        return (r, Some(e));
+    }
+    let err = match (r.exit_status, &r.exit_signal) {
+        (Some(0), _) => None,
+        (Some(n), _) => Some((
+            ErrorKind::CommandFailed,
+            format!("command {command:?} exited with status {n}"),
+        )),
+        (None, Some(sig)) => Some((
+            ErrorKind::Signal,
+            format!("command {command:?} was killed by signal {sig}"),
+        )),
+        (None, None) => Some((
+            ErrorKind::Protocol,
+            format!("command {command:?} ended without an exit status"),
+        )),
+    };
+    (r, err)
+}

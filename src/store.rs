@@ -1,0 +1,346 @@
+//! The embedded run history: one SQLite file (`<state_dir>/opsd.db`) in WAL mode, so several opsd
+//! processes can record at once. Calls run on a blocking thread, never on the async runtime.
+//! It also keeps the TOFU host-key pins, so pinning is atomic across processes.
+
+use crate::fleet::Host;
+use crate::outcome::{CommandResult, ErrorKind, HostResult, HostStatus};
+use crate::ssh::KeyPins;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a write waits for another process's transaction before failing: far above any
+/// transaction opsd makes (milliseconds), below anything a user would take for a hang.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+const SCHEMA_VERSION: i32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the run history {path}: {source}; check that state_dir exists and is writable by opsd")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the state directory {path}: {source}; set state_dir in the config to a writable directory")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("run history: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("run history: the background task failed: {0}")]
+    Join(String),
+    #[error("run {0} is not in the history; `opsd history` lists the runs")]
+    NoSuchRun(i64),
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// One run as listed by `opsd history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub outcome: String,
+    pub hosts_total: i64,
+    pub hosts_ok: i64,
+    pub hosts_failed: i64,
+    pub hosts_skipped: i64,
+}
+
+/// Counts and outcome written when a run ends.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    pub outcome: &'a str,
+    pub ok: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Store {
+    /// Open (and create or migrate) the store in `state_dir`.
+    pub async fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let dir = state_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&dir))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    pub fn open_blocking(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("opsd.db");
+        let open = |path: &Path| -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            migrate(&conn)?;
+            Ok(conn)
+        };
+        let conn = open(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Record the start of a run; returns its id.
+    pub async fn start_run(
+        &self,
+        job: &str,
+        trigger: &str,
+        hosts_total: usize,
+        started_at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let (job, trigger) = (job.to_string(), trigger.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![job, trigger, ts(started_at), hosts_total as i64],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Record one host's result (and its commands) in one transaction.
+    pub async fn record_host(
+        &self,
+        run_id: i64,
+        seq: usize,
+        r: HostResult,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO hosts (run_id, seq, instance_id, address, name, started_at, ended_at, status, exit_status,
+                 error_kind, error, stdout_dropped, stderr_dropped) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                params![
+                    run_id,
+                    seq as i64,
+                    r.host.instance_id,
+                    r.host.address,
+                    r.host.name,
+                    ts(r.started_at),
+                    ts(r.ended_at),
+                    r.status.as_str(),
+                    r.exit_status,
+                    r.error_kind.map(|k| k.as_str()),
+                    r.error,
+                    r.stdout_dropped as i64,
+                    r.stderr_dropped as i64
+                ],
+            )?;
+            for (i, cmd) in r.commands.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO commands (run_id, seq, idx, command, exit_status, exit_signal, stdout, stderr)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                    params![run_id, seq as i64, i as i64, cmd.command, cmd.exit_status, cmd.exit_signal, cmd.stdout, cmd.stderr],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        end: RunEnd<'_>,
+        ended_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let outcome = end.outcome.to_string();
+        let (ok, failed, skipped) = (end.ok as i64, end.failed as i64, end.skipped as i64);
+        self.call(move |c| {
+            c.execute(
+                "UPDATE runs SET ended_at = ?2, outcome = ?3, hosts_ok = ?4, hosts_failed = ?5, hosts_skipped = ?6 WHERE id = ?1",
+                params![run_id, ts(ended_at), outcome, ok, failed, skipped],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The most recent runs, newest first, optionally of one job.
+    pub async fn runs(
+        &self,
+        job: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped
+                 FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![job, limit as i64], run_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One run with every host's result and captured output.
+    pub async fn run(&self, id: i64) -> Result<(RunRecord, Vec<HostResult>), StoreError> {
+        self.call(move |c| {
+            let run = c
+                .query_row(
+                    "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped
+                     FROM runs WHERE id = ?1",
+                    [id],
+                    run_row,
+                )
+                .optional()?
+                .ok_or(StoreError::NoSuchRun(id))?;
+            let mut st = c.prepare(
+                "SELECT seq, instance_id, address, name, started_at, ended_at, status, exit_status, error_kind, error,
+                 stdout_dropped, stderr_dropped FROM hosts WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let mut hosts: Vec<(i64, HostResult)> = st
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        HostResult {
+                            host: Host { instance_id: r.get(1)?, address: r.get(2)?, name: r.get(3)? },
+                            started_at: parse_ts(&r.get::<_, String>(4)?),
+                            ended_at: parse_ts(&r.get::<_, String>(5)?),
+                            status: HostStatus::parse(&r.get::<_, String>(6)?),
+                            exit_status: r.get(7)?,
+                            error_kind: r.get::<_, Option<String>>(8)?.as_deref().and_then(ErrorKind::parse),
+                            error: r.get(9)?,
+                            commands: Vec::new(),
+                            stdout_dropped: r.get::<_, i64>(10)? as u64,
+                            stderr_dropped: r.get::<_, i64>(11)? as u64,
+                        },
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut st = c.prepare(
+                "SELECT seq, command, exit_status, exit_signal, stdout, stderr FROM commands WHERE run_id = ?1 ORDER BY seq, idx",
+            )?;
+            let cmds = st.query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    CommandResult {
+                        command: r.get(1)?,
+                        exit_status: r.get(2)?,
+                        exit_signal: r.get(3)?,
+                        stdout: r.get(4)?,
+                        stderr: r.get(5)?,
+                    },
+                ))
+            })?;
+            for row in cmds {
+                let (seq, cmd) = row?;
+                if let Ok(i) = hosts.binary_search_by_key(&seq, |h| h.0) {
+                    hosts[i].1.commands.push(cmd);
+                }
+            }
+            Ok((run, hosts.into_iter().map(|h| h.1).collect()))
+        })
+        .await
+    }
+}
+
+impl KeyPins for Store {
+    fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // INSERT OR IGNORE then read: the first writer wins, across processes too.
+        c.execute(
+            "INSERT OR IGNORE INTO host_keys (host_id, address, key, pinned_at) VALUES (?1, ?2, ?3, ?4)",
+            params![host_id, address, key, ts(Utc::now())],
+        )
+        .and_then(|_| c.query_row("SELECT key FROM host_keys WHERE host_id = ?1", [host_id], |r| r.get(0)))
+        .map_err(|e| format!("{e}"))
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        trigger: r.get(2)?,
+        started_at: r.get(3)?,
+        ended_at: r.get(4)?,
+        outcome: r.get(5)?,
+        hosts_total: r.get(6)?,
+        hosts_ok: r.get(7)?,
+        hosts_failed: r.get(8)?,
+        hosts_skipped: r.get(9)?,
+    })
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let v: i32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    c.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS runs (
+           id INTEGER PRIMARY KEY AUTOINCREMENT,
+           job TEXT NOT NULL, trigger TEXT NOT NULL,
+           started_at TEXT NOT NULL, ended_at TEXT,
+           outcome TEXT NOT NULL,
+           hosts_total INTEGER NOT NULL DEFAULT 0, hosts_ok INTEGER NOT NULL DEFAULT 0,
+           hosts_failed INTEGER NOT NULL DEFAULT 0, hosts_skipped INTEGER NOT NULL DEFAULT 0);
+         CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, id);
+         CREATE TABLE IF NOT EXISTS hosts (
+           run_id INTEGER NOT NULL REFERENCES runs(id), seq INTEGER NOT NULL,
+           instance_id TEXT, address TEXT, name TEXT,
+           started_at TEXT NOT NULL, ended_at TEXT NOT NULL, status TEXT NOT NULL,
+           exit_status INTEGER, error_kind TEXT, error TEXT,
+           stdout_dropped INTEGER NOT NULL, stderr_dropped INTEGER NOT NULL,
+           PRIMARY KEY (run_id, seq));
+         CREATE TABLE IF NOT EXISTS commands (
+           run_id INTEGER NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL,
+           command TEXT NOT NULL, exit_status INTEGER, exit_signal TEXT,
+           stdout BLOB NOT NULL, stderr BLOB NOT NULL,
+           PRIMARY KEY (run_id, seq, idx), FOREIGN KEY (run_id, seq) REFERENCES hosts(run_id, seq));
+         CREATE TABLE IF NOT EXISTS host_keys (
+           host_id TEXT PRIMARY KEY, address TEXT NOT NULL, key TEXT NOT NULL, pinned_at TEXT NOT NULL);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+}
