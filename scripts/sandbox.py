@@ -348,6 +348,14 @@ def cmd_down(_args):
     log("stopped moto and every sandbox sshd")
 
 
+def cmd_status(_args):
+    st = load_state()
+    up = alive(st.get("moto_pid"))
+    print(f"moto: {'up on port ' + str(st.get('moto_port')) if up else 'down'}; "
+          f"sshd processes: {sum(alive(s['pid']) for s in st.get('sshds', []))}")
+    sys.exit(0 if up else 1)
+
+
 def cmd_env(_args):
     if not os.path.exists(ENV_FILE):
         sys.exit("sandbox: not up; run scripts/sandbox up")
@@ -374,6 +382,7 @@ def main():
     rk.add_argument("addr")
     rk.set_defaults(f=cmd_rekey)
     sub.add_parser("down", help="stop moto and every sandbox sshd").set_defaults(f=cmd_down)
+    sub.add_parser("status", help="exit 0 when moto is up").set_defaults(f=cmd_status)
     sub.add_parser("env", help="print the env file's path").set_defaults(f=cmd_env)
     args = p.parse_args()
     os.makedirs(SB, exist_ok=True)

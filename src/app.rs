@@ -43,13 +43,8 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
 /// SIGINT or SIGTERM cancels the token: running commands are killed and recorded as cancelled.
 pub async fn cancel_on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!(
-            "cannot install signal handlers; Ctrl-C will end opsd without recording the run"
-        );
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will end opsd without recording the run");
         return;
     };
     tokio::select! {
@@ -69,11 +64,7 @@ fn print_diags(diags: &[Diagnostic]) {
 fn validate(config: &Config, paths: &[PathBuf]) -> Exit {
     let mut files = Vec::new();
     let mut diags = Vec::new();
-    let targets = if paths.is_empty() {
-        vec![config.jobs_dir.clone()]
-    } else {
-        paths.to_vec()
-    };
+    let targets = if paths.is_empty() { vec![config.jobs_dir.clone()] } else { paths.to_vec() };
     for p in targets {
         if p.is_dir() {
             match job::files_in(&p) {
@@ -92,15 +83,9 @@ fn validate(config: &Config, paths: &[PathBuf]) -> Exit {
         }
     }
     print_diags(&diags);
-    let config_name = config
-        .source
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "built-in defaults".into());
-    println!(
-        "config {config_name}: ok; {} job files checked, {bad} with errors",
-        files.len()
-    );
+    let config_name =
+        config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+    println!("config {config_name}: ok; {} job files checked, {bad} with errors", files.len());
     if diags.is_empty() {
         Exit::Ok
     } else {
@@ -116,49 +101,22 @@ fn jobs(config: &Config) -> Exit {
             return Exit::Usage;
         }
     };
-    println!(
-        "{:<24} {:<24} {:<40} DESCRIPTION",
-        "JOB", "SCHEDULE", "TARGET"
-    );
+    println!("{:<24} {:<24} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
     for f in files {
         match job::load(&f, config) {
             Ok(j) => {
-                let tags: Vec<String> = j
-                    .target
-                    .tags
-                    .0
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.join("|")))
-                    .collect();
+                let tags: Vec<String> = j.target.tags.0.iter().map(|(k, v)| format!("{k}={}", v.join("|"))).collect();
                 let target = format!(
                     "{} [{}]",
                     tags.join(","),
-                    j.target
-                        .states
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    j.target.states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
                 );
-                let schedule = j
-                    .schedule
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "(by hand)".into());
-                println!(
-                    "{:<24} {:<24} {:<40} {}",
-                    j.name, schedule, target, j.description
-                );
+                let schedule = j.schedule.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "(by hand)".into());
+                println!("{:<24} {:<24} {:<40} {}", j.name, schedule, target, j.description);
             }
             Err(d) => {
-                let name = f
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                println!(
-                    "{name:<24} INVALID: `opsd validate {}` shows why",
-                    f.display()
-                );
+                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                println!("{name:<24} INVALID: `opsd validate {}` shows why", f.display());
                 print_diags(&d);
             }
         }
@@ -220,9 +178,7 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
     if args.dry_run {
         return dry_run(&job, &hosts, args.output);
     }
-    let (Some(store), Some(connector)) = (store, connector) else {
-        unreachable!("opened above unless dry-run")
-    };
+    let (Some(store), Some(connector)) = (store, connector) else { unreachable!("opened above unless dry-run") };
     execute(&job, hosts, store, connector, args.output, cancel).await
 }
 
@@ -241,12 +197,7 @@ fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
                     h.name.as_deref().unwrap_or("")
                 );
             }
-            println!(
-                "{}: {} hosts would run: {}",
-                job.name,
-                hosts.len(),
-                job.run.commands.join(" && ")
-            );
+            println!("{}: {} hosts would run: {}", job.name, hosts.len(), job.run.commands.join(" && "));
         }
     }
     if hosts.is_empty() {
@@ -347,18 +298,12 @@ async fn execute(
                 Err(e) => eprintln!("opsd: cannot render JSON: {e}"),
             }
         }
-        OutputFormat::Text => print!(
-            "{}",
-            report::summary(&job.name, run_id, &results, clock.elapsed())
-        ),
+        OutputFormat::Text => print!("{}", report::summary(&job.name, run_id, &results, clock.elapsed())),
     }
     if store_failed {
         Exit::Software
     } else if n == 0 {
-        eprintln!(
-            "opsd: no instance matched the target of {}; check its tags and states with --dry-run",
-            job.name
-        );
+        eprintln!("opsd: no instance matched the target of {}; check its tags and states with --dry-run", job.name);
         Exit::NoHosts
     } else if counts.ok == n {
         Exit::Ok

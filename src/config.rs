@@ -109,14 +109,14 @@ impl Config {
         Self::load_with_env(path, &env)
     }
 
-    pub fn load_with_env(
-        path: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Config, Vec<Diagnostic>> {
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, Vec<Diagnostic>> {
         let (file, text) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
-                    vec![Diagnostic::file(p, format!("cannot read the config: {e}; fix the path given by --config or OPSD_CONFIG"))]
+                    vec![Diagnostic::file(
+                        p,
+                        format!("cannot read the config: {e}; fix the path given by --config or OPSD_CONFIG"),
+                    )]
                 })?;
                 (Some(p.to_path_buf()), text)
             }
@@ -158,11 +158,7 @@ impl Config {
             })?;
         if let Some(f) = &file {
             let base = f.parent().unwrap_or(Path::new("."));
-            for p in [
-                &mut cfg.jobs_dir,
-                &mut cfg.state_dir,
-                &mut cfg.ssh.known_hosts,
-            ] {
+            for p in [&mut cfg.jobs_dir, &mut cfg.state_dir, &mut cfg.ssh.known_hosts] {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -192,36 +188,29 @@ fn toml_diag(file: &Path, text: &str, path: &str, e: &toml::de::Error) -> Diagno
     // serde names an unknown key in its message; make the field the key itself.
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         if let Some((key, expected)) = rest.split_once('`') {
-            let field = if path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{path}.{key}")
-            };
             let expected = expected.trim_start_matches(',').trim();
-            return Diagnostic::at(
-                file,
-                text,
-                offset,
-                field,
-                format!("unknown key ({expected}); remove it or fix its spelling"),
-            );
+            let message = format!("unknown key ({expected}); remove it or fix its spelling");
+            return Diagnostic::at(file, text, offset, join_key(path, key), message);
         }
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or_default();
-        let field = if path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{path}.{key}")
-        };
-        return Diagnostic::at(file, text, offset, field, "is required but missing; add it");
+        let message = format!("`{key}` is required but missing; add it");
+        return Diagnostic::at(file, text, offset, join_key(path, key), message);
     }
-    let field = if path.is_empty() {
-        "-".to_string()
-    } else {
-        path.to_string()
-    };
+    let field = if path.is_empty() { "-" } else { path };
     Diagnostic::at(file, text, offset, field, msg)
+}
+
+/// `path.key`, unless the path already ends with the key (serde_path_to_error includes it for unknown keys).
+fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() || path == key {
+        key.to_string()
+    } else if path.ends_with(&format!(".{key}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 #[cfg(test)]
@@ -237,9 +226,7 @@ mod tests {
 
     #[test]
     fn file_values_and_relative_paths() {
-        let (d, p) = write(
-            "jobs_dir = \"jobs\"\n[ssh]\nuser = \"admin\"\nport = 2222\n[run]\nmax_errors = 3\n",
-        );
+        let (d, p) = write("jobs_dir = \"jobs\"\n[ssh]\nuser = \"admin\"\nport = 2222\n[run]\nmax_errors = 3\n");
         let c = Config::load_with_env(Some(&p), &[]).unwrap();
         assert_eq!(c.jobs_dir, d.path().join("jobs"));
         assert_eq!(c.ssh.user.as_deref(), Some("admin"));
@@ -271,11 +258,7 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (3, "ssh.conect_timeout"), "{e}");
         let (_d, p) = write("[run]\ntimeout = \"soon\"\n");
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err().remove(0);
-        assert_eq!(
-            (e.line, e.col, e.field.as_str()),
-            (2, 11, "run.timeout"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.col, e.field.as_str()), (2, 11, "run.timeout"), "{e}");
     }
 
     #[test]
@@ -283,10 +266,7 @@ mod tests {
         let (_d, p) = write("");
         let env = vec![("OPSD_RUN__TIMEOUT".to_string(), "soon".to_string())];
         let e = Config::load_with_env(Some(&p), &env).unwrap_err().remove(0);
-        assert!(
-            e.message.contains("soon") || e.message.contains("timeout"),
-            "{e}"
-        );
+        assert!(e.message.contains("soon") || e.message.contains("timeout"), "{e}");
     }
 
     #[test]

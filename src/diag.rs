@@ -15,21 +15,9 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn at(
-        file: &Path,
-        text: &str,
-        offset: usize,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(file: &Path, text: &str, offset: usize, field: impl Into<String>, message: impl Into<String>) -> Self {
         let (line, col) = line_col(text, offset);
-        Diagnostic {
-            file: file.to_path_buf(),
-            line,
-            col,
-            field: field.into(),
-            message: message.into(),
-        }
+        Diagnostic { file: file.to_path_buf(), line, col, field: field.into(), message: message.into() }
     }
 
     /// A problem with a field, located at the field's key in `text` when it can be found.
@@ -40,27 +28,13 @@ impl Diagnostic {
 
     /// A problem with the file as a whole (unreadable, missing).
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        Diagnostic {
-            file: file.to_path_buf(),
-            line: 1,
-            col: 1,
-            field: "-".into(),
-            message: message.into(),
-        }
+        Diagnostic { file: file.to_path_buf(), line: 1, col: 1, field: "-".into(), message: message.into() }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.col,
-            self.field,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}: {}", self.file.display(), self.line, self.col, self.field, self.message)
     }
 }
 
@@ -95,22 +69,12 @@ pub fn find_key(text: &str, dotted: &str) -> Option<usize> {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         if let Some(rest) = trimmed.strip_prefix('[') {
-            current = rest
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            current = rest.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
             if current == table || current == dotted {
                 header_at.get_or_insert(offset + indent);
             }
         } else if current == table {
-            let name = trimmed
-                .split(['=', ' ', '\t'])
-                .next()
-                .unwrap_or("")
-                .trim_matches('"');
+            let name = trimmed.split(['=', ' ', '\t']).next().unwrap_or("").trim_matches('"');
             if name == key {
                 return Some(offset + indent);
             }

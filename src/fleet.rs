@@ -20,10 +20,7 @@ pub struct Host {
 impl Host {
     /// The label used in logs and the live view: the instance id, else the address.
     pub fn label(&self) -> &str {
-        self.instance_id
-            .as_deref()
-            .or(self.address.as_deref())
-            .unwrap_or("?")
+        self.instance_id.as_deref().or(self.address.as_deref()).unwrap_or("?")
     }
 }
 
@@ -46,39 +43,21 @@ pub fn filters(target: &Target) -> Vec<Filter> {
         .tags
         .0
         .iter()
-        .map(|(k, v)| {
-            Filter::builder()
-                .name(format!("tag:{k}"))
-                .set_values(Some(v.clone()))
-                .build()
-        })
+        .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).set_values(Some(v.clone())).build())
         .collect();
     f.push(
         Filter::builder()
             .name("instance-state-name")
-            .set_values(Some(
-                target
-                    .states
-                    .iter()
-                    .map(|s| s.as_str().to_string())
-                    .collect(),
-            ))
+            .set_values(Some(target.states.iter().map(|s| s.as_str().to_string()).collect()))
             .build(),
     );
     f
 }
 
 /// Every instance matching `target`, sorted by instance id, each once.
-pub async fn resolve(
-    client: &aws_sdk_ec2::Client,
-    target: &Target,
-) -> Result<Vec<Host>, FleetError> {
-    let mut pages = client
-        .describe_instances()
-        .set_filters(Some(filters(target)))
-        .max_results(PAGE_SIZE)
-        .into_paginator()
-        .send();
+pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target) -> Result<Vec<Host>, FleetError> {
+    let mut pages =
+        client.describe_instances().set_filters(Some(filters(target))).max_results(PAGE_SIZE).into_paginator().send();
     let mut hosts = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(classify)?;
@@ -90,17 +69,8 @@ pub async fn resolve(
             }
             .filter(|a| !a.is_empty())
             .map(str::to_string);
-            let name = inst
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("Name"))
-                .and_then(|t| t.value())
-                .map(str::to_string);
-            hosts.push(Host {
-                instance_id: inst.instance_id().map(str::to_string),
-                address,
-                name,
-            });
+            let name = inst.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).map(str::to_string);
+            hosts.push(Host { instance_id: inst.instance_id().map(str::to_string), address, name });
         }
     }
     hosts.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));

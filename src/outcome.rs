@@ -49,20 +49,9 @@ impl ErrorKind {
 
     pub fn parse(s: &str) -> Option<ErrorKind> {
         use ErrorKind::*;
-        [
-            NoAddress,
-            Connect,
-            HostKey,
-            Auth,
-            Timeout,
-            CommandFailed,
-            Signal,
-            Protocol,
-            Skipped,
-            Cancelled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [NoAddress, Connect, HostKey, Auth, Timeout, CommandFailed, Signal, Protocol, Skipped, Cancelled]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

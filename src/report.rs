@@ -24,21 +24,14 @@ impl Live {
         let bar = (tty && !quiet).then(|| {
             let b = ProgressBar::new(labels.len() as u64);
             b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} hosts {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} hosts {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
         let partial = labels.iter().map(|_| [Vec::new(), Vec::new()]).collect();
-        Live {
-            labels,
-            bar,
-            partial,
-            quiet,
-        }
+        Live { labels, bar, partial, quiet }
     }
 
     pub fn on_event(&mut self, ev: &Event, failed_so_far: usize) {
@@ -134,10 +127,7 @@ pub struct Counts {
 
 impl Counts {
     pub fn of(results: &[HostResult]) -> Counts {
-        let mut c = Counts {
-            total: results.len(),
-            ..Default::default()
-        };
+        let mut c = Counts { total: results.len(), ..Default::default() };
         for r in results {
             match r.status {
                 HostStatus::Ok => c.ok += 1,
@@ -177,12 +167,7 @@ pub struct RunDocument<'a> {
 }
 
 /// The text summary after a run: counts, then every host that did not succeed.
-pub fn summary(
-    job: &str,
-    run_id: Option<i64>,
-    results: &[HostResult],
-    elapsed: Duration,
-) -> String {
+pub fn summary(job: &str, run_id: Option<i64>, results: &[HostResult], elapsed: Duration) -> String {
     let c = Counts::of(results);
     let id = run_id.map(|i| format!("run {i} of ")).unwrap_or_default();
     let mut s = format!(

@@ -31,18 +31,9 @@ pub struct Plan {
 /// Progress of a run, in order per host: `Started`, any `Output`, then `Finished`.
 #[derive(Debug)]
 pub enum Event {
-    Started {
-        seq: usize,
-    },
-    Output {
-        seq: usize,
-        stream: Stream,
-        data: Vec<u8>,
-    },
-    Finished {
-        seq: usize,
-        result: Box<HostResult>,
-    },
+    Started { seq: usize },
+    Output { seq: usize, stream: Stream, data: Vec<u8> },
+    Finished { seq: usize, result: Box<HostResult> },
 }
 
 struct LiveSink {
@@ -52,24 +43,12 @@ struct LiveSink {
 
 impl OutputSink for LiveSink {
     async fn output(&self, stream: Stream, data: &[u8]) {
-        let _ = self
-            .tx
-            .send(Event::Output {
-                seq: self.seq,
-                stream,
-                data: data.to_vec(),
-            })
-            .await;
+        let _ = self.tx.send(Event::Output { seq: self.seq, stream, data: data.to_vec() }).await;
     }
 }
 
 /// Run `plan` to the end; returns when every host has finished (or was skipped or cancelled).
-pub async fn run(
-    plan: Arc<Plan>,
-    connector: Arc<Connector>,
-    events: mpsc::Sender<Event>,
-    cancel: CancellationToken,
-) {
+pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sender<Event>, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
@@ -87,41 +66,19 @@ pub async fn run(
         };
         let failed = failures.load(Ordering::SeqCst);
         if failed > plan.error_budget {
-            let why = format!(
-                "not started: {failed} hosts failed, more than max_errors allows ({})",
-                plan.error_budget
-            );
+            let why =
+                format!("not started: {failed} hosts failed, more than max_errors allows ({})", plan.error_budget);
             for (seq, host) in std::iter::once((seq, host)).chain(hosts.by_ref()) {
-                let _ = events
-                    .send(finished(
-                        seq,
-                        not_run(host, HostStatus::Skipped, ErrorKind::Skipped, &why),
-                    ))
-                    .await;
+                let _ = events.send(finished(seq, not_run(host, HostStatus::Skipped, ErrorKind::Skipped, &why))).await;
             }
             break;
         }
-        let (plan, connector, events, failures, cancel) = (
-            plan.clone(),
-            connector.clone(),
-            events.clone(),
-            failures.clone(),
-            cancel.clone(),
-        );
+        let (plan, connector, events, failures, cancel) =
+            (plan.clone(), connector.clone(), events.clone(), failures.clone(), cancel.clone());
         tasks.spawn(async move {
             let _ = events.send(Event::Started { seq }).await;
             let result = if plan.live_output {
-                run_host(
-                    &plan,
-                    &connector,
-                    host,
-                    &LiveSink {
-                        tx: events.clone(),
-                        seq,
-                    },
-                    &cancel,
-                )
-                .await
+                run_host(&plan, &connector, host, &LiveSink { tx: events.clone(), seq }, &cancel).await
             } else {
                 run_host(&plan, &connector, host, &NoSink, &cancel).await
             };
@@ -137,10 +94,7 @@ pub async fn run(
 }
 
 fn finished(seq: usize, result: HostResult) -> Event {
-    Event::Finished {
-        seq,
-        result: Box::new(result),
-    }
+    Event::Finished { seq, result: Box::new(result) }
 }
 
 fn not_run(host: Host, status: HostStatus, kind: ErrorKind, why: &str) -> HostResult {
@@ -180,15 +134,7 @@ async fn run_host<S: OutputSink>(
     let host_id = host.instance_id.clone().unwrap_or_else(|| address.clone());
     let span = tracing::info_span!("host", host = %host_id, address = %address);
     let out = connector
-        .run(
-            &host_id,
-            &address,
-            &plan.commands,
-            plan.output_limit,
-            plan.timeout,
-            sink,
-            cancel,
-        )
+        .run(&host_id, &address, &plan.commands, plan.output_limit, plan.timeout, sink, cancel)
         .instrument(span)
         .await;
     let status = match &out.error {

@@ -20,15 +20,9 @@ const SCHEMA_VERSION: i32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the run history {path}: {source}; check that state_dir exists and is writable by opsd")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the state directory {path}: {source}; set state_dir in the config to a writable directory")]
-    StateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StateDir { path: PathBuf, source: std::io::Error },
     #[error("run history: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("run history: the background task failed: {0}")]
@@ -78,10 +72,8 @@ impl Store {
     }
 
     pub fn open_blocking(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
         let path = state_dir.join("opsd.db");
         let open = |path: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
@@ -92,14 +84,8 @@ impl Store {
             migrate(&conn)?;
             Ok(conn)
         };
-        let conn = open(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        let conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -136,12 +122,7 @@ impl Store {
     }
 
     /// Record one host's result (and its commands) in one transaction.
-    pub async fn record_host(
-        &self,
-        run_id: i64,
-        seq: usize,
-        r: HostResult,
-    ) -> Result<(), StoreError> {
+    pub async fn record_host(&self, run_id: i64, seq: usize, r: HostResult) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
@@ -176,12 +157,7 @@ impl Store {
         .await
     }
 
-    pub async fn finish_run(
-        &self,
-        run_id: i64,
-        end: RunEnd<'_>,
-        ended_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn finish_run(&self, run_id: i64, end: RunEnd<'_>, ended_at: DateTime<Utc>) -> Result<(), StoreError> {
         let outcome = end.outcome.to_string();
         let (ok, failed, skipped) = (end.ok as i64, end.failed as i64, end.skipped as i64);
         self.call(move |c| {
@@ -195,11 +171,7 @@ impl Store {
     }
 
     /// The most recent runs, newest first, optionally of one job.
-    pub async fn runs(
-        &self,
-        job: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<RunRecord>, StoreError> {
+    pub async fn runs(&self, job: Option<String>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped
@@ -306,9 +278,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
 }
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {

@@ -63,9 +63,7 @@ impl<'de> Deserialize<'de> for Tags {
             let vals = match v {
                 V::One(s) => vec![s],
                 V::Many(v) if v.is_empty() => {
-                    return Err(de::Error::custom(format!(
-                        "tag {k:?} has an empty list of values; give at least one"
-                    )))
+                    return Err(de::Error::custom(format!("tag {k:?} has an empty list of values; give at least one")))
                 }
                 V::Many(v) => v,
             };
@@ -159,15 +157,10 @@ impl<'de> Deserialize<'de> for Commands {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
         if v.is_empty() {
-            return Err(de::Error::custom(
-                "no commands; give at least one, like commands = [\"uptime\"]",
-            ));
+            return Err(de::Error::custom("no commands; give at least one, like commands = [\"uptime\"]"));
         }
         if let Some(i) = v.iter().position(|c| c.trim().is_empty()) {
-            return Err(de::Error::custom(format!(
-                "command {} is empty; remove it or write the command",
-                i + 1
-            )));
+            return Err(de::Error::custom(format!("command {} is empty; remove it or write the command", i + 1)));
         }
         Ok(Commands(v))
     }
@@ -215,19 +208,13 @@ pub struct RunSettings {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
 }
 
 /// Parse one job file's text. On failure, every problem found is returned.
 pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
-    let name = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     let mut diags = Vec::new();
     if !valid_name(&name) {
         diags.push(Diagnostic::file(
@@ -243,11 +230,7 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
         }
     };
     let d = &config.ssh;
-    let identity_file = spec
-        .ssh
-        .identity_file
-        .clone()
-        .or_else(|| d.identity_file.clone());
+    let identity_file = spec.ssh.identity_file.clone().or_else(|| d.identity_file.clone());
     let user = spec.ssh.user.clone().or_else(|| d.user.clone());
     let host_keys = spec.ssh.host_keys.unwrap_or_default();
     if identity_file.is_none() {
@@ -275,22 +258,14 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
         file: file.to_path_buf(),
         description: spec.description,
         schedule: spec.schedule,
-        target: Target {
-            tags: spec.target.tags,
-            states: spec.target.states,
-            address: spec.target.address,
-        },
+        target: Target { tags: spec.target.tags, states: spec.target.states, address: spec.target.address },
         ssh: SshSettings {
             user: user.unwrap_or_default(),
             port: spec.ssh.port.unwrap_or(d.port),
             identity_file: identity_file.unwrap_or_default(),
             host_keys,
             known_hosts: d.known_hosts.clone(),
-            connect_timeout: spec
-                .ssh
-                .connect_timeout
-                .map(|t| t.0)
-                .unwrap_or(d.connect_timeout.0),
+            connect_timeout: spec.ssh.connect_timeout.map(|t| t.0).unwrap_or(d.connect_timeout.0),
         },
         run: RunSettings {
             commands: spec.run.commands.0,
@@ -305,10 +280,7 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
 /// Read and parse one job file.
 pub fn load(file: &Path, config: &Config) -> Result<Job, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        vec![Diagnostic::file(
-            file,
-            format!("cannot read the job file: {e}; check the path and permissions"),
-        )]
+        vec![Diagnostic::file(file, format!("cannot read the job file: {e}; check the path and permissions"))]
     })?;
     parse(file, &text, config)
 }
@@ -316,7 +288,10 @@ pub fn load(file: &Path, config: &Config) -> Result<Job, Vec<Diagnostic>> {
 /// The job files of a directory (`*.toml`), sorted by name.
 pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
-        Diagnostic::file(dir, format!("cannot read the jobs directory: {e}; set jobs_dir in the config to an existing directory"))
+        Diagnostic::file(
+            dir,
+            format!("cannot read the jobs directory: {e}; set jobs_dir in the config to an existing directory"),
+        )
     })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
@@ -361,10 +336,7 @@ pub fn find(name_or_path: &str, config: &Config) -> Result<Job, Vec<Diagnostic>>
     if !file.exists() {
         return Err(vec![Diagnostic::file(
             &file,
-            format!(
-                "no job named {name_or_path:?} in {}; `opsd jobs` lists the jobs",
-                config.jobs_dir.display()
-            ),
+            format!("no job named {name_or_path:?} in {}; `opsd jobs` lists the jobs", config.jobs_dir.display()),
         )]);
     }
     load(&file, config)
@@ -404,16 +376,12 @@ max_concurrency = "20%"
     }
 
     fn first_error(text: &str) -> Diagnostic {
-        parse(Path::new("jobs/x.toml"), text, &cfg())
-            .unwrap_err()
-            .remove(0)
+        parse(Path::new("jobs/x.toml"), text, &cfg()).unwrap_err().remove(0)
     }
 
     #[test]
     fn unknown_key_names_line_and_field() {
-        let d = first_error(
-            "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\ntimeot = \"5m\"\n",
-        );
+        let d = first_error("[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\ntimeot = \"5m\"\n");
         assert_eq!((d.line, d.field.as_str()), (5, "run.timeot"), "{d}");
         assert!(d.message.contains("unknown"), "{d}");
     }
@@ -421,18 +389,14 @@ max_concurrency = "20%"
     #[test]
     fn bad_value_names_line_column_and_field() {
         let d = first_error("[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\ntimeout = \"5 parsecs\"\n");
-        assert_eq!(
-            (d.line, d.col, d.field.as_str()),
-            (5, 11, "run.timeout"),
-            "{d}"
+        assert_eq!((d.line, d.col, d.field.as_str()), (5, 11, "run.timeout"), "{d}");
+        let d = first_error(
+            "schedule = \"rate(1 minutes)\"\n[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n",
         );
-        let d = first_error("schedule = \"rate(1 minutes)\"\n[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n");
         assert_eq!((d.line, d.field.as_str()), (1, "schedule"), "{d}");
         let d = first_error("[target]\ntags = {}\n[run]\ncommands = [\"true\"]\n");
         assert_eq!((d.line, d.field.as_str()), (2, "target.tags"), "{d}");
-        let d = first_error(
-            "[target]\ntags = { A = \"b\" }\naddress = \"ipv9\"\n[run]\ncommands = [\"true\"]\n",
-        );
+        let d = first_error("[target]\ntags = { A = \"b\" }\naddress = \"ipv9\"\n[run]\ncommands = [\"true\"]\n");
         assert_eq!((d.line, d.field.as_str()), (3, "target.address"), "{d}");
     }
 
@@ -447,12 +411,8 @@ max_concurrency = "20%"
     #[test]
     fn missing_identity_is_reported_with_its_field() {
         let c = Config::default();
-        let e = parse(
-            Path::new("jobs/x.toml"),
-            "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n",
-            &c,
-        )
-        .unwrap_err();
+        let e = parse(Path::new("jobs/x.toml"), "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n", &c)
+            .unwrap_err();
         let fields: Vec<_> = e.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(fields, ["ssh.identity_file", "ssh.user"]);
     }

@@ -20,26 +20,15 @@ impl Schedule {
     pub fn parse(s: &str) -> Result<Schedule, String> {
         let s = s.trim();
         if let Some(inner) = strip_call(s, "rate") {
-            return parse_rate(inner).map(|every| Schedule::Rate {
-                every,
-                text: s.to_string(),
-            });
+            return parse_rate(inner).map(|every| Schedule::Rate { every, text: s.to_string() });
         }
         if let Some(inner) = strip_call(s, "cron") {
-            return parse_eventbridge_cron(inner).map(|c| Schedule::Cron {
-                cron: Box::new(c),
-                text: s.to_string(),
-            });
+            return parse_eventbridge_cron(inner).map(|c| Schedule::Cron { cron: Box::new(c), text: s.to_string() });
         }
         if s.starts_with("rate") || s.starts_with("cron") {
-            return Err(format!(
-                "{s:?} is malformed; write rate(5 minutes) or cron(0 12 * * ? *)"
-            ));
+            return Err(format!("{s:?} is malformed; write rate(5 minutes) or cron(0 12 * * ? *)"));
         }
-        parse_unix_cron(s).map(|c| Schedule::Cron {
-            cron: Box::new(c),
-            text: s.to_string(),
-        })
+        parse_unix_cron(s).map(|c| Schedule::Cron { cron: Box::new(c), text: s.to_string() })
     }
 
     pub fn text(&self) -> &str {
@@ -63,19 +52,14 @@ impl<'de> Deserialize<'de> for Schedule {
 }
 
 fn strip_call<'a>(s: &'a str, name: &str) -> Option<&'a str> {
-    s.strip_prefix(name)?
-        .trim_start()
-        .strip_prefix('(')?
-        .strip_suffix(')')
+    s.strip_prefix(name)?.trim_start().strip_prefix('(')?.strip_suffix(')')
 }
 
 /// EventBridge rules: a positive integer, the unit singular for 1 and plural otherwise.
 fn parse_rate(inner: &str) -> Result<Duration, String> {
     let parts: Vec<&str> = inner.split_whitespace().collect();
     let [n, unit] = parts[..] else {
-        return Err(format!(
-            "rate({inner}) needs a value and a unit, like rate(5 minutes)"
-        ));
+        return Err(format!("rate({inner}) needs a value and a unit, like rate(5 minutes)"));
     };
     let n: u64 = n
         .parse()
@@ -86,25 +70,15 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
         "minute" | "minutes" => (60, "minute", "minutes"),
         "hour" | "hours" => (3600, "hour", "hours"),
         "day" | "days" => (86400, "day", "days"),
-        u => {
-            return Err(format!(
-                "rate({inner}): unknown unit {u:?}; use minute(s), hour(s) or day(s)"
-            ))
-        }
+        u => return Err(format!("rate({inner}): unknown unit {u:?}; use minute(s), hour(s) or day(s)")),
     };
     if n == 1 && unit != singular {
-        return Err(format!(
-            "rate({inner}): a value of 1 takes the singular unit: rate(1 {singular})"
-        ));
+        return Err(format!("rate({inner}): a value of 1 takes the singular unit: rate(1 {singular})"));
     }
     if n > 1 && unit != plural {
-        return Err(format!(
-            "rate({inner}): a value above 1 takes the plural unit: rate({n} {plural})"
-        ));
+        return Err(format!("rate({inner}): a value above 1 takes the plural unit: rate({n} {plural})"));
     }
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("rate({inner}) is too large"))
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("rate({inner}) is too large"))
 }
 
 /// EventBridge `cron(minutes hours day-of-month month day-of-week year)`: day-of-week counts 1-7 from
@@ -119,20 +93,14 @@ fn parse_eventbridge_cron(inner: &str) -> Result<Cron, String> {
     }
     let (dom, dow) = (f[2], f[4]);
     match (dom == "?", dow == "?") {
-        (true, true) => {
-            return Err(format!(
-                "cron({inner}): only one of day-of-month and day-of-week may be ?"
-            ))
+        (true, true) => return Err(format!("cron({inner}): only one of day-of-month and day-of-week may be ?")),
+        (false, false) => {
+            return Err(format!("cron({inner}): day-of-month and day-of-week cannot both be set; put ? in one of them"))
         }
-        (false, false) => return Err(format!(
-            "cron({inner}): day-of-month and day-of-week cannot both be set; put ? in one of them"
-        )),
         _ => {}
     }
     if f[..2].iter().chain(&f[3..4]).any(|x| x.contains('?')) {
-        return Err(format!(
-            "cron({inner}): ? is only allowed in day-of-month or day-of-week"
-        ));
+        return Err(format!("cron({inner}): ? is only allowed in day-of-month or day-of-week"));
     }
     let pattern = format!("0 {} {} {} {} {} {}", f[0], f[1], f[2], f[3], f[4], f[5]);
     CronParser::builder()
@@ -152,14 +120,9 @@ fn parse_unix_cron(s: &str) -> Result<Cron, String> {
         ));
     }
     if s.starts_with('@')
-        && !matches!(
-            s,
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly"
-        )
+        && !matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly")
     {
-        return Err(format!(
-            "{s:?}: unknown shortcut; use @hourly, @daily, @weekly, @monthly or @yearly"
-        ));
+        return Err(format!("{s:?}: unknown shortcut; use @hourly, @daily, @weekly, @monthly or @yearly"));
     }
     let s = if s == "@midnight" { "@daily" } else { s };
     CronParser::builder()
@@ -198,11 +161,7 @@ mod tests {
             "cron(0 0 L * ? *)",
             "cron(0 0 15W * ? *)",
         ] {
-            assert!(
-                Schedule::parse(ok).is_ok(),
-                "{ok}: {:?}",
-                Schedule::parse(ok).err()
-            );
+            assert!(Schedule::parse(ok).is_ok(), "{ok}: {:?}", Schedule::parse(ok).err());
         }
         for bad in [
             "cron(0 12 * * * *)",
@@ -219,39 +178,18 @@ mod tests {
     #[test]
     fn eventbridge_day_of_week_counts_from_sunday_as_one() {
         use chrono::{TimeZone, Utc};
-        let Schedule::Cron { cron, .. } = Schedule::parse("cron(0 9 ? * 2 *)").unwrap() else {
-            panic!()
-        };
+        let Schedule::Cron { cron, .. } = Schedule::parse("cron(0 9 ? * 2 *)").unwrap() else { panic!() };
         // 2026-11-25 is a Wednesday; EventBridge's 2 is Monday.
-        let next = cron
-            .find_next_occurrence(&Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(), false)
-            .unwrap();
+        let next = cron.find_next_occurrence(&Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(), false).unwrap();
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap());
     }
 
     #[test]
     fn unix_cron_and_shortcuts() {
-        for ok in [
-            "0 3 * * *",
-            "*/5 * * * *",
-            "@hourly",
-            "@daily",
-            "0 0 1 jan *",
-        ] {
-            assert!(
-                Schedule::parse(ok).is_ok(),
-                "{ok}: {:?}",
-                Schedule::parse(ok).err()
-            );
+        for ok in ["0 3 * * *", "*/5 * * * *", "@hourly", "@daily", "0 0 1 jan *"] {
+            assert!(Schedule::parse(ok).is_ok(), "{ok}: {:?}", Schedule::parse(ok).err());
         }
-        for bad in [
-            "0 3 * *",
-            "0 0 3 * * *",
-            "@sometimes",
-            "rate(5 minutes",
-            "60 * * * *",
-            "every day",
-        ] {
+        for bad in ["0 3 * *", "0 0 3 * * *", "@sometimes", "rate(5 minutes", "60 * * * *", "every day"] {
             assert!(Schedule::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

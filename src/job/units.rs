@@ -13,14 +13,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let v = humantime::parse_duration(s.trim()).map_err(|e| {
-            de::Error::custom(format!(
-                "{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""
-            ))
+            de::Error::custom(format!("{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""))
         })?;
         if v.is_zero() {
-            return Err(de::Error::custom(
-                "a duration of zero is not allowed; give a positive duration like \"30s\"",
-            ));
+            return Err(de::Error::custom("a duration of zero is not allowed; give a positive duration like \"30s\""));
         }
         Ok(HumanDuration(v))
     }
@@ -41,9 +37,7 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size; write it like \"64KiB\" or \"1MiB\""))?;
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size; write it like \"64KiB\" or \"1MiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -52,15 +46,9 @@ impl ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            u => {
-                return Err(format!(
-                    "unknown size unit {u:?}; use B, KB, KiB, MB, MiB, GB or GiB"
-                ))
-            }
+            u => return Err(format!("unknown size unit {u:?}; use B, KB, KiB, MB, MiB, GB or GiB")),
         };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("{s:?} is too large"))
     }
 }
 
@@ -105,18 +93,13 @@ impl Limit {
     pub fn parse(s: &str) -> Result<Limit, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?} is not a percentage; write it like \"10%\""))?;
+            let p: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not a percentage; write it like \"10%\""))?;
             if !(0.0..=100.0).contains(&p) {
                 return Err(format!("{s:?} is outside 0%..100%"));
             }
             Ok(Limit::Percent(p))
         } else {
-            s.parse()
-                .map(Limit::Count)
-                .map_err(|_| format!("{s:?} is neither a number nor a percentage like \"10%\""))
+            s.parse().map(Limit::Count).map_err(|_| format!("{s:?} is neither a number nor a percentage like \"10%\""))
         }
     }
 
@@ -147,9 +130,9 @@ impl<'de> Deserialize<'de> for Limit {
             N(u64),
             S(String),
         }
-        match Raw::deserialize(d).map_err(|_| {
-            de::Error::custom("expected a number of hosts or a percentage like \"10%\"")
-        })? {
+        match Raw::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a number of hosts or a percentage like \"10%\""))?
+        {
             Raw::N(n) => Ok(Limit::Count(n)),
             Raw::S(s) => Limit::parse(&s).map_err(de::Error::custom),
         }

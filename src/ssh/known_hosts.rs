@@ -73,23 +73,14 @@ impl KnownHosts {
                 continue;
             };
             let patterns = first.split(',').filter_map(parse_pattern).collect();
-            entries.push(Entry {
-                line: i + 1,
-                revoked,
-                patterns,
-                key,
-            });
+            entries.push(Entry { line: i + 1, revoked, patterns, key });
         }
         KnownHosts { entries }
     }
 
     /// Check `key` for `host` on `port`.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
-        let name = if port == 22 {
-            host.to_string()
-        } else {
-            format!("[{host}]:{port}")
-        };
+        let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
         let mut mismatch = None;
         for e in &self.entries {
             if !host_matches(&e.patterns, &name) {
@@ -118,19 +109,13 @@ fn parse_pattern(p: &str) -> Option<Pattern> {
     if let Some(rest) = p.strip_prefix("|1|") {
         let (salt, hash) = rest.split_once('|')?;
         let b = base64::engine::general_purpose::STANDARD;
-        return Some(Pattern::Hashed {
-            salt: b.decode(salt).ok()?,
-            hash: b.decode(hash).ok()?,
-        });
+        return Some(Pattern::Hashed { salt: b.decode(salt).ok()?, hash: b.decode(hash).ok()? });
     }
     let (negated, glob) = match p.strip_prefix('!') {
         Some(g) => (true, g),
         None => (false, p),
     };
-    Some(Pattern::Glob {
-        negated,
-        glob: glob.to_ascii_lowercase(),
-    })
+    Some(Pattern::Glob { negated, glob: glob.to_ascii_lowercase() })
 }
 
 /// OpenSSH's rule: a negated match rules the line out; otherwise any positive match selects it.
@@ -175,10 +160,8 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const K1: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6iYO6jE/cYBdcVSmWCttnKz4aBjpYHN79jA9Bcy5Nb";
-    const K2: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK5LYkdjRCgNIsJbcOGu0YMbVHWBlqvL/fsxvl69bcDN";
+    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6iYO6jE/cYBdcVSmWCttnKz4aBjpYHN79jA9Bcy5Nb";
+    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK5LYkdjRCgNIsJbcOGu0YMbVHWBlqvL/fsxvl69bcDN";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -188,10 +171,7 @@ mod tests {
     fn plain_ports_and_mismatch() {
         let kh = KnownHosts::parse(&format!("# c\n[127.0.1.4]:2222 {K1}\n10.0.0.1 {K1}\n"));
         assert_eq!(kh.check("127.0.1.4", 2222, &key(K1)), Verdict::Trusted);
-        assert_eq!(
-            kh.check("127.0.1.4", 2222, &key(K2)),
-            Verdict::Mismatch { line: 2 }
-        );
+        assert_eq!(kh.check("127.0.1.4", 2222, &key(K2)), Verdict::Mismatch { line: 2 });
         assert_eq!(kh.check("127.0.1.4", 22, &key(K1)), Verdict::Unknown);
         assert_eq!(kh.check("10.0.0.1", 22, &key(K1)), Verdict::Trusted);
     }
@@ -201,10 +181,7 @@ mod tests {
         let kh = KnownHosts::parse(&format!("*.internal,!bad.internal {K1}\n@revoked * {K2}\n"));
         assert_eq!(kh.check("ip-1.internal", 22, &key(K1)), Verdict::Trusted);
         assert_eq!(kh.check("bad.internal", 22, &key(K1)), Verdict::Unknown);
-        assert_eq!(
-            kh.check("ip-1.internal", 22, &key(K2)),
-            Verdict::Revoked { line: 2 }
-        );
+        assert_eq!(kh.check("ip-1.internal", 22, &key(K2)), Verdict::Revoked { line: 2 });
     }
 
     #[test]
@@ -214,11 +191,7 @@ mod tests {
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).unwrap();
         mac.update(b"[127.0.1.4]:2222");
         let b = base64::engine::general_purpose::STANDARD;
-        let line = format!(
-            "|1|{}|{} {K1}",
-            b.encode(salt),
-            b.encode(mac.finalize().into_bytes())
-        );
+        let line = format!("|1|{}|{} {K1}", b.encode(salt), b.encode(mac.finalize().into_bytes()));
         let kh = KnownHosts::parse(&line);
         assert_eq!(kh.check("127.0.1.4", 2222, &key(K1)), Verdict::Trusted);
         assert_eq!(kh.check("127.0.1.5", 2222, &key(K1)), Verdict::Unknown);

@@ -51,16 +51,15 @@ pub trait KeyPins: Send + Sync + 'static {
 /// How server keys are checked for one run.
 #[derive(Clone)]
 pub enum HostKeyCheck {
-    KnownHosts {
-        file: PathBuf,
-        hosts: Arc<KnownHosts>,
-    },
+    KnownHosts { file: PathBuf, hosts: Arc<KnownHosts> },
     Tofu(Arc<dyn KeyPins>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot load the SSH identity {path}: {reason}; give an unencrypted OpenSSH private key in [ssh] identity_file")]
+    #[error(
+        "cannot load the SSH identity {path}: {reason}; give an unencrypted OpenSSH private key in [ssh] identity_file"
+    )]
     Identity { path: PathBuf, reason: String },
     #[error("cannot read known_hosts {path}: {reason}; set [ssh] known_hosts in the config, or host_keys = \"tofu\" in the job")]
     KnownHosts { path: PathBuf, reason: String },
@@ -88,24 +87,15 @@ pub struct SessionOutcome {
 impl Connector {
     /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
     pub fn new(settings: &SshSettings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
-        let key = russh::keys::load_secret_key(&settings.identity_file, None).map_err(|e| {
-            SetupError::Identity {
-                path: settings.identity_file.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let key = russh::keys::load_secret_key(&settings.identity_file, None)
+            .map_err(|e| SetupError::Identity { path: settings.identity_file.clone(), reason: e.to_string() })?;
         let check = match settings.host_keys {
             HostKeyPolicy::KnownHosts => {
-                let hosts = KnownHosts::load(&settings.known_hosts).map_err(|e| {
-                    SetupError::KnownHosts {
-                        path: settings.known_hosts.clone(),
-                        reason: e.to_string(),
-                    }
+                let hosts = KnownHosts::load(&settings.known_hosts).map_err(|e| SetupError::KnownHosts {
+                    path: settings.known_hosts.clone(),
+                    reason: e.to_string(),
                 })?;
-                HostKeyCheck::KnownHosts {
-                    file: settings.known_hosts.clone(),
-                    hosts: Arc::new(hosts),
-                }
+                HostKeyCheck::KnownHosts { file: settings.known_hosts.clone(), hosts: Arc::new(hosts) }
             }
             HostKeyPolicy::Tofu => HostKeyCheck::Tofu(pins),
         };
@@ -152,16 +142,7 @@ impl Connector {
         let deadline = Instant::now() + run_timeout;
         let mut caps = [Cap::new(output_limit), Cap::new(output_limit)];
         for command in commands {
-            let (result, err) = exec(
-                &handle,
-                command,
-                deadline,
-                run_timeout,
-                &mut caps,
-                sink,
-                cancel,
-            )
-            .await;
+            let (result, err) = exec(&handle, command, deadline, run_timeout, &mut caps, sink, cancel).await;
             let failed = err.is_some();
             out.commands.push(result);
             if let Some(e) = err {
@@ -173,19 +154,11 @@ impl Connector {
         }
         out.stdout_dropped = caps[0].dropped;
         out.stderr_dropped = caps[1].dropped;
-        let _ = timeout(
-            CLEANUP_TIMEOUT,
-            handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
-        )
-        .await;
+        let _ = timeout(CLEANUP_TIMEOUT, handle.disconnect(russh::Disconnect::ByApplication, "", "en")).await;
         out
     }
 
-    async fn connect(
-        &self,
-        host_id: &str,
-        address: &str,
-    ) -> Result<client::Handle<Checker>, (ErrorKind, String)> {
+    async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (ErrorKind, String)> {
         let deadline = Instant::now() + self.connect_timeout;
         let late = |what: &str| {
             (
@@ -196,18 +169,10 @@ impl Connector {
                 ),
             )
         };
-        let tcp = timeout_at(
-            deadline,
-            tokio::net::TcpStream::connect((address, self.port)),
-        )
-        .await
-        .map_err(|_| late("TCP connect"))?
-        .map_err(|e| {
-            (
-                ErrorKind::Connect,
-                format!("cannot connect to {address}:{}: {e}", self.port),
-            )
-        })?;
+        let tcp = timeout_at(deadline, tokio::net::TcpStream::connect((address, self.port)))
+            .await
+            .map_err(|_| late("TCP connect"))?
+            .map_err(|e| (ErrorKind::Connect, format!("cannot connect to {address}:{}: {e}", self.port)))?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
         let verdict = Arc::new(Mutex::new(None));
@@ -218,31 +183,18 @@ impl Connector {
             port: self.port,
             verdict: verdict.clone(),
         };
-        let mut handle = match timeout_at(
-            deadline,
-            client::connect_stream(self.config.clone(), tcp, checker),
-        )
-        .await
-        {
+        let mut handle = match timeout_at(deadline, client::connect_stream(self.config.clone(), tcp, checker)).await {
             Err(_) => return Err(late("SSH handshake")),
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 if let Some(v) = verdict.lock().unwrap().take() {
                     return Err((ErrorKind::HostKey, v));
                 }
-                return Err((
-                    ErrorKind::Connect,
-                    format!("SSH handshake with {address}:{} failed: {e}", self.port),
-                ));
+                return Err((ErrorKind::Connect, format!("SSH handshake with {address}:{} failed: {e}", self.port)));
             }
         };
         let hash = if self.key.algorithm().is_rsa() {
-            timeout_at(deadline, handle.best_supported_rsa_hash())
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .flatten()
-                .flatten()
+            timeout_at(deadline, handle.best_supported_rsa_hash()).await.ok().and_then(|r| r.ok()).flatten().flatten()
         } else {
             None
         };
@@ -253,7 +205,10 @@ impl Connector {
             Ok(Ok(AuthResult::Success)) => Ok(handle),
             Ok(Ok(AuthResult::Failure { .. })) => Err((
                 ErrorKind::Auth,
-                format!("the server refused the key for user {}; add the public key to the user's authorized_keys", self.user),
+                format!(
+                    "the server refused the key for user {}; add the public key to the user's authorized_keys",
+                    self.user
+                ),
             )),
         }
     }
@@ -272,10 +227,7 @@ struct Checker {
 impl client::Handler for Checker {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             *self.verdict.lock().unwrap() =
                 Some("the server presented a certificate; opsd checks plain host keys".into());
@@ -339,10 +291,7 @@ struct Cap {
 
 impl Cap {
     fn new(limit: u64) -> Cap {
-        Cap {
-            remaining: limit,
-            dropped: 0,
-        }
+        Cap { remaining: limit, dropped: 0 }
     }
 
     /// Keep what fits in `buf`; count the rest. Returns the kept part.
@@ -365,10 +314,7 @@ async fn exec<S: OutputSink>(
     sink: &S,
     cancel: &CancellationToken,
 ) -> (CommandResult, Option<(ErrorKind, String)>) {
-    let mut r = CommandResult {
-        command: command.to_string(),
-        ..Default::default()
-    };
+    let mut r = CommandResult { command: command.to_string(), ..Default::default() };
     let opened = tokio::select! {
         c = timeout_at(deadline, handle.channel_open_session()) => c,
         _ = cancel.cancelled() => return (r, Some((ErrorKind::Cancelled, "cancelled".into()))),
@@ -377,34 +323,14 @@ async fn exec<S: OutputSink>(
         Err(_) => {
             return (
                 r,
-                Some((
-                    ErrorKind::Timeout,
-                    format!(
-                        "timed out after {}",
-                        humantime::format_duration(run_timeout)
-                    ),
-                )),
+                Some((ErrorKind::Timeout, format!("timed out after {}", humantime::format_duration(run_timeout)))),
             )
         }
-        Ok(Err(e)) => {
-            return (
-                r,
-                Some((
-                    ErrorKind::Protocol,
-                    format!("cannot open a session channel: {e}"),
-                )),
-            )
-        }
+        Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot open a session channel: {e}")))),
         Ok(Ok(c)) => c,
     };
     if let Err(e) = ch.exec(true, command).await {
-        return (
-            r,
-            Some((
-                ErrorKind::Protocol,
-                format!("cannot start the command: {e}"),
-            )),
-        );
+        return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}"))));
     }
     let stop = loop {
         let msg = tokio::select! {
@@ -426,14 +352,9 @@ async fn exec<S: OutputSink>(
                 }
             }
             Some(ChannelMsg::ExitStatus { exit_status }) => r.exit_status = Some(exit_status),
-            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                r.exit_signal = Some(format!("{signal_name:?}"))
-            }
+            Some(ChannelMsg::ExitSignal { signal_name, .. }) => r.exit_signal = Some(format!("{signal_name:?}")),
             Some(ChannelMsg::Failure) => {
-                break Some((
-                    ErrorKind::Protocol,
-                    "the server refused to run the command".into(),
-                ))
+                break Some((ErrorKind::Protocol, "the server refused to run the command".into()))
             }
             Some(ChannelMsg::Close) | None => break None,
             Some(_) => {}
@@ -447,18 +368,9 @@ async fn exec<S: OutputSink>(
     }
     let err = match (r.exit_status, &r.exit_signal) {
         (Some(0), _) => None,
-        (Some(n), _) => Some((
-            ErrorKind::CommandFailed,
-            format!("command {command:?} exited with status {n}"),
-        )),
-        (None, Some(sig)) => Some((
-            ErrorKind::Signal,
-            format!("command {command:?} was killed by signal {sig}"),
-        )),
-        (None, None) => Some((
-            ErrorKind::Protocol,
-            format!("command {command:?} ended without an exit status"),
-        )),
+        (Some(n), _) => Some((ErrorKind::CommandFailed, format!("command {command:?} exited with status {n}"))),
+        (None, Some(sig)) => Some((ErrorKind::Signal, format!("command {command:?} was killed by signal {sig}"))),
+        (None, None) => Some((ErrorKind::Protocol, format!("command {command:?} ended without an exit status"))),
     };
     (r, err)
 }

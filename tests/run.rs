@@ -1,0 +1,440 @@
+//! `opsd run` end to end, against moto and a real OpenSSH server on loopback.
+
+mod support;
+
+use std::collections::BTreeSet;
+use support::*;
+
+fn ids(v: &[Instance]) -> BTreeSet<String> {
+    v.iter().map(|i| i.id.clone()).collect()
+}
+
+fn dry_run_ids(ctx: &Ctx, job: &str) -> (i32, BTreeSet<String>) {
+    let (code, doc) = ctx.run_json(job, &["--dry-run"]);
+    let ids = doc["hosts"].as_array().unwrap().iter().map(|h| h["instance_id"].as_str().unwrap().to_string()).collect();
+    (code, ids)
+}
+
+/// 1. Exactly the running instances with every tag matching are targeted; list values mean "any of".
+#[test]
+fn tag_targeting_selects_running_instances_with_all_tags() {
+    let ctx = Ctx::new();
+    let team = unique("team");
+    let t = team.as_str();
+    let dev = fleet(2, &[("Team", t), ("Env", "dev")], &["--no-listen"]);
+    let qa = fleet(1, &[("Team", t), ("Env", "qa")], &["--no-listen"]);
+    fleet(1, &[("Team", t), ("Env", "prod")], &["--no-listen"]);
+    fleet(1, &[("Team", t), ("Env", "dev")], &["--no-listen", "--state", "stopped"]);
+    fleet(1, &[("Team", t)], &["--no-listen"]);
+    fleet(1, &[("Env", "dev")], &["--no-listen"]);
+
+    ctx.write_job(
+        "dev",
+        &format!("[target]\ntags = {{ Team = \"{t}\", Env = \"dev\" }}\n[run]\ncommands = [\"true\"]\n"),
+    );
+    let (code, got) = dry_run_ids(&ctx, "dev");
+    assert_eq!(code, 0);
+    assert_eq!(got, ids(&dev));
+
+    ctx.write_job(
+        "devqa",
+        &format!("[target]\ntags = {{ Team = \"{t}\", Env = [\"dev\", \"qa\"] }}\n[run]\ncommands = [\"true\"]\n"),
+    );
+    let (_, got) = dry_run_ids(&ctx, "devqa");
+    assert_eq!(got, ids(&dev).union(&ids(&qa)).cloned().collect());
+
+    ctx.write_job(
+        "stopped",
+        &format!("[target]\ntags = {{ Team = \"{t}\", Env = \"dev\" }}\nstates = [\"stopped\"]\n[run]\ncommands = [\"true\"]\n"),
+    );
+    let (_, got) = dry_run_ids(&ctx, "stopped");
+    assert_eq!(got.len(), 1);
+    assert!(got.is_disjoint(&ids(&dev)));
+}
+
+/// 1. A fleet larger than one DescribeInstances page is resolved completely.
+#[test]
+fn fleet_larger_than_a_page_is_fully_resolved() {
+    let ctx = Ctx::new();
+    let tag = unique("big");
+    let big = fleet(250, &[("Big", &tag)], &["--no-listen"]);
+    ctx.write_job("big", &job("Big", &tag, &["true"], "", ""));
+    let (code, got) = dry_run_ids(&ctx, "big");
+    assert_eq!(code, 0);
+    assert_eq!(got.len(), 250);
+    assert_eq!(got, ids(&big));
+}
+
+/// 2. stdout, stderr and exit status of each command are captured and recorded; the first failing
+/// command ends that host.
+#[test]
+fn per_command_results_are_captured_and_the_first_failure_ends_the_host() {
+    let ctx = Ctx::new();
+    let tag = unique("results");
+    let hosts = fleet(2, &[("T", &tag)], &[]);
+    let marker = ctx.evidence.join("later-command-ran");
+    let later = format!("touch {}", marker.display());
+    ctx.write_job(
+        "results",
+        &job("T", &tag, &["echo out:$SSH_CONNECTION; echo err-line >&2", "exit 3", &later], "", ""),
+    );
+    let (code, doc) = ctx.run_json("results", &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["counts"]["failed"], 2);
+    let by_id = hosts_by_id(&doc);
+    for h in &hosts {
+        let r = &by_id[&h.id];
+        assert_eq!(r["status"], "failed");
+        assert_eq!(r["error_kind"], "command_failed");
+        assert_eq!(r["exit_status"], 3);
+        let cmds = r["commands"].as_array().unwrap();
+        assert_eq!(cmds.len(), 2, "the third command must not run: {r}");
+        assert!(cmds[0]["stdout"].as_str().unwrap().contains(&format!(" {} ", h.address)), "{r}");
+        assert_eq!(cmds[0]["stderr"], "err-line\n");
+        assert_eq!(cmds[0]["exit_status"], 0);
+        assert_eq!(cmds[1]["exit_status"], 3);
+    }
+    assert!(!marker.exists(), "a command after the failing one ran");
+
+    // The same, as recorded in the history.
+    let id = doc["run_id"].as_i64().unwrap().to_string();
+    let out = ctx.run(&["history", "--run", &id, "--output", "json"]);
+    assert!(out.status.success());
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["run"]["outcome"], "failed");
+    let recorded = hosts_by_id(&rec);
+    for h in &hosts {
+        assert_eq!(recorded[&h.id]["commands"], by_id[&h.id]["commands"]);
+        assert_eq!(recorded[&h.id]["host"]["address"], h.address);
+    }
+    let text = ctx.run(&["history", "--run", &id]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("! err-line") && text.contains("$ exit 3   (exit 3)"), "{text}");
+}
+
+/// 3. Unreachable hosts and a rejected key are recorded as connect/auth errors; the others succeed;
+/// a host that never answers is cut at connect_timeout.
+#[test]
+fn unreachable_and_rejected_hosts_fail_alone_within_connect_timeout() {
+    let ctx = Ctx::new();
+    let tag = unique("reach");
+    let good = fleet(2, &[("T", &tag)], &[]);
+    let refused = fleet(1, &[("T", &tag)], &["--no-listen"]);
+    let silent = fleet(1, &[("T", &tag)], &["--no-listen"]);
+    let rejected = fleet(1, &[("T", &tag)], &["--auth", "reject"]);
+    // Accepts TCP connections (the kernel's backlog) but never speaks SSH.
+    let port: u16 = env("OPSD_SANDBOX_SSH_PORT").parse().unwrap();
+    let _blackhole = std::net::TcpListener::bind((silent[0].address.as_str(), port)).unwrap();
+
+    ctx.write_job("reach", &job("T", &tag, &["echo hi"], "", "[ssh]\nconnect_timeout = \"2s\""));
+    let (code, doc) = ctx.run_json("reach", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let by_id = hosts_by_id(&doc);
+    for h in &good {
+        assert_eq!(by_id[&h.id]["status"], "ok", "{}", by_id[&h.id]);
+    }
+    assert_eq!(by_id[&refused[0].id]["error_kind"], "connect");
+    assert!(by_id[&refused[0].id]["error"].as_str().unwrap().contains("refused"), "{}", by_id[&refused[0].id]);
+    let s = &by_id[&silent[0].id];
+    assert_eq!(s["error_kind"], "connect");
+    assert!(s["error"].as_str().unwrap().contains("connect_timeout"), "{s}");
+    assert_eq!(by_id[&rejected[0].id]["error_kind"], "auth", "{}", by_id[&rejected[0].id]);
+    // Hosts run in parallel, so the silent host bounds the run at about connect_timeout (2 s).
+    let host_secs = secs_between(&s["started_at"], &s["ended_at"]);
+    assert!((1.9..4.0).contains(&host_secs), "the silent host took {host_secs}s");
+    let run_secs = secs_between(&doc["started_at"], &doc["ended_at"]);
+    assert!(run_secs < 5.0, "the run took {run_secs}s with connect_timeout = 2s");
+}
+
+/// 4. A host key that differs from known_hosts is refused and no command runs.
+#[test]
+fn known_hosts_mismatch_refuses_the_host() {
+    let ctx = Ctx::new();
+    let tag = unique("hostkey");
+    let good = fleet(1, &[("T", &tag)], &[]);
+    let other = fleet(1, &[("T", &tag)], &["--host-key", "other"]);
+    let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3)", ctx.evidence.display());
+    ctx.write_job("hk", &job("T", &tag, &[&cmd], "", ""));
+    let (code, doc) = ctx.run_json("hk", &[]);
+    assert_eq!(code, 1);
+    let by_id = hosts_by_id(&doc);
+    assert_eq!(by_id[&good[0].id]["status"], "ok");
+    let bad = &by_id[&other[0].id];
+    assert_eq!(bad["error_kind"], "host_key", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("mismatch"), "{bad}");
+    assert_eq!(bad["commands"].as_array().unwrap().len(), 0);
+    assert_eq!(ctx.evidence_files(), vec![good[0].address.clone()]);
+}
+
+/// 4. Under tofu, the first key is pinned; after the host's key changes, it is refused.
+#[test]
+fn tofu_pins_the_first_key_and_refuses_a_change() {
+    let ctx = Ctx::new();
+    let tag = unique("tofu");
+    let h = fleet(1, &[("T", &tag)], &["--host-key", "other"]);
+    let marker = ctx.evidence.join("ran");
+    ctx.write_job(
+        "tofu",
+        &job("T", &tag, &[&format!("touch {}", marker.display())], "", "[ssh]\nhost_keys = \"tofu\""),
+    );
+    let (code, doc) = ctx.run_json("tofu", &[]);
+    assert_eq!(code, 0, "first use pins the key: {doc}");
+    assert!(marker.exists());
+    let (code, _) = ctx.run_json("tofu", &[]);
+    assert_eq!(code, 0, "the same key is accepted again");
+    std::fs::remove_file(&marker).unwrap();
+
+    let out =
+        std::process::Command::new(root().join("scripts/sandbox")).args(["rekey", &h[0].address]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, doc) = ctx.run_json("tofu", &[]);
+    assert_eq!(code, 1);
+    let r = &hosts_by_id(&doc)[&h[0].id];
+    assert_eq!(r["error_kind"], "host_key", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("changed"), "{r}");
+    assert!(!marker.exists(), "a command ran on a host whose key changed");
+}
+
+fn remote_processes(pattern: &str) -> usize {
+    let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().expect("pgrep (procps) is needed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// 5. The per-host timeout ends a long command, and the remote process does not outlive the run.
+#[test]
+fn per_host_timeout_kills_the_remote_command() {
+    let ctx = Ctx::new();
+    let tag = unique("timeout");
+    let h = fleet(1, &[("T", &tag)], &[]);
+    let sleeper = format!("sleep {}", 6000 + std::process::id() % 1000);
+    ctx.write_job("slow", &job("T", &tag, &[&sleeper], "timeout = \"2s\"", ""));
+    let (code, doc) = ctx.run_json("slow", &[]);
+    assert_eq!(code, 1);
+    let r = &hosts_by_id(&doc)[&h[0].id];
+    assert_eq!(r["error_kind"], "timeout", "{r}");
+    let secs = secs_between(&doc["started_at"], &doc["ended_at"]);
+    assert!(secs < 6.0, "the run took {secs}s with a 2s timeout");
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = remote_processes(&sleeper);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "`{sleeper}` still runs on the host after the timeout");
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// 6. A command printing 50 MB keeps output_limit, counts the rest, and opsd's memory stays flat.
+#[test]
+fn output_cap_keeps_the_limit_and_counts_the_rest() {
+    let ctx = Ctx::new();
+    let tag = unique("output");
+    let h = fleet(1, &[("T", &tag)], &[]);
+    const TOTAL: u64 = 50_000_000;
+    let cmd = format!("head -c {TOTAL} /dev/zero | tr '\\0' x; echo tail >&2");
+    ctx.write_job("loud", &job("T", &tag, &[&cmd], "output_limit = \"64KiB\"", ""));
+    let mut child = ctx
+        .opsd()
+        .args(["run", "loud", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    let peak_kib = watcher.join().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &hosts_by_id(&doc)[&h[0].id];
+    assert_eq!(r["status"], "ok", "{}", r["error"]);
+    let kept = r["commands"][0]["stdout"].as_str().unwrap();
+    assert_eq!(kept.len(), 65536);
+    assert!(kept.bytes().all(|b| b == b'x'));
+    assert_eq!(r["stdout_dropped"], TOTAL - 65536);
+    assert_eq!(r["commands"][0]["stderr"], "tail\n");
+    assert!(peak_kib > 0, "could not observe opsd's memory");
+    // Buffering the stream would need 50 MB; a capped stream stays near the binary's own footprint.
+    assert!(peak_kib < 45 * 1024, "opsd's peak RSS was {peak_kib} KiB while 50 MB streamed through it");
+}
+
+/// Start and end times, in nanoseconds, that each remote command wrote.
+fn intervals(ctx: &Ctx) -> Vec<(u128, u128)> {
+    ctx.evidence_files()
+        .iter()
+        .map(|f| {
+            let t = std::fs::read_to_string(ctx.evidence.join(f)).unwrap();
+            let v: Vec<u128> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1])
+        })
+        .collect()
+}
+
+fn max_overlap(iv: &[(u128, u128)]) -> usize {
+    let mut edges: Vec<(u128, i32)> = iv.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
+    edges.sort_by_key(|(t, d)| (*t, *d));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+/// 7. max_concurrency is never exceeded, measured on the host side.
+#[test]
+fn max_concurrency_is_never_exceeded() {
+    let ctx = Ctx::new();
+    let tag = unique("conc");
+    fleet(6, &[("T", &tag)], &[]);
+    let cmd = format!(
+        "f={}/$(echo $SSH_CONNECTION | cut -d' ' -f3); date +%s%N > $f; sleep 0.5; date +%s%N >> $f",
+        ctx.evidence.display()
+    );
+    ctx.write_job("conc", &job("T", &tag, &[&cmd], "max_concurrency = 2", ""));
+    let (code, doc) = ctx.run_json("conc", &[]);
+    assert_eq!(code, 0, "{doc}");
+    let iv = intervals(&ctx);
+    assert_eq!(iv.len(), 6);
+    assert_eq!(max_overlap(&iv), 2, "hosts at once: {iv:?}");
+
+    // The command-line override wins over the job file.
+    for f in ctx.evidence_files() {
+        std::fs::remove_file(ctx.evidence.join(f)).unwrap();
+    }
+    let (code, _) = ctx.run_json("conc", &["--max-concurrency", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(max_overlap(&intervals(&ctx)), 1);
+}
+
+/// 8. Once failures exceed max_errors, no new host starts; the rest are recorded as skipped.
+#[test]
+fn max_errors_stops_starting_new_hosts() {
+    let ctx = Ctx::new();
+    let tag = unique("budget");
+    fleet(8, &[("T", &tag)], &[]);
+    let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3); exit 1", ctx.evidence.display());
+    ctx.write_job("budget", &job("T", &tag, &[&cmd], "max_concurrency = 1\nmax_errors = 2", ""));
+    let (code, doc) = ctx.run_json("budget", &[]);
+    assert_eq!(code, 1);
+    assert_eq!(doc["counts"]["failed"], 3, "{doc}");
+    assert_eq!(doc["counts"]["skipped"], 5, "{doc}");
+    assert_eq!(ctx.evidence_files().len(), 3, "hosts that started");
+    let skipped: Vec<_> = doc["hosts"].as_array().unwrap().iter().filter(|h| h["status"] == "skipped").collect();
+    assert!(skipped.iter().all(|h| h["error"].as_str().unwrap().contains("max_errors")));
+}
+
+/// 9. A malformed job file is named with line and field by `validate`, and does not stop `run` of another.
+#[test]
+fn malformed_job_is_located_and_does_not_stop_others() {
+    let ctx = Ctx::new();
+    let tag = unique("good");
+    fleet(1, &[("T", &tag)], &[]);
+    ctx.write_job("good", &job("T", &tag, &["true"], "", ""));
+    let bad = ctx.write_job("bad", "[target]\ntags = { T = \"x\" }\n[run]\ncommands = [\"true\"]\ntimeot = \"5m\"\n");
+    ctx.write_job(
+        "worse",
+        "schedule = \"rate(1 minutes)\"\n[target]\ntags = { T = \"x\" }\n[run]\ncommands = [\"true\"]\n",
+    );
+
+    let out = ctx.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:5:1: run.timeot: unknown key", bad.display())), "{err}");
+    assert!(err.contains("worse.toml:1:12: schedule:"), "{err}");
+    let out = ctx.run(&["validate", &path_str(&ctx.dir.path().join("jobs/good.toml"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (code, doc) = ctx.run_json("good", &[]);
+    assert_eq!(code, 0, "{doc}");
+    let out = ctx.run(&["run", "bad"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run.timeot"));
+
+    let out = ctx.run(&["jobs"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("good") && listing.contains("INVALID"), "{listing}");
+}
+
+/// 10. --dry-run, history, JSON output and the exit codes 0, 1, 3, 64 and 69.
+#[test]
+fn dry_run_history_json_and_exit_codes() {
+    let ctx = Ctx::new();
+    let tag = unique("codes");
+    let hosts = fleet(2, &[("T", &tag)], &[]);
+    let marker = ctx.evidence.join("ran");
+    ctx.write_job("ok", &job("T", &tag, &[&format!("touch {}", marker.display())], "", ""));
+    ctx.write_job("fails", &job("T", &tag, &["false"], "", ""));
+    ctx.write_job("nomatch", &job("T", &unique("nothing"), &["true"], "", ""));
+
+    // Dry run: lists the hosts, connects to none.
+    let out = ctx.run(&["run", "ok", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(hosts.iter().all(|h| text.contains(&h.id) && text.contains(&h.address)), "{text}");
+    assert!(!marker.exists(), "--dry-run connected");
+
+    let (code, doc) = ctx.run_json("ok", &[]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["outcome"], "succeeded");
+    assert_eq!(doc["counts"]["ok"], 2);
+    assert!(marker.exists());
+    let (code, doc) = ctx.run_json("fails", &[]);
+    assert_eq!((code, doc["outcome"].as_str()), (1, Some("failed")));
+    let (code, doc) = ctx.run_json("nomatch", &[]);
+    assert_eq!((code, doc["outcome"].as_str()), (3, Some("no_hosts")));
+    assert_eq!(ctx.run(&["run", "nomatch", "--dry-run"]).status.code(), Some(3));
+    assert_eq!(ctx.run(&["run", "no-such-job"]).status.code(), Some(64));
+    assert_eq!(ctx.run(&["run"]).status.code(), Some(64), "a command-line error is EX_USAGE");
+
+    // AWS unreachable: nothing listens on port 1 of loopback.
+    let out = ctx.opsd().args(["run", "ok"]).env("AWS_ENDPOINT_URL", "http://127.0.0.1:1").output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
+
+    // History lists the runs, newest first, and filters by job.
+    let out = ctx.run(&["history", "--output", "json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<_> =
+        h["runs"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    assert_eq!(outcomes, ["no_hosts", "failed", "succeeded"]);
+    let out = ctx.run(&["history", "fails"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fails") && !text.contains(" ok "), "{text}");
+    assert_eq!(ctx.run(&["history", "--run", "999999"]).status.code(), Some(64));
+}
+
+/// The store takes concurrent writers: several opsd processes record at once, nothing is lost.
+#[test]
+fn concurrent_runs_share_the_store() {
+    let ctx = Ctx::new();
+    let tag = unique("wal");
+    fleet(3, &[("T", &tag)], &[]);
+    ctx.write_job("wal", &job("T", &tag, &["echo hi"], "", ""));
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            ctx.opsd().args(["run", "wal", "--output", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let out = ctx.run(&["history", "wal", "--output", "json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = h["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert!(runs.iter().all(|r| r["outcome"] == "succeeded" && r["hosts_ok"] == 3), "{h}");
+}
