@@ -135,26 +135,24 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
     if let Some(n) = args.max_concurrency {
         job.run.max_concurrency = Limit::Count(n);
     }
-    let store = if args.dry_run {
+    // Opened before AWS is asked anything, so a bad key or state dir fails fast (not needed for --dry-run).
+    let prepared = if args.dry_run {
         None
     } else {
-        match Store::open(&config.state_dir).await {
-            Ok(s) => Some(s),
+        let store = match Store::open(&config.state_dir).await {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("opsd: {e}");
                 return Exit::Software;
             }
-        }
-    };
-    let connector = match &store {
-        Some(s) => match Connector::new(&job.ssh, Arc::new(s.clone())) {
-            Ok(c) => Some(Arc::new(c)),
+        };
+        match Connector::new(&job.ssh, Arc::new(store.clone())) {
+            Ok(c) => Some((store, Arc::new(c))),
             Err(e) => {
                 eprintln!("opsd: job {}: {e}", job.name);
                 return Exit::Usage;
             }
-        },
-        None => None,
+        }
     };
     let sdk = match crate::aws::load(&config.aws).await {
         Ok(s) => s,
@@ -175,11 +173,10 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
             return Exit::Unavailable;
         }
     };
-    if args.dry_run {
-        return dry_run(&job, &hosts, args.output);
+    match prepared {
+        None => dry_run(&job, &hosts, args.output),
+        Some((store, connector)) => execute(&job, hosts, store, connector, args.output, cancel).await,
     }
-    let (Some(store), Some(connector)) = (store, connector) else { unreachable!("opened above unless dry-run") };
-    execute(&job, hosts, store, connector, args.output, cancel).await
 }
 
 fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
@@ -227,10 +224,7 @@ async fn execute(
         }
     };
     let run_id_v = run_id.unwrap_or_default();
-    let span = tracing::info_span!("run", job = %job.name, run = run_id_v);
-    let _enter = span.enter();
-    tracing::info!(hosts = n, "run started");
-    drop(_enter);
+    tracing::info!(job = %job.name, run = run_id_v, hosts = n, "run started");
     let mut results: Vec<Option<HostResult>> = vec![None; n];
     if n > 0 {
         let json = output == OutputFormat::Json;

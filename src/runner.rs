@@ -5,7 +5,7 @@
 
 use crate::fleet::Host;
 use crate::outcome::{ErrorKind, HostResult, HostStatus};
-use crate::ssh::{Connector, NoSink, OutputSink, Stream};
+use crate::ssh::{Connector, NoSink, OutputSink, Script, Stream};
 use chrono::Utc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -133,10 +133,8 @@ async fn run_host<S: OutputSink>(
     };
     let host_id = host.instance_id.clone().unwrap_or_else(|| address.clone());
     let span = tracing::info_span!("host", host = %host_id, address = %address);
-    let out = connector
-        .run(&host_id, &address, &plan.commands, plan.output_limit, plan.timeout, sink, cancel)
-        .instrument(span)
-        .await;
+    let script = Script { commands: &plan.commands, output_limit: plan.output_limit, timeout: plan.timeout };
+    let out = connector.run(&host_id, &address, &script, sink, cancel).instrument(span).await;
     let status = match &out.error {
         None => HostStatus::Ok,
         Some((ErrorKind::Cancelled, _)) => HostStatus::Cancelled,

@@ -15,7 +15,7 @@ fn dry_run_ids(ctx: &Ctx, job: &str) -> (i32, BTreeSet<String>) {
     (code, ids)
 }
 
-/// 1. Exactly the running instances with every tag matching are targeted; list values mean "any of".
+/// Case 1: Exactly the running instances with every tag matching are targeted; list values mean "any of".
 #[test]
 fn tag_targeting_selects_running_instances_with_all_tags() {
     let ctx = Ctx::new();
@@ -52,7 +52,7 @@ fn tag_targeting_selects_running_instances_with_all_tags() {
     assert!(got.is_disjoint(&ids(&dev)));
 }
 
-/// 1. A fleet larger than one DescribeInstances page is resolved completely.
+/// Case 1: A fleet larger than one DescribeInstances page is resolved completely.
 #[test]
 fn fleet_larger_than_a_page_is_fully_resolved() {
     let ctx = Ctx::new();
@@ -65,7 +65,7 @@ fn fleet_larger_than_a_page_is_fully_resolved() {
     assert_eq!(got, ids(&big));
 }
 
-/// 2. stdout, stderr and exit status of each command are captured and recorded; the first failing
+/// Case 2: stdout, stderr and exit status of each command are captured and recorded; the first failing
 /// command ends that host.
 #[test]
 fn per_command_results_are_captured_and_the_first_failure_ends_the_host() {
@@ -112,7 +112,7 @@ fn per_command_results_are_captured_and_the_first_failure_ends_the_host() {
     assert!(text.contains("! err-line") && text.contains("$ exit 3   (exit 3)"), "{text}");
 }
 
-/// 3. Unreachable hosts and a rejected key are recorded as connect/auth errors; the others succeed;
+/// Case 3: Unreachable hosts and a rejected key are recorded as connect/auth errors; the others succeed;
 /// a host that never answers is cut at connect_timeout.
 #[test]
 fn unreachable_and_rejected_hosts_fail_alone_within_connect_timeout() {
@@ -146,7 +146,7 @@ fn unreachable_and_rejected_hosts_fail_alone_within_connect_timeout() {
     assert!(run_secs < 5.0, "the run took {run_secs}s with connect_timeout = 2s");
 }
 
-/// 4. A host key that differs from known_hosts is refused and no command runs.
+/// Case 4: A host key that differs from known_hosts is refused and no command runs.
 #[test]
 fn known_hosts_mismatch_refuses_the_host() {
     let ctx = Ctx::new();
@@ -166,7 +166,7 @@ fn known_hosts_mismatch_refuses_the_host() {
     assert_eq!(ctx.evidence_files(), vec![good[0].address.clone()]);
 }
 
-/// 4. Under tofu, the first key is pinned; after the host's key changes, it is refused.
+/// Case 4: Under tofu, the first key is pinned; after the host's key changes, it is refused.
 #[test]
 fn tofu_pins_the_first_key_and_refuses_a_change() {
     let ctx = Ctx::new();
@@ -200,7 +200,7 @@ fn remote_processes(pattern: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// 5. The per-host timeout ends a long command, and the remote process does not outlive the run.
+/// Case 5: The per-host timeout ends a long command, and the remote process does not outlive the run.
 #[test]
 fn per_host_timeout_kills_the_remote_command() {
     let ctx = Ctx::new();
@@ -230,7 +230,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// 6. A command printing 50 MB keeps output_limit, counts the rest, and opsd's memory stays flat.
+/// Case 6: A command printing 50 MB keeps output_limit, counts the rest, and opsd's memory stays flat.
 #[test]
 fn output_cap_keeps_the_limit_and_counts_the_rest() {
     let ctx = Ctx::new();
@@ -239,7 +239,7 @@ fn output_cap_keeps_the_limit_and_counts_the_rest() {
     const TOTAL: u64 = 50_000_000;
     let cmd = format!("head -c {TOTAL} /dev/zero | tr '\\0' x; echo tail >&2");
     ctx.write_job("loud", &job("T", &tag, &[&cmd], "output_limit = \"64KiB\"", ""));
-    let mut child = ctx
+    let child = ctx
         .opsd()
         .args(["run", "loud", "--output", "json"])
         .stdout(std::process::Stdio::piped())
@@ -293,7 +293,7 @@ fn max_overlap(iv: &[(u128, u128)]) -> usize {
     max as usize
 }
 
-/// 7. max_concurrency is never exceeded, measured on the host side.
+/// Case 7: max_concurrency is never exceeded, measured on the host side.
 #[test]
 fn max_concurrency_is_never_exceeded() {
     let ctx = Ctx::new();
@@ -319,7 +319,7 @@ fn max_concurrency_is_never_exceeded() {
     assert_eq!(max_overlap(&intervals(&ctx)), 1);
 }
 
-/// 8. Once failures exceed max_errors, no new host starts; the rest are recorded as skipped.
+/// Case 8: Once failures exceed max_errors, no new host starts; the rest are recorded as skipped.
 #[test]
 fn max_errors_stops_starting_new_hosts() {
     let ctx = Ctx::new();
@@ -336,7 +336,7 @@ fn max_errors_stops_starting_new_hosts() {
     assert!(skipped.iter().all(|h| h["error"].as_str().unwrap().contains("max_errors")));
 }
 
-/// 9. A malformed job file is named with line and field by `validate`, and does not stop `run` of another.
+/// Case 9: A malformed job file is named with line and field by `validate`, and does not stop `run` of another.
 #[test]
 fn malformed_job_is_located_and_does_not_stop_others() {
     let ctx = Ctx::new();
@@ -368,7 +368,7 @@ fn malformed_job_is_located_and_does_not_stop_others() {
     assert!(listing.contains("good") && listing.contains("INVALID"), "{listing}");
 }
 
-/// 10. --dry-run, history, JSON output and the exit codes 0, 1, 3, 64 and 69.
+/// Case 10: --dry-run, history, JSON output and the exit codes 0, 1, 3, 64 and 69.
 #[test]
 fn dry_run_history_json_and_exit_codes() {
     let ctx = Ctx::new();

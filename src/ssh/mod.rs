@@ -75,6 +75,15 @@ pub struct Connector {
     check: HostKeyCheck,
 }
 
+/// What to run on each host.
+pub struct Script<'a> {
+    pub commands: &'a [String],
+    /// Kept bytes per stream per host, across its commands.
+    pub output_limit: u64,
+    /// For all commands of one host.
+    pub timeout: Duration,
+}
+
 /// What one host's session produced.
 #[derive(Debug, Default)]
 pub struct SessionOutcome {
@@ -115,15 +124,13 @@ impl Connector {
         })
     }
 
-    /// Connect to `address`, run `commands` in order until one fails, within `deadline` for the
-    /// commands and `connect_timeout` for connecting. `host_id` names the host for TOFU pins.
+    /// Connect to `address` (within `connect_timeout`), then run the script's commands in order until
+    /// one fails (all within the script's timeout). `host_id` names the host for TOFU pins.
     pub async fn run<S: OutputSink>(
         &self,
         host_id: &str,
         address: &str,
-        commands: &[String],
-        output_limit: u64,
-        run_timeout: Duration,
+        script: &Script<'_>,
         sink: &S,
         cancel: &CancellationToken,
     ) -> SessionOutcome {
@@ -139,10 +146,10 @@ impl Connector {
                 return out;
             }
         };
-        let deadline = Instant::now() + run_timeout;
-        let mut caps = [Cap::new(output_limit), Cap::new(output_limit)];
-        for command in commands {
-            let (result, err) = exec(&handle, command, deadline, run_timeout, &mut caps, sink, cancel).await;
+        let deadline = Instant::now() + script.timeout;
+        let mut caps = [Cap::new(script.output_limit), Cap::new(script.output_limit)];
+        for command in script.commands {
+            let (result, err) = exec(&handle, command, deadline, script.timeout, &mut caps, sink, cancel).await;
             let failed = err.is_some();
             out.commands.push(result);
             if let Some(e) = err {
