@@ -36,6 +36,12 @@ LISTEN_PER_SSHD = 16  # sshd's MAX_LISTEN_SOCKS
 START_WAIT_S = 20
 
 
+# Everything here talks to loopback only: never through a proxy from the environment.
+for _var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    os.environ.pop(_var, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.0/8,localhost"
+
+
 def log(msg):
     print(f"sandbox: {msg}", file=sys.stderr)
 
@@ -97,6 +103,14 @@ def ensure_key(path, comment):
     return path
 
 
+AUTH_DIR = f"/var/lib/{SSH_USER}-keys"
+
+
+def authorized_keys():
+    import hashlib
+    return os.path.join(AUTH_DIR, hashlib.sha1(SB.encode()).hexdigest()[:12] + ".pub")
+
+
 def ensure_user():
     if subprocess.run(["id", SSH_USER], capture_output=True).returncode == 0:
         return
@@ -116,6 +130,9 @@ def boto(service):
 
 
 def cmd_up(_args):
+    if os.geteuid() != 0:
+        sys.exit("sandbox: `up` needs root: it starts sshd (privilege separation) and creates the user "
+                 f"{SSH_USER}; run it as root or with sudo")
     os.makedirs(KEYS, exist_ok=True)
     os.makedirs(os.path.join(SB, "sshd"), exist_ok=True)
     os.makedirs(os.path.join(SB, "state"), exist_ok=True)
@@ -123,8 +140,13 @@ def cmd_up(_args):
     ensure_user()
     ensure_key(os.path.join(KEYS, "host_ed25519"), "opsd-sandbox-host")
     client = ensure_key(os.path.join(KEYS, "client_ed25519"), "opsd-sandbox-client")
-    with open(client + ".pub") as src, open(os.path.join(KEYS, "authorized_keys"), "w") as dst:
+    # sshd reads AuthorizedKeysFile as the user, who cannot enter a checkout under /root (mode 0700):
+    # keep this sandbox's copy under the user's home, named after the sandbox directory.
+    os.makedirs(AUTH_DIR, mode=0o755, exist_ok=True)
+    os.chmod(AUTH_DIR, 0o755)
+    with open(client + ".pub") as src, open(authorized_keys(), "w") as dst:
         dst.write(src.read())
+    os.chmod(authorized_keys(), 0o644)
     open(os.path.join(KEYS, "known_hosts"), "a").close()
 
     st = load_state()
@@ -188,6 +210,7 @@ def write_env(st):
         "AWS_SECRET_ACCESS_KEY": "testing",
         # Never ask the instance metadata service (a non-loopback address) for anything.
         "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.0/8,localhost",
         "OPSD_CONFIG": os.path.join(SB, "opsd.toml"),
         "OPSD_SANDBOX_DIR": SB,
         "OPSD_SANDBOX_SSH_USER": SSH_USER,
@@ -221,7 +244,7 @@ def addr_of(index):
 
 def start_sshd(st, addrs, auth, host_key, name):
     cfg = os.path.join(SB, "sshd", f"{name}.conf")
-    keys = os.path.join(KEYS, "authorized_keys") if auth == "ok" else "/dev/null"
+    keys = authorized_keys() if auth == "ok" else "/dev/null"
     listen = "".join(f"ListenAddress {a}\n" for a in addrs)
     with open(cfg, "w") as f:
         f.write(f"""Port {st['ssh_port']}

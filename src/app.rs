@@ -51,8 +51,16 @@ pub async fn cancel_on_signals(cancel: CancellationToken) {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    tracing::warn!("stopping: killing running commands and recording the run as cancelled");
+    tracing::warn!(
+        "stopping: killing running commands and recording the run as cancelled (signal again to quit at once)"
+    );
     cancel.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("opsd: second signal: quitting without waiting for cleanup");
+    std::process::exit(130);
 }
 
 fn print_diags(diags: &[Diagnostic]) {
@@ -163,7 +171,7 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
     };
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let hosts = tokio::select! {
-        h = fleet::resolve(&ec2, &job.target) => h,
+        h = fleet::resolve(&ec2, &job.target, config.aws.page_size) => h,
         _ = cancel.cancelled() => { eprintln!("opsd: cancelled while resolving the target"); return Exit::HostsFailed; }
     };
     let hosts = match hosts {

@@ -4,7 +4,6 @@
 
 use crate::diag::Diagnostic;
 use crate::job::units::{ByteSize, HumanDuration, Limit};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,11 +41,19 @@ impl Default for Config {
 
 /// AWS settings; anything unset falls back to the SDK's standard chain (env, profile, instance role),
 /// and endpoints to `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_EC2`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// DescribeInstances page size (MaxResults, 5..=1000): the largest page means the fewest calls.
+    pub page_size: u16,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings { region: None, profile: None, page_size: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +134,7 @@ impl Config {
         };
         let shown = file.clone().unwrap_or_else(|| PathBuf::from("<defaults>"));
         // First pass: the file alone, so its errors carry line and column.
-        let _: Config = parse_toml(&shown, &text).map_err(|d| vec![d])?;
+        let _: Config = crate::tomlfile::parse(&shown, &text)?;
         // Second pass: the file with the environment layered on top.
         let overrides: config::Map<String, String> = env
             .iter()
@@ -167,49 +174,15 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if !(5..=1000).contains(&cfg.aws.page_size) {
+            let msg = format!(
+                "{} is outside DescribeInstances' 5..=1000; use 1000 unless AWS throttles you",
+                cfg.aws.page_size
+            );
+            return Err(vec![Diagnostic::field(&shown, &text, "aws.page_size", msg)]);
+        }
         cfg.source = file;
         Ok(cfg)
-    }
-}
-
-/// Deserialize a TOML text, turning the first error into a located diagnostic naming its field.
-pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Diagnostic> {
-    let de = toml::Deserializer::parse(text).map_err(|e| toml_diag(file, text, "-", &e))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        toml_diag(file, text, &path, e.inner())
-    })
-}
-
-fn toml_diag(file: &Path, text: &str, path: &str, e: &toml::de::Error) -> Diagnostic {
-    let offset = e.span().map(|s| s.start).unwrap_or(0);
-    let msg = e.message().trim().to_string();
-    // serde names an unknown key in its message; make the field the key itself.
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some((key, expected)) = rest.split_once('`') {
-            let expected = expected.trim_start_matches(',').trim();
-            let message = format!("unknown key ({expected}); remove it or fix its spelling");
-            return Diagnostic::at(file, text, offset, join_key(path, key), message);
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        let key = rest.split('`').next().unwrap_or_default();
-        let message = format!("`{key}` is required but missing; add it");
-        return Diagnostic::at(file, text, offset, join_key(path, key), message);
-    }
-    let field = if path.is_empty() { "-" } else { path };
-    Diagnostic::at(file, text, offset, field, msg)
-}
-
-/// `path.key`, unless the path already ends with the key (serde_path_to_error includes it for unknown keys).
-fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() || path == key {
-        key.to_string()
-    } else if path.ends_with(&format!(".{key}")) {
-        path.to_string()
-    } else {
-        format!("{path}.{key}")
     }
 }
 

@@ -30,12 +30,11 @@ pub enum FleetError {
     Denied { code: String, message: String },
     #[error("EC2 is unreachable: {0}; check the network, AWS_REGION and AWS_ENDPOINT_URL(_EC2)")]
     Unreachable(String),
-    #[error("EC2 DescribeInstances failed ({code}): {message}")]
+    #[error("no usable AWS credentials: {0}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run opsd with an instance role")]
+    Credentials(String),
+    #[error("EC2 DescribeInstances failed ({code}): {message}; check the job's target and opsd's permissions")]
     Api { code: String, message: String },
 }
-
-/// DescribeInstances' largest page: fewer round trips for big fleets.
-const PAGE_SIZE: i32 = 1000;
 
 /// The EC2 filters for a target: one `tag:K` filter per tag (values OR'ed, tags AND'ed) and the states.
 pub fn filters(target: &Target) -> Vec<Filter> {
@@ -55,9 +54,14 @@ pub fn filters(target: &Target) -> Vec<Filter> {
 }
 
 /// Every instance matching `target`, sorted by instance id, each once.
-pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target) -> Result<Vec<Host>, FleetError> {
-    let mut pages =
-        client.describe_instances().set_filters(Some(filters(target))).max_results(PAGE_SIZE).into_paginator().send();
+/// `page_size` is DescribeInstances' MaxResults (5..=1000; the config's `aws.page_size`).
+pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target, page_size: u16) -> Result<Vec<Host>, FleetError> {
+    let mut pages = client
+        .describe_instances()
+        .set_filters(Some(filters(target)))
+        .max_results(i32::from(page_size))
+        .into_paginator()
+        .send();
     let mut hosts = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(classify)?;
@@ -105,6 +109,13 @@ where
                 FleetError::Api { code, message }
             }
         }
-        _ => FleetError::Unreachable(crate::aws::describe(&e)),
+        _ => {
+            let why = crate::aws::describe(&e);
+            if why.to_ascii_lowercase().contains("credential") {
+                FleetError::Credentials(why)
+            } else {
+                FleetError::Unreachable(why)
+            }
+        }
     }
 }

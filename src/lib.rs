@@ -12,6 +12,7 @@
 //! - [`outcome`]: per-host and per-command results, the domain types everything else shares.
 //! - [`runner`]: fan-out of one job over its hosts: semaphore, deadlines, error budget.
 //! - [`store`]: the embedded run history (SQLite, WAL).
+//! - [`tomlfile`]: TOML files deserialized with every bad key and value reported, located.
 //! - [`report`]: what a run prints: live view, summary, JSON document.
 //! - [`app`]: the commands (`run`, `validate`, `jobs`, `history`) assembled from the parts above.
 
@@ -28,3 +29,4 @@ pub mod report;
 pub mod runner;
 pub mod ssh;
 pub mod store;
+pub mod tomlfile;

@@ -7,6 +7,7 @@ use crate::fleet::Host;
 use crate::outcome::{ErrorKind, HostResult, HostStatus};
 use crate::ssh::{Connector, NoSink, OutputSink, Script, Stream};
 use chrono::Utc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,13 +50,15 @@ impl OutputSink for LiveSink {
 
 /// Run `plan` to the end; returns when every host has finished (or was skipped or cancelled).
 pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sender<Event>, cancel: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(plan.concurrency.clamp(1, plan.hosts.len().max(1))));
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (usize, Host)> = HashMap::new();
     let mut hosts = plan.hosts.iter().cloned().enumerate();
     while let Some((seq, host)) = hosts.next() {
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            // Cancellation first: after Ctrl-C no new host starts, even if a permit is free.
+            biased;
             _ = cancel.cancelled() => {
                 let why = "not started: opsd was shutting down";
                 for (seq, host) in std::iter::once((seq, host)).chain(hosts.by_ref()) {
@@ -63,6 +66,7 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
                 }
                 break;
             }
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let failed = failures.load(Ordering::SeqCst);
         if failed > plan.error_budget {
@@ -75,7 +79,8 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
         }
         let (plan, connector, events, failures, cancel) =
             (plan.clone(), connector.clone(), events.clone(), failures.clone(), cancel.clone());
-        tasks.spawn(async move {
+        let spare = host.clone();
+        let task = tasks.spawn(async move {
             let _ = events.send(Event::Started { seq }).await;
             let result = if plan.live_output {
                 run_host(&plan, &connector, host, &LiveSink { tx: events.clone(), seq }, &cancel).await
@@ -89,8 +94,21 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
             let _ = events.send(finished(seq, result)).await;
             drop(permit);
         });
+        running.insert(task.id(), (seq, spare));
     }
-    while tasks.join_next().await.is_some() {}
+    // A host task that panicked still ends in exactly one Finished event.
+    while let Some(done) = tasks.join_next_with_id().await {
+        let id = match &done {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let entry = running.remove(&id);
+        if let (Err(e), Some((seq, host))) = (done, entry) {
+            failures.fetch_add(1, Ordering::SeqCst);
+            let why = format!("internal error in opsd: {e}; please report it");
+            let _ = events.send(finished(seq, not_run(host, HostStatus::Failed, ErrorKind::Protocol, &why))).await;
+        }
+    }
 }
 
 fn finished(seq: usize, result: HostResult) -> Event {

@@ -15,6 +15,8 @@ use std::time::Duration;
 /// How long a write waits for another process's transaction before failing: far above any
 /// transaction opsd makes (milliseconds), below anything a user would take for a hang.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
+const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 const SCHEMA_VERSION: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// TOFU pins use their own connection, with a short busy timeout: a pin check runs inside a
+    /// host's connect_timeout and must neither queue behind run writes nor wait long on another process.
+    pins: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -85,7 +90,10 @@ impl Store {
             Ok(conn)
         };
         let conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), path })
+        let pins = open(&path)
+            .and_then(|c| c.busy_timeout(PIN_BUSY_TIMEOUT).map(|_| c))
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), pins: Arc::new(Mutex::new(pins)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -247,7 +255,7 @@ impl Store {
 
 impl KeyPins for Store {
     fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         // INSERT OR IGNORE then read: the first writer wins, across processes too.
         c.execute(
             "INSERT OR IGNORE INTO host_keys (host_id, address, key, pinned_at) VALUES (?1, ?2, ?3, ?4)",
@@ -255,6 +263,17 @@ impl KeyPins for Store {
         )
         .and_then(|_| c.query_row("SELECT key FROM host_keys WHERE host_id = ?1", [host_id], |r| r.get(0)))
         .map_err(|e| format!("{e}"))
+    }
+
+    fn pinned(&self, host_id: &str) -> Result<Option<String>, String> {
+        let c = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        c.query_row("SELECT key FROM host_keys WHERE host_id = ?1", [host_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| format!("{e}"))
+    }
+
+    fn how_to_unpin(&self, host_id: &str) -> String {
+        format!("sqlite3 {} \"DELETE FROM host_keys WHERE host_id = '{host_id}'\"", self.path.display())
     }
 }
 

@@ -222,10 +222,10 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
             format!("{name:?} is not a valid job name; rename the file to letters, digits, '-', '_' or '.'"),
         ));
     }
-    let spec: JobSpec = match crate::config::parse_toml(file, text) {
+    let spec: JobSpec = match crate::tomlfile::parse(file, text) {
         Ok(s) => s,
         Err(d) => {
-            diags.push(d);
+            diags.extend(d);
             return Err(diags);
         }
     };

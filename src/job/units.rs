@@ -5,6 +5,9 @@ use serde::{de, Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
 
+/// No timeout or interval in opsd needs more; the bound keeps deadline arithmetic far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A duration written as humantime text: `"10s"`, `"5m"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -17,6 +20,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         })?;
         if v.is_zero() {
             return Err(de::Error::custom("a duration of zero is not allowed; give a positive duration like \"30s\""));
+        }
+        if v > MAX_DURATION {
+            return Err(de::Error::custom(format!(
+                "{s:?} is longer than opsd allows (30 days); give a shorter duration"
+            )));
         }
         Ok(HumanDuration(v))
     }

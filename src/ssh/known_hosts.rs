@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use russh::keys::ssh_key::PublicKey;
+use russh::keys::ssh_key::{Algorithm, PublicKey};
 use std::path::Path;
 
 /// What a known_hosts file says about a host's key.
@@ -78,30 +78,45 @@ impl KnownHosts {
         KnownHosts { entries }
     }
 
-    /// Check `key` for `host` on `port`.
+    /// Check `key` for `host` on `port`, as OpenSSH does: a revoked key is refused wherever its
+    /// `@revoked` line is; a different key of the same type is a mismatch; keys of other types only
+    /// make the host unknown for this type.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
-        let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
-        let mut mismatch = None;
-        for e in &self.entries {
-            if !host_matches(&e.patterns, &name) {
-                continue;
-            }
-            let same = e.key.key_data() == key.key_data();
-            if e.revoked {
-                if same {
-                    return Verdict::Revoked { line: e.line };
-                }
-                continue;
-            }
-            if same {
-                return Verdict::Trusted;
-            }
-            mismatch.get_or_insert(e.line);
+        let name = host_name(host, port);
+        let matching: Vec<&Entry> = self.entries.iter().filter(|e| host_matches(&e.patterns, &name)).collect();
+        if let Some(e) = matching.iter().find(|e| e.revoked && e.key.key_data() == key.key_data()) {
+            return Verdict::Revoked { line: e.line };
         }
-        match mismatch {
-            Some(line) => Verdict::Mismatch { line },
+        let listed = matching.iter().filter(|e| !e.revoked);
+        if listed.clone().any(|e| e.key.key_data() == key.key_data()) {
+            return Verdict::Trusted;
+        }
+        match listed.clone().find(|e| e.key.algorithm() == key.algorithm()) {
+            Some(e) => Verdict::Mismatch { line: e.line },
             None => Verdict::Unknown,
         }
+    }
+
+    /// The key algorithms listed for `host` on `port`, in file order: the client asks the server for
+    /// these first, as OpenSSH does, so a host known by its ECDSA key is not asked for its Ed25519 key.
+    pub fn algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        let name = host_name(host, port);
+        let mut v: Vec<Algorithm> = Vec::new();
+        for e in self.entries.iter().filter(|e| !e.revoked && host_matches(&e.patterns, &name)) {
+            let a = e.key.algorithm();
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+}
+
+fn host_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
     }
 }
 
@@ -162,6 +177,7 @@ mod tests {
 
     const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6iYO6jE/cYBdcVSmWCttnKz4aBjpYHN79jA9Bcy5Nb";
     const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK5LYkdjRCgNIsJbcOGu0YMbVHWBlqvL/fsxvl69bcDN";
+    const E1: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIn0mBFKAYPRhNYoTXv4wyKt4Nqcxj9C2PmuqAmFOxPctCRzm7eXmeb6RLQaOBqQa0VrBBulXrxu+GQy4/jRK/0=";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -178,10 +194,19 @@ mod tests {
 
     #[test]
     fn wildcards_negation_and_revocation() {
-        let kh = KnownHosts::parse(&format!("*.internal,!bad.internal {K1}\n@revoked * {K2}\n"));
+        let kh = KnownHosts::parse(&format!("*.internal,!bad.internal {K1}\nip-*.internal {K2}\n@revoked * {K2}\n"));
         assert_eq!(kh.check("ip-1.internal", 22, &key(K1)), Verdict::Trusted);
         assert_eq!(kh.check("bad.internal", 22, &key(K1)), Verdict::Unknown);
-        assert_eq!(kh.check("ip-1.internal", 22, &key(K2)), Verdict::Revoked { line: 2 });
+        // Revoked even though an earlier line lists the same key.
+        assert_eq!(kh.check("ip-1.internal", 22, &key(K2)), Verdict::Revoked { line: 3 });
+    }
+
+    #[test]
+    fn other_key_types_make_a_host_unknown_not_changed() {
+        let kh = KnownHosts::parse(&format!("h {E1}\n"));
+        assert_eq!(kh.check("h", 22, &key(K1)), Verdict::Unknown);
+        assert_eq!(kh.algorithms("h", 22), vec![key(E1).algorithm()]);
+        assert_eq!(kh.algorithms("other", 22), vec![]);
     }
 
     #[test]

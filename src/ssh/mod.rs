@@ -9,9 +9,9 @@ use crate::job::{HostKeyPolicy, SshSettings};
 use crate::outcome::{CommandResult, ErrorKind};
 use known_hosts::{KnownHosts, Verdict};
 use russh::client::{self, AuthResult};
-use russh::keys::ssh_key::PublicKey;
+use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
-use russh::{ChannelMsg, Sig};
+use russh::{ChannelMsg, Preferred, Sig};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,10 @@ impl OutputSink for NoSink {
 pub trait KeyPins: Send + Sync + 'static {
     /// Pin `key` (OpenSSH text) for `host_id` if none is pinned; return the pinned key.
     fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String>;
+    /// The key pinned for `host_id`, if any.
+    fn pinned(&self, host_id: &str) -> Result<Option<String>, String>;
+    /// How an operator removes the pin of a rebuilt host.
+    fn how_to_unpin(&self, host_id: &str) -> String;
 }
 
 /// How server keys are checked for one run.
@@ -67,7 +71,6 @@ pub enum SetupError {
 
 /// Everything needed to reach the hosts of one run, shared by all of them.
 pub struct Connector {
-    config: Arc<client::Config>,
     key: Arc<PrivateKey>,
     user: String,
     port: u16,
@@ -108,14 +111,7 @@ impl Connector {
             }
             HostKeyPolicy::Tofu => HostKeyCheck::Tofu(pins),
         };
-        let config = client::Config {
-            // Commands run to completion; the per-host deadline, not an idle timer, bounds them.
-            inactivity_timeout: None,
-            nodelay: true,
-            ..Default::default()
-        };
         Ok(Connector {
-            config: Arc::new(config),
             key: Arc::new(key),
             user: settings.user.clone(),
             port: settings.port,
@@ -165,6 +161,20 @@ impl Connector {
         out
     }
 
+    /// The host key algorithms already known for this host (known_hosts lines or the TOFU pin).
+    async fn known_algorithms(&self, host_id: &str, address: &str) -> Vec<Algorithm> {
+        match &self.check {
+            HostKeyCheck::KnownHosts { hosts, .. } => hosts.algorithms(address, self.port),
+            HostKeyCheck::Tofu(pins) => {
+                let (pins, id) = (pins.clone(), host_id.to_string());
+                match tokio::task::spawn_blocking(move || pins.pinned(&id)).await {
+                    Ok(Ok(Some(k))) => PublicKey::from_openssh(&k).map(|k| vec![k.algorithm()]).unwrap_or_default(),
+                    _ => Vec::new(),
+                }
+            }
+        }
+    }
+
     async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (ErrorKind, String)> {
         let deadline = Instant::now() + self.connect_timeout;
         let late = |what: &str| {
@@ -179,9 +189,13 @@ impl Connector {
         let tcp = timeout_at(deadline, tokio::net::TcpStream::connect((address, self.port)))
             .await
             .map_err(|_| late("TCP connect"))?
-            .map_err(|e| (ErrorKind::Connect, format!("cannot connect to {address}:{}: {e}", self.port)))?;
+            .map_err(|e| {
+                let msg = format!("cannot connect to {address}:{}: {e}; check that sshd runs there and that security groups and firewalls let opsd in", self.port);
+                (ErrorKind::Connect, msg)
+            })?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
+        let config = Arc::new(client_config(&self.known_algorithms(host_id, address).await));
         let verdict = Arc::new(Mutex::new(None));
         let checker = Checker {
             check: self.check.clone(),
@@ -190,7 +204,7 @@ impl Connector {
             port: self.port,
             verdict: verdict.clone(),
         };
-        let mut handle = match timeout_at(deadline, client::connect_stream(self.config.clone(), tcp, checker)).await {
+        let mut handle = match timeout_at(deadline, client::connect_stream(config, tcp, checker)).await {
             Err(_) => return Err(late("SSH handshake")),
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
@@ -218,6 +232,37 @@ impl Connector {
                 ),
             )),
         }
+    }
+}
+
+/// russh's client settings, asking first for the host key algorithms already known for the host.
+fn client_config(known: &[Algorithm]) -> client::Config {
+    let mut preferred = Preferred::default();
+    if !known.is_empty() {
+        let mut keys: Vec<Algorithm> = Vec::new();
+        for a in known {
+            match a {
+                // An RSA host key signs with SHA-2 (SHA-1 `ssh-rsa` is disabled by current OpenSSH).
+                Algorithm::Rsa { .. } => {
+                    keys.push(Algorithm::Rsa { hash: Some(HashAlg::Sha512) });
+                    keys.push(Algorithm::Rsa { hash: Some(HashAlg::Sha256) });
+                }
+                a => keys.push(a.clone()),
+            }
+        }
+        for a in Preferred::default().key.iter() {
+            if !keys.contains(a) {
+                keys.push(a.clone());
+            }
+        }
+        preferred.key = keys.into();
+    }
+    client::Config {
+        preferred,
+        // Commands run to completion; the per-host deadline, not an idle timer, bounds them.
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
     }
 }
 
@@ -261,15 +306,17 @@ impl client::Handler for Checker {
             },
             HostKeyCheck::Tofu(pins) => {
                 let text = format!("{} {}", key.algorithm().as_str(), key.public_key_base64());
+                let pins_for_hint = pins.clone();
                 let (pins, id, addr, offered) = (pins.clone(), self.host_id.clone(), self.address.clone(), text.clone());
                 match tokio::task::spawn_blocking(move || pins.pin(&id, &addr, &offered)).await {
                     Ok(Ok(pinned)) if pinned == text => None,
                     Ok(Ok(pinned)) => Some(format!(
-                        "host key changed for {} ({}): pinned {} on first use, now offered {}; if the host was rebuilt, remove its pin from the store",
+                        "host key changed for {} ({}): pinned {} on first use, now offered {}; if the host was rebuilt, remove its pin: {}",
                         self.host_id,
                         self.address,
                         PublicKey::from_openssh(&pinned).map(|k| fingerprint(&k)).unwrap_or(pinned),
-                        fingerprint(key)
+                        fingerprint(key),
+                        pins_for_hint.how_to_unpin(&self.host_id)
                     )),
                     Ok(Err(e)) => Some(format!("cannot check the pinned host key: {e}")),
                     Err(e) => Some(format!("cannot check the pinned host key: {e}")),
@@ -339,25 +386,31 @@ async fn exec<S: OutputSink>(
     if let Err(e) = ch.exec(true, command).await {
         return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}"))));
     }
+    // The deadline and cancellation are watched at every await, including a slow live view.
+    let stopped = || async {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => (ErrorKind::Timeout, format!("timed out after {}; the command was killed", humantime::format_duration(run_timeout))),
+            _ = cancel.cancelled() => (ErrorKind::Cancelled, "cancelled by shutdown; the command was killed".to_string()),
+        }
+    };
     let stop = loop {
         let msg = tokio::select! {
             m = ch.wait() => m,
-            _ = tokio::time::sleep_until(deadline) => break Some((ErrorKind::Timeout, format!("timed out after {}; the command was killed", humantime::format_duration(run_timeout)))),
-            _ = cancel.cancelled() => break Some((ErrorKind::Cancelled, "cancelled by shutdown; the command was killed".to_string())),
+            why = stopped() => break Some(why),
         };
+        let (stream, kept) = match &msg {
+            Some(ChannelMsg::Data { data }) => (Stream::Stdout, caps[0].take(data, &mut r.stdout)),
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => (Stream::Stderr, caps[1].take(data, &mut r.stderr)),
+            _ => (Stream::Stdout, &[][..]),
+        };
+        if !kept.is_empty() {
+            tokio::select! {
+                _ = sink.output(stream, kept) => {}
+                why = stopped() => break Some(why),
+            }
+        }
         match msg {
-            Some(ChannelMsg::Data { data }) => {
-                let kept = caps[0].take(&data, &mut r.stdout);
-                if !kept.is_empty() {
-                    sink.output(Stream::Stdout, kept).await;
-                }
-            }
-            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                let kept = caps[1].take(&data, &mut r.stderr);
-                if !kept.is_empty() {
-                    sink.output(Stream::Stderr, kept).await;
-                }
-            }
+            Some(ChannelMsg::Data { .. }) | Some(ChannelMsg::ExtendedData { .. }) => {}
             Some(ChannelMsg::ExitStatus { exit_status }) => r.exit_status = Some(exit_status),
             Some(ChannelMsg::ExitSignal { signal_name, .. }) => r.exit_signal = Some(format!("{signal_name:?}")),
             Some(ChannelMsg::Failure) => {

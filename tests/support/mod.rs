@@ -43,7 +43,11 @@ pub fn env(key: &str) -> String {
 /// A tag value no other test uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    // The nonce keeps tags apart from an earlier test process that had the same pid, on a long-lived sandbox.
+    static NONCE: OnceLock<u128> = OnceLock::new();
+    let nonce =
+        NONCE.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    format!("{prefix}-{}-{:x}-{}", std::process::id(), nonce % (1 << 40), N.fetch_add(1, Ordering::SeqCst))
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +98,7 @@ impl Ctx {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&evidence, std::fs::Permissions::from_mode(0o777)).unwrap();
         let cfg = format!(
-            "jobs_dir = \"jobs\"\nstate_dir = \"state\"\n[aws]\nregion = \"{}\"\n[ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"5s\"\n{extra}",
+            "jobs_dir = \"jobs\"\nstate_dir = \"state\"\n[aws]\nregion = \"{}\"\n# Small pages, so every test exercises pagination.\npage_size = 100\n[ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"5s\"\n{extra}",
             env("AWS_REGION"),
             env("OPSD_SANDBOX_SSH_USER"),
             env("OPSD_SANDBOX_SSH_PORT"),
