@@ -26,7 +26,7 @@ impl Host {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("EC2 DescribeInstances was denied ({code}): {message}; grant ec2:DescribeInstances to opsd's credentials")]
+    #[error("EC2 DescribeInstances was denied ({code}): {message}; check opsd's AWS credentials and that they allow ec2:DescribeInstances")]
     Denied { code: String, message: String },
     #[error("EC2 is unreachable: {0}; check the network, AWS_REGION and AWS_ENDPOINT_URL(_EC2)")]
     Unreachable(String),

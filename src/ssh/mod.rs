@@ -3,6 +3,7 @@
 //! per-host deadline and cancellation. On timeout or cancellation the remote command is sent SIGKILL
 //! (sshd delivers it to the session's process group) before the connection closes.
 
+mod guard;
 pub mod known_hosts;
 
 use crate::job::{HostKeyPolicy, SshSettings};
@@ -22,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 /// After a deadline or cancellation, how long opsd waits for the kill request and the disconnect to
 /// be sent before dropping the connection: a stuck peer must not hold the run.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A silent command sends nothing for minutes; keepalives tell a live peer from one that vanished
+/// (no RST) without an idle timeout: after KEEPALIVE_MAX unanswered ones (~2 min), the session ends.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_MAX: usize = 4;
 
 /// Which stream a piece of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +210,7 @@ impl Connector {
             port: self.port,
             verdict: verdict.clone(),
         };
+        let (tcp, disarm) = guard::GuardedStream::new(tcp, deadline);
         let mut handle = match timeout_at(deadline, client::connect_stream(config, tcp, checker)).await {
             Err(_) => return Err(late("SSH handshake")),
             Ok(Ok(h)) => h,
@@ -223,7 +230,10 @@ impl Connector {
         match timeout_at(deadline, handle.authenticate_publickey(self.user.clone(), key)).await {
             Err(_) => Err(late("authentication")),
             Ok(Err(e)) => Err((ErrorKind::Auth, format!("authentication as {} failed: {e}", self.user))),
-            Ok(Ok(AuthResult::Success)) => Ok(handle),
+            Ok(Ok(AuthResult::Success)) => {
+                disarm.disarm();
+                Ok(handle)
+            }
             Ok(Ok(AuthResult::Failure { .. })) => Err((
                 ErrorKind::Auth,
                 format!(
@@ -261,6 +271,8 @@ fn client_config(known: &[Algorithm]) -> client::Config {
         preferred,
         // Commands run to completion; the per-host deadline, not an idle timer, bounds them.
         inactivity_timeout: None,
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..Default::default()
     }
