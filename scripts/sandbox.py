@@ -361,6 +361,23 @@ def cmd_rekey(args):
     sys.exit(f"sandbox: no sandbox sshd serves {args.addr}")
 
 
+def cmd_reset(_args):
+    """An empty AWS and no fleet: moto's state is wiped, the fleet's sshds are stopped."""
+    st = load_state()
+    if not alive(st.get("moto_pid")):
+        sys.exit("sandbox: moto is not running; run scripts/sandbox up first")
+    req = urllib.request.Request(f"http://127.0.0.1:{st['moto_port']}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+    stop_sshds(st)
+    st["next_addr"] = 0
+    st.pop("vpc", None)
+    st["subnets"] = {}
+    with open(os.path.join(KEYS, "known_hosts"), "w"):
+        pass
+    save_state(st)
+    log("reset: moto is empty and no instance is served")
+
+
 def cmd_down(_args):
     st = load_state()
     stop_sshds(st)
@@ -404,6 +421,7 @@ def main():
     rk = sub.add_parser("rekey", help="restart the sshd serving ADDR with a new host key")
     rk.add_argument("addr")
     rk.set_defaults(f=cmd_rekey)
+    sub.add_parser("reset", help="empty moto and stop the fleet's sshds (moto keeps running)").set_defaults(f=cmd_reset)
     sub.add_parser("down", help="stop moto and every sandbox sshd").set_defaults(f=cmd_down)
     sub.add_parser("status", help="exit 0 when moto is up").set_defaults(f=cmd_status)
     sub.add_parser("env", help="print the env file's path").set_defaults(f=cmd_env)

@@ -214,6 +214,19 @@ fn remote_processes(command: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// Polls (every 100 ms, `tries` times) until `command` runs `want` times; returns the last count.
+fn wait_for_remote(command: &str, want: usize, tries: usize) -> usize {
+    let mut n = remote_processes(command);
+    for _ in 0..tries {
+        if n == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        n = remote_processes(command);
+    }
+    n
+}
+
 /// Case 5: The per-host timeout ends a long command, and the remote process does not outlive the run.
 #[test]
 fn per_host_timeout_kills_the_remote_command() {
@@ -228,14 +241,7 @@ fn per_host_timeout_kills_the_remote_command() {
     assert_eq!(r["error_kind"], "timeout", "{r}");
     let secs = secs_between(&doc["started_at"], &doc["ended_at"]);
     assert!(secs < 6.0, "the run took {secs}s with a 2s timeout");
-    let mut left = usize::MAX;
-    for _ in 0..50 {
-        left = remote_processes(&sleeper);
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let left = wait_for_remote(&sleeper, 0, 50);
     assert_eq!(left, 0, "`{sleeper}` still runs on the host after the timeout");
 }
 
@@ -249,14 +255,7 @@ fn sigterm_kills_remote_commands_and_records_the_run_as_cancelled() {
     ctx.write_job("cancel", &job("T", &tag, &[&sleeper], "timeout = \"10m\"", ""));
     let child =
         ctx.opsd().args(["run", "cancel", "--output", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut started = 0;
-    for _ in 0..200 {
-        started = remote_processes(&sleeper);
-        if started == 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let started = wait_for_remote(&sleeper, 2, 200);
     assert_eq!(started, 2, "the remote commands never started");
     let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
@@ -265,14 +264,7 @@ fn sigterm_kills_remote_commands_and_records_the_run_as_cancelled() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["outcome"], "cancelled", "{doc}");
     assert!(doc["hosts"].as_array().unwrap().iter().all(|h| h["status"] == "cancelled"), "{doc}");
-    let mut left = usize::MAX;
-    for _ in 0..50 {
-        left = remote_processes(&sleeper);
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let left = wait_for_remote(&sleeper, 0, 50);
     assert_eq!(left, 0, "`{sleeper}` still runs on the hosts after opsd was stopped");
     let out = ctx.run(&["history", "cancel", "--output", "json"]);
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

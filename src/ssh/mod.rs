@@ -370,6 +370,13 @@ impl Cap {
     }
 }
 
+fn timed_out(run_timeout: Duration) -> String {
+    format!(
+        "timed out after {} (run.timeout, for all commands of a host); raise it if the commands need longer",
+        humantime::format_duration(run_timeout)
+    )
+}
+
 /// Run one command on its own channel; `Some(error)` when it did not succeed.
 async fn exec<S: OutputSink>(
     handle: &client::Handle<Checker>,
@@ -386,22 +393,19 @@ async fn exec<S: OutputSink>(
         _ = cancel.cancelled() => return (r, Some((ErrorKind::Cancelled, "cancelled".into()))),
     };
     let mut ch = match opened {
-        Err(_) => {
-            return (
-                r,
-                Some((ErrorKind::Timeout, format!("timed out after {}", humantime::format_duration(run_timeout)))),
-            )
-        }
+        Err(_) => return (r, Some((ErrorKind::Timeout, timed_out(run_timeout)))),
         Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot open a session channel: {e}")))),
         Ok(Ok(c)) => c,
     };
-    if let Err(e) = ch.exec(true, command).await {
-        return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}"))));
+    match timeout_at(deadline, ch.exec(true, command)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}")))),
+        Err(_) => return (r, Some((ErrorKind::Timeout, timed_out(run_timeout)))),
     }
     // The deadline and cancellation are watched at every await, including a slow live view.
     let stopped = || async {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => (ErrorKind::Timeout, format!("timed out after {}; the command was killed", humantime::format_duration(run_timeout))),
+            _ = tokio::time::sleep_until(deadline) => (ErrorKind::Timeout, format!("{}; the command was killed", timed_out(run_timeout))),
             _ = cancel.cancelled() => (ErrorKind::Cancelled, "cancelled by shutdown; the command was killed".to_string()),
         }
     };
