@@ -12,6 +12,7 @@ use crate::report::{self, Counts, Live, RunDocument};
 use crate::runner::{self, Event, Plan};
 use crate::ssh::Connector;
 use crate::store::{RunEnd, Store};
+use crate::{out, outln};
 use chrono::Utc;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -93,7 +94,7 @@ fn validate(config: &Config, paths: &[PathBuf]) -> Exit {
     print_diags(&diags);
     let config_name =
         config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
-    println!("config {config_name}: ok; {} job files checked, {bad} with errors", files.len());
+    outln!("config {config_name}: ok; {} job files checked, {bad} with errors", files.len());
     if diags.is_empty() {
         Exit::Ok
     } else {
@@ -109,7 +110,7 @@ fn jobs(config: &Config) -> Exit {
             return Exit::Usage;
         }
     };
-    println!("{:<24} {:<24} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
+    outln!("{:<24} {:<24} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
     for f in files {
         match job::load(&f, config) {
             Ok(j) => {
@@ -120,11 +121,11 @@ fn jobs(config: &Config) -> Exit {
                     j.target.states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
                 );
                 let schedule = j.schedule.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "(by hand)".into());
-                println!("{:<24} {:<24} {:<40} {}", j.name, schedule, target, j.description);
+                outln!("{:<24} {:<24} {:<40} {}", j.name, schedule, target, j.description);
             }
             Err(d) => {
                 let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                println!("{name:<24} INVALID: `opsd validate {}` shows why", f.display());
+                outln!("{name:<24} INVALID: `opsd validate {}` shows why", f.display());
                 print_diags(&d);
             }
         }
@@ -191,18 +192,18 @@ fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
     match output {
         OutputFormat::Json => {
             let doc = serde_json::json!({ "job": job.name, "dry_run": true, "target": job.target, "hosts": hosts });
-            println!("{doc}");
+            outln!("{doc}");
         }
         OutputFormat::Text => {
             for h in hosts {
-                println!(
+                outln!(
                     "{:<20} {:<16} {}",
                     h.instance_id.as_deref().unwrap_or("-"),
                     h.address.as_deref().unwrap_or("(no address)"),
                     h.name.as_deref().unwrap_or("")
                 );
             }
-            println!("{}: {} hosts would run: {}", job.name, hosts.len(), job.run.commands.join(" && "));
+            outln!("{}: {} hosts would run: {}", job.name, hosts.len(), job.run.commands.join(" && "));
         }
     }
     if hosts.is_empty() {
@@ -296,11 +297,11 @@ async fn execute(
                 hosts: &results,
             };
             match serde_json::to_string(&doc) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => outln!("{s}"),
                 Err(e) => eprintln!("opsd: cannot render JSON: {e}"),
             }
         }
-        OutputFormat::Text => print!("{}", report::summary(&job.name, run_id, &results, clock.elapsed())),
+        OutputFormat::Text => out!("{}", report::summary(&job.name, run_id, &results, clock.elapsed())),
     }
     if store_failed {
         Exit::Software
@@ -335,9 +336,9 @@ async fn history(config: &Config, args: HistoryArgs) -> Exit {
             }
         };
         match args.output {
-            OutputFormat::Json => println!("{}", serde_json::json!({ "run": run, "hosts": hosts })),
+            OutputFormat::Json => outln!("{}", serde_json::json!({ "run": run, "hosts": hosts })),
             OutputFormat::Text => {
-                println!(
+                outln!(
                     "run {} of {} ({}): {} at {}, ended {}; {} hosts, {} ok, {} failed, {} skipped",
                     run.id,
                     run.job,
@@ -351,7 +352,7 @@ async fn history(config: &Config, args: HistoryArgs) -> Exit {
                     run.hosts_skipped
                 );
                 for h in &hosts {
-                    println!(
+                    outln!(
                         "\n{} {} {}",
                         h.host.instance_id.as_deref().unwrap_or("-"),
                         h.host.address.as_deref().unwrap_or("-"),
@@ -363,12 +364,12 @@ async fn history(config: &Config, args: HistoryArgs) -> Exit {
                             .map(|s| s.to_string())
                             .or(c.exit_signal.clone())
                             .unwrap_or_else(|| "-".into());
-                        println!("  $ {}   (exit {status})", c.command);
+                        outln!("  $ {}   (exit {status})", c.command);
                         for line in String::from_utf8_lossy(&c.stdout).lines() {
-                            println!("  | {line}");
+                            outln!("  | {line}");
                         }
                         for line in String::from_utf8_lossy(&c.stderr).lines() {
-                            println!("  ! {line}");
+                            outln!("  ! {line}");
                         }
                     }
                 }
@@ -384,14 +385,22 @@ async fn history(config: &Config, args: HistoryArgs) -> Exit {
         }
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::json!({ "runs": runs })),
+        OutputFormat::Json => outln!("{}", serde_json::json!({ "runs": runs })),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "{:>6} {:<24} {:<8} {:<26} {:<10} {:>5} {:>5} {:>6} {:>7}",
-                "RUN", "JOB", "TRIGGER", "STARTED", "OUTCOME", "HOSTS", "OK", "FAILED", "SKIPPED"
+                "RUN",
+                "JOB",
+                "TRIGGER",
+                "STARTED",
+                "OUTCOME",
+                "HOSTS",
+                "OK",
+                "FAILED",
+                "SKIPPED"
             );
             for r in runs {
-                println!(
+                outln!(
                     "{:>6} {:<24} {:<8} {:<26} {:<10} {:>5} {:>5} {:>6} {:>7}",
                     r.id,
                     r.job,

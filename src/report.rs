@@ -2,6 +2,25 @@
 //! otherwise), the closing summary, and the JSON document.
 
 use crate::outcome::{HostResult, HostStatus};
+
+/// `println!` that never panics: when stdout is closed (`opsd history | head`), the output is dropped
+/// and the command goes on, so a run is still completed and recorded.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics; see [`outln!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use crate::runner::Event;
 use crate::ssh::Stream;
 use indicatif::{ProgressBar, ProgressStyle};

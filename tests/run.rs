@@ -414,7 +414,7 @@ fn malformed_job_is_located_and_does_not_stop_others() {
     assert!(listing.contains("good") && listing.contains("INVALID"), "{listing}");
 }
 
-/// Case 10: --dry-run, history, JSON output and the exit codes 0, 1, 3, 64 and 69.
+/// Case 10: --dry-run, history, JSON output and the exit codes 0, 1, 3, 64, 69 and 70.
 #[test]
 fn dry_run_history_json_and_exit_codes() {
     let ctx = Ctx::new();
@@ -460,6 +460,13 @@ fn dry_run_history_json_and_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("fails") && !text.contains(" ok "), "{text}");
     assert_eq!(ctx.run(&["history", "--run", "999999"]).status.code(), Some(64));
+
+    // The run history cannot be written (the state directory would be inside a file): 70, nothing run.
+    std::fs::remove_file(&marker).unwrap();
+    let out = ctx.opsd().args(["run", "ok"]).env("OPSD_STATE_DIR", "/dev/null/state").output().unwrap();
+    assert_eq!(out.status.code(), Some(70), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state_dir"));
+    assert!(!marker.exists(), "hosts ran although the run could not be recorded");
 }
 
 /// The store takes concurrent writers: several opsd processes record at once, nothing is lost.
@@ -527,4 +534,20 @@ fn aws_denied_exits_69() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(err.contains("denied") && err.contains("credentials"), "{err}");
+}
+
+/// A closed stdout (`opsd run job | head -1`) neither aborts the run nor loses its record.
+#[test]
+fn closed_stdout_does_not_abort_a_run() {
+    let ctx = Ctx::new();
+    let tag = unique("pipe");
+    fleet(2, &[("T", &tag)], &[]);
+    ctx.write_job("pipe", &job("T", &tag, &["seq 1 2000"], "", ""));
+    let mut child = ctx.opsd().args(["run", "pipe"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "opsd must finish the run when its reader goes away");
+    let out = ctx.run(&["history", "pipe", "--output", "json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["runs"][0]["outcome"], "succeeded");
+    assert_eq!(h["runs"][0]["hosts_ok"], 2);
 }
