@@ -141,7 +141,8 @@ def cmd_up(_args):
     ensure_key(os.path.join(KEYS, "host_ed25519"), "opsd-sandbox-host")
     client = ensure_key(os.path.join(KEYS, "client_ed25519"), "opsd-sandbox-client")
     # sshd reads AuthorizedKeysFile as the user, who cannot enter a checkout under /root (mode 0700):
-    # keep this sandbox's copy under the user's home, named after the sandbox directory.
+    # keep this sandbox's copy in a root-owned, world-readable directory beside the user's home,
+    # named after the sandbox directory.
     os.makedirs(AUTH_DIR, mode=0o755, exist_ok=True)
     os.chmod(AUTH_DIR, 0o755)
     with open(client + ".pub") as src, open(authorized_keys(), "w") as dst:
@@ -274,10 +275,26 @@ MaxSessions 100
     return {"name": name, "pid": proc.pid, "addrs": addrs, "auth": auth, "host_key": host_key}
 
 
+def stop(pid):
+    """SIGTERM to the process group (sshd's sessions too), then wait, so its addresses are free again."""
+    if not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + START_WAIT_S
+    while alive(pid) and time.time() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+
+
 def stop_sshds(st):
     for s in st.get("sshds", []):
-        if alive(s["pid"]):
-            os.kill(s["pid"], signal.SIGTERM)
+        stop(s["pid"])
     st["sshds"] = []
 
 
@@ -347,10 +364,7 @@ def cmd_rekey(args):
     st = load_state()
     for s in st["sshds"]:
         if args.addr in s["addrs"]:
-            if alive(s["pid"]):
-                os.kill(s["pid"], signal.SIGTERM)
-                while alive(s["pid"]):
-                    time.sleep(0.02)
+            stop(s["pid"])
             key = os.path.join(KEYS, f"host_{s['name']}_rekeyed_{int(time.time() * 1000)}")
             ensure_key(key, "opsd-sandbox-rekeyed")
             st["sshds"].remove(s)
@@ -381,8 +395,7 @@ def cmd_reset(_args):
 def cmd_down(_args):
     st = load_state()
     stop_sshds(st)
-    if alive(st.get("moto_pid")):
-        os.kill(st["moto_pid"], signal.SIGTERM)
+    stop(st.get("moto_pid"))
     st["moto_pid"] = None
     save_state(st)
     log("stopped moto and every sandbox sshd")

@@ -7,7 +7,6 @@ use crate::fleet::Host;
 use crate::outcome::{ErrorKind, HostResult, HostStatus};
 use crate::ssh::{Connector, NoSink, OutputSink, Script, Stream};
 use chrono::Utc;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +52,6 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
     let permits = Arc::new(Semaphore::new(plan.concurrency.clamp(1, plan.hosts.len().max(1))));
     let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, (usize, Host)> = HashMap::new();
     let mut hosts = plan.hosts.iter().cloned().enumerate();
     while let Some((seq, host)) = hosts.next() {
         let permit = tokio::select! {
@@ -79,13 +77,27 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
         }
         let (plan, connector, events, failures, cancel) =
             (plan.clone(), connector.clone(), events.clone(), failures.clone(), cancel.clone());
-        let spare = host.clone();
-        let task = tasks.spawn(async move {
+        tasks.spawn(async move {
             let _ = events.send(Event::Started { seq }).await;
-            let result = if plan.live_output {
-                run_host(&plan, &connector, host, &LiveSink { tx: events.clone(), seq }, &cancel).await
-            } else {
-                run_host(&plan, &connector, host, &NoSink, &cancel).await
+            // The host runs in its own task, so a panic in it becomes this host's failure, counted
+            // against the error budget while this task still holds the permit.
+            let spare = host.clone();
+            let (p, c, e, k) = (plan.clone(), connector, events.clone(), cancel);
+            let work = tokio::spawn(async move {
+                if p.live_output {
+                    run_host(&p, &c, host, &LiveSink { tx: e, seq }, &k).await
+                } else {
+                    run_host(&p, &c, host, &NoSink, &k).await
+                }
+            });
+            let result = match work.await {
+                Ok(r) => r,
+                Err(e) => not_run(
+                    spare,
+                    HostStatus::Failed,
+                    ErrorKind::Protocol,
+                    &format!("internal error in opsd: {e}; please report it"),
+                ),
             };
             if result.status == HostStatus::Failed {
                 // Counted before the permit is released, so the next start sees it.
@@ -94,21 +106,8 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
             let _ = events.send(finished(seq, result)).await;
             drop(permit);
         });
-        running.insert(task.id(), (seq, spare));
     }
-    // A host task that panicked still ends in exactly one Finished event.
-    while let Some(done) = tasks.join_next_with_id().await {
-        let id = match &done {
-            Ok((id, ())) => *id,
-            Err(e) => e.id(),
-        };
-        let entry = running.remove(&id);
-        if let (Err(e), Some((seq, host))) = (done, entry) {
-            failures.fetch_add(1, Ordering::SeqCst);
-            let why = format!("internal error in opsd: {e}; please report it");
-            let _ = events.send(finished(seq, not_run(host, HostStatus::Failed, ErrorKind::Protocol, &why))).await;
-        }
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 fn finished(seq: usize, result: HostResult) -> Event {

@@ -273,7 +273,7 @@ impl KeyPins for Store {
     }
 
     fn how_to_unpin(&self, host_id: &str) -> String {
-        format!("sqlite3 {} \"DELETE FROM host_keys WHERE host_id = '{host_id}'\"", self.path.display())
+        format!("sqlite3 '{}' \"DELETE FROM host_keys WHERE host_id = '{host_id}'\"", self.path.display())
     }
 }
 

@@ -12,71 +12,92 @@ use toml::Spanned;
 /// Enough for any real file; bounds the work a pathological one can cause.
 const MAX_DIAGNOSTICS: usize = 50;
 
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn joined(path: &[Seg]) -> String {
+    let names: Vec<String> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => k.clone(),
+            Seg::Index(i) => i.to_string(),
+        })
+        .collect();
+    names.join(".")
+}
+
 /// Deserialize `text` (the contents of `file`) into `T`, or every problem found.
+///
+/// After each error the offending value is taken out and deserialization runs again: an unknown key
+/// or bad value is removed; an error inside an array removes the whole array (so later indices are not
+/// shifted); a missing key removes the table that lacks it. An error about something that only broke
+/// because opsd took a piece out of it (a table that became empty, a key it removed and now misses) is
+/// not reported. Stops when the document deserializes, or a key is missing at the top level (by then
+/// serde has visited every other key).
 pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Vec<Diagnostic>> {
     let mut root = DeTable::parse(text).map_err(|e| vec![diagnostic(file, text, &[], &e)])?;
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
-    while diags.len() < MAX_DIAGNOSTICS {
+    for _ in 0..MAX_DIAGNOSTICS * 4 {
+        if diags.len() >= MAX_DIAGNOSTICS {
+            break;
+        }
         let err = match serde_path_to_error::deserialize::<_, T>(toml::Deserializer::from(root.clone())) {
-            Ok(v) if diags.is_empty() => return Ok(v),
+            Ok(v) if diags.is_empty() && removed.is_empty() => return Ok(v),
             Ok(_) => break,
             Err(e) => e,
         };
-        let path: Vec<String> = err
+        let path: Vec<Seg> = err
             .path()
             .iter()
             .filter_map(|s| match s {
-                Segment::Map { key } => Some(key.clone()),
-                Segment::Seq { index } => Some(index.to_string()),
-                _ => None,
+                Segment::Map { key } => Some(Seg::Key(key.clone())),
+                Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                Segment::Unknown => None,
             })
             .collect();
-        let d = diagnostic(file, text, &path, err.inner());
-        // A key taken out after its own error is then reported missing: that is not news.
-        if err.inner().message().starts_with("missing field") && removed.contains(&d.field) {
+        let names: Vec<String> = path.iter().map(|s| joined(std::slice::from_ref(s))).collect();
+        let d = diagnostic(file, text, &names, err.inner());
+        let altered = removed.iter().any(|r| *r == d.field || r.starts_with(&format!("{}.", d.field)));
+        if !altered {
+            diags.push(d);
+        }
+        let missing = err.inner().message().starts_with("missing field");
+        let target: Vec<Seg> = if missing {
+            path
+        } else {
+            match path.iter().position(|s| matches!(s, Seg::Index(_))) {
+                Some(i) => path[..i].to_vec(),
+                None => path,
+            }
+        };
+        if target.is_empty() || !remove(root.get_mut(), &target) {
             break;
         }
-        let stop = err.inner().message().starts_with("missing field");
-        removed.push(d.field.clone());
-        diags.push(d);
-        if stop || !remove(root.get_mut(), &path) {
-            break;
-        }
+        removed.push(joined(&target));
+    }
+    if diags.is_empty() {
+        // Only reachable if an error could not be attributed; never claim a bad file is good.
+        diags
+            .push(Diagnostic::file(file, "the file could not be read as a valid spec; check it against the reference"));
     }
     diags.sort_by_key(|d| (d.line, d.col));
     Err(diags)
 }
 
-/// Take the value at `path` out of the document; false when there is nothing to remove.
-fn remove(table: &mut DeTable<'_>, path: &[String]) -> bool {
-    let Some((first, rest)) = path.split_first() else { return false };
+/// Take the value at `path` (keys only) out of the document; false when there is nothing to remove.
+fn remove(table: &mut DeTable<'_>, path: &[Seg]) -> bool {
+    let Some((Seg::Key(first), rest)) = path.split_first() else { return false };
     if rest.is_empty() {
         return table.remove(first.as_str()).is_some();
     }
     match table.get_mut(first.as_str()).map(Spanned::get_mut) {
         Some(DeValue::Table(t)) => remove(t, rest),
-        Some(DeValue::Array(items)) => {
-            // An index into an array: remove that element (or look inside it).
-            let Ok(i) = rest[0].parse::<usize>() else { return false };
-            if i >= items.len() {
-                return false;
-            }
-            if rest.len() == 1 {
-                let mut kept = toml::de::DeArray::new();
-                for (j, v) in items.iter().enumerate() {
-                    if j != i {
-                        kept.push(v.clone());
-                    }
-                }
-                *items = kept;
-                return true;
-            }
-            match items.as_mut()[i].get_mut() {
-                DeValue::Table(t) => remove(t, &rest[1..]),
-                _ => false,
-            }
-        }
         _ => false,
     }
 }
@@ -154,6 +175,21 @@ mod tests {
     fn a_removed_required_key_is_not_reported_twice() {
         assert_eq!(errors("name = 5\n[inner]\nlist = [1]\n"), ["1:8 name"]);
         assert_eq!(errors("name = \"a\"\n[inner]\nlist = [1, \"x\"]\n"), ["3:12 inner.list.1"]);
+    }
+
+    #[test]
+    fn errors_after_a_missing_or_broken_required_key_are_still_found() {
+        // `inner` sorts before `name`: its loss must not hide the bad `name` and `size`.
+        assert_eq!(
+            errors("name = 5\nsize = \"x\"\n[inner]\nlist = \"no\"\n"),
+            ["1:8 name", "2:8 size", "4:8 inner.list"]
+        );
+        assert_eq!(errors("name = \"a\"\nsize = \"x\"\n[inner]\non = true\n"), ["2:8 size", "3:1 inner.list"]);
+    }
+
+    #[test]
+    fn array_errors_keep_their_indices_and_add_nothing() {
+        assert_eq!(errors("name = \"a\"\n[inner]\nlist = [\"x\", 1, \"y\"]\n"), ["3:9 inner.list.0"]);
     }
 
     #[test]

@@ -401,6 +401,17 @@ max_concurrency = "20%"
     }
 
     #[test]
+    fn every_error_of_a_job_file_is_reported() {
+        let text = "schedule = \"rate(1 minutes)\"\n[target]\ntags = { A = 5 }\nstates = [\"runing\"]\n[ssh]\nprt = 22\n[run]\ncommands = \"uptime\"\ntimeout = \"soon\"\n";
+        let e = parse(Path::new("jobs/x.toml"), text, &cfg()).unwrap_err();
+        let got: Vec<String> = e.iter().map(|d| format!("{}:{}", d.line, d.field)).collect();
+        assert_eq!(
+            got,
+            ["1:schedule", "3:target.tags.A", "4:target.states.0", "6:ssh.prt", "8:run.commands", "9:run.timeout"]
+        );
+    }
+
+    #[test]
     fn missing_section_and_syntax_errors() {
         let d = first_error("[target]\ntags = { A = \"b\" }\n");
         assert!(d.message.contains("run"), "{d}");
