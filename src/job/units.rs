@@ -182,6 +182,19 @@ mod tests {
         assert!(Limit::parse("many").is_err());
     }
 
+    #[test]
+    fn durations_are_positive_and_bounded() {
+        #[derive(Deserialize)]
+        struct T {
+            d: HumanDuration,
+        }
+        let parse = |v: &str| toml::from_str::<T>(&format!("d = {v:?}")).map(|t| t.d.0);
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse("0s").is_err());
+        assert!(parse("30000000000y").is_err(), "a huge duration would overflow deadline arithmetic");
+        assert!(parse("soon").is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn concurrency_is_between_one_and_the_target_count(p in 0.0f64..=100.0, n in 1usize..10_000) {
