@@ -159,12 +159,7 @@ def cmd_up(_args):
                                  "-p", str(port)], stdout=logf, stderr=logf, start_new_session=True)
         st["moto_pid"], st["moto_port"] = proc.pid, port
         # A new moto has no instances: forget addresses and sshds of an earlier one.
-        stop_sshds(st)
-        st["next_addr"] = 0
-        st.pop("vpc", None)
-        st["subnets"] = {}
-        with open(os.path.join(KEYS, "known_hosts"), "w"):
-            pass
+        forget_fleet(st)
         save_state(st)
         wait_listening("127.0.0.1", port, "moto")
         deadline = time.time() + START_WAIT_S
@@ -292,6 +287,16 @@ def stop(pid):
         time.sleep(0.02)
 
 
+def forget_fleet(st):
+    """No instance exists any more: stop their sshds, free their addresses, empty known_hosts."""
+    stop_sshds(st)
+    st["next_addr"] = 0
+    st.pop("vpc", None)
+    st["subnets"] = {}
+    with open(os.path.join(KEYS, "known_hosts"), "w"):
+        pass
+
+
 def stop_sshds(st):
     for s in st.get("sshds", []):
         stop(s["pid"])
@@ -382,12 +387,7 @@ def cmd_reset(_args):
         sys.exit("sandbox: moto is not running; run scripts/sandbox up first")
     req = urllib.request.Request(f"http://127.0.0.1:{st['moto_port']}/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).read()
-    stop_sshds(st)
-    st["next_addr"] = 0
-    st.pop("vpc", None)
-    st["subnets"] = {}
-    with open(os.path.join(KEYS, "known_hosts"), "w"):
-        pass
+    forget_fleet(st)
     save_state(st)
     log("reset: moto is empty and no instance is served")
 
