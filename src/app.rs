@@ -237,16 +237,16 @@ async fn execute(
     let mut results: Vec<Option<HostResult>> = vec![None; n];
     if n > 0 {
         let json = output == OutputFormat::Json;
+        let labels = hosts.iter().map(|h| format!("[{}]", h.label())).collect();
         let plan = Arc::new(Plan {
             concurrency: job.run.max_concurrency.concurrency(n),
             error_budget: job.run.max_errors.error_budget(n),
-            hosts: hosts.clone(),
+            hosts,
             commands: job.run.commands.clone(),
             output_limit: job.run.output_limit,
             timeout: job.run.timeout,
             live_output: !json,
         });
-        let labels = hosts.iter().map(|h| format!("[{}]", h.label())).collect();
         let mut live = Live::new(labels, std::io::stdout().is_terminal(), json);
         let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
         let runner = tokio::spawn(runner::run(plan, connector, tx, cancel.clone()));
@@ -257,11 +257,13 @@ async fn execute(
             }
             live.on_event(&ev, failed);
             if let Event::Finished { seq, result } = ev {
-                if let Err(e) = store.record_host(run_id_v, seq, (*result).clone()).await {
+                // Shared with the store's blocking thread, then taken back without a copy.
+                let result = Arc::new(*result);
+                if let Err(e) = store.record_host(run_id_v, seq, result.clone()).await {
                     tracing::error!("cannot record host {}: {e}", result.host.label());
                     store_failed = true;
                 }
-                results[seq] = Some(*result);
+                results[seq] = Some(Arc::unwrap_or_clone(result));
             }
         }
         live.finish();

@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Record one host's result (and its commands) in one transaction.
-    pub async fn record_host(&self, run_id: i64, seq: usize, r: HostResult) -> Result<(), StoreError> {
+    pub async fn record_host(&self, run_id: i64, seq: usize, r: Arc<HostResult>) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(

@@ -98,9 +98,7 @@ fn per_command_results_are_captured_and_the_first_failure_ends_the_host() {
 
     // The same, as recorded in the history.
     let id = doc["run_id"].as_i64().unwrap().to_string();
-    let out = ctx.run(&["history", "--run", &id, "--output", "json"]);
-    assert!(out.status.success());
-    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = ctx.json(&["history", "--run", &id]);
     assert_eq!(rec["run"]["outcome"], "failed");
     let recorded = hosts_by_id(&rec);
     for h in &hosts {
@@ -266,8 +264,7 @@ fn sigterm_kills_remote_commands_and_records_the_run_as_cancelled() {
     assert!(doc["hosts"].as_array().unwrap().iter().all(|h| h["status"] == "cancelled"), "{doc}");
     let left = wait_for_remote(&sleeper, 0, 50);
     assert_eq!(left, 0, "`{sleeper}` still runs on the hosts after opsd was stopped");
-    let out = ctx.run(&["history", "cancel", "--output", "json"]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = ctx.json(&["history", "cancel"]);
     assert_eq!(h["runs"][0]["outcome"], "cancelled");
 }
 
@@ -451,8 +448,7 @@ fn dry_run_history_json_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
 
     // History lists the runs, newest first, and filters by job.
-    let out = ctx.run(&["history", "--output", "json"]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = ctx.json(&["history"]);
     let outcomes: Vec<_> =
         h["runs"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
     assert_eq!(outcomes, ["no_hosts", "failed", "succeeded"]);
@@ -485,8 +481,7 @@ fn concurrent_runs_share_the_store() {
         let out = c.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(0));
     }
-    let out = ctx.run(&["history", "wal", "--output", "json"]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = ctx.json(&["history", "wal"]);
     let runs = h["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
     assert!(runs.iter().all(|r| r["outcome"] == "succeeded" && r["hosts_ok"] == 3), "{h}");
@@ -546,8 +541,7 @@ fn closed_stdout_does_not_abort_a_run() {
     let mut child = ctx.opsd().args(["run", "pipe"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take());
     assert_eq!(child.wait().unwrap().code(), Some(0), "opsd must finish the run when its reader goes away");
-    let out = ctx.run(&["history", "pipe", "--output", "json"]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = ctx.json(&["history", "pipe"]);
     assert_eq!(h["runs"][0]["outcome"], "succeeded");
     assert_eq!(h["runs"][0]["hosts_ok"], 2);
 }

@@ -78,34 +78,59 @@ impl KnownHosts {
         KnownHosts { entries }
     }
 
-    /// Check `key` for `host` on `port`, as OpenSSH does: a revoked key is refused wherever its
-    /// `@revoked` line is; a different key of the same type is a mismatch; keys of other types only
-    /// make the host unknown for this type.
-    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+    /// The lines that apply to `host` on `port`: one pass over the file (hashed names cost an HMAC
+    /// each), done once per host and used for both the key-type preference and the check.
+    pub fn lookup(&self, host: &str, port: u16) -> HostEntries {
         let name = host_name(host, port);
-        let matching: Vec<&Entry> = self.entries.iter().filter(|e| host_matches(&e.patterns, &name)).collect();
-        if let Some(e) = matching.iter().find(|e| e.revoked && e.key.key_data() == key.key_data()) {
-            return Verdict::Revoked { line: e.line };
+        let entries = self
+            .entries
+            .iter()
+            .filter(|e| host_matches(&e.patterns, &name))
+            .map(|e| (e.line, e.revoked, e.key.clone()))
+            .collect();
+        HostEntries { entries }
+    }
+
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+        self.lookup(host, port).check(key)
+    }
+
+    pub fn algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        self.lookup(host, port).algorithms()
+    }
+}
+
+/// The known_hosts lines that apply to one host: (line, revoked, key).
+#[derive(Debug, Clone, Default)]
+pub struct HostEntries {
+    entries: Vec<(usize, bool, PublicKey)>,
+}
+
+impl HostEntries {
+    /// Check `key` as OpenSSH does: a revoked key is refused wherever its `@revoked` line is; a
+    /// different key of the same type is a mismatch; keys of other types only make the host unknown.
+    pub fn check(&self, key: &PublicKey) -> Verdict {
+        let same = |k: &PublicKey| k.key_data() == key.key_data();
+        if let Some((line, ..)) = self.entries.iter().find(|(_, revoked, k)| *revoked && same(k)) {
+            return Verdict::Revoked { line: *line };
         }
-        let listed = matching.iter().filter(|e| !e.revoked);
-        if listed.clone().any(|e| e.key.key_data() == key.key_data()) {
+        let mut listed = self.entries.iter().filter(|(_, revoked, _)| !revoked);
+        if listed.clone().any(|(_, _, k)| same(k)) {
             return Verdict::Trusted;
         }
-        match listed.clone().find(|e| e.key.algorithm() == key.algorithm()) {
-            Some(e) => Verdict::Mismatch { line: e.line },
+        match listed.find(|(_, _, k)| k.algorithm() == key.algorithm()) {
+            Some((line, ..)) => Verdict::Mismatch { line: *line },
             None => Verdict::Unknown,
         }
     }
 
-    /// The key algorithms listed for `host` on `port`, in file order: the client asks the server for
-    /// these first, as OpenSSH does, so a host known by its ECDSA key is not asked for its Ed25519 key.
-    pub fn algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
-        let name = host_name(host, port);
+    /// The key algorithms listed, in file order: the client asks the server for these first, as
+    /// OpenSSH does, so a host known by its ECDSA key is not asked for its Ed25519 key.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
         let mut v: Vec<Algorithm> = Vec::new();
-        for e in self.entries.iter().filter(|e| !e.revoked && host_matches(&e.patterns, &name)) {
-            let a = e.key.algorithm();
-            if !v.contains(&a) {
-                v.push(a);
+        for (_, revoked, k) in &self.entries {
+            if !revoked && !v.contains(&k.algorithm()) {
+                v.push(k.algorithm());
             }
         }
         v

@@ -8,7 +8,7 @@ pub mod known_hosts;
 
 use crate::job::{HostKeyPolicy, SshSettings};
 use crate::outcome::{CommandResult, ErrorKind};
-use known_hosts::{KnownHosts, Verdict};
+use known_hosts::{HostEntries, KnownHosts, Verdict};
 use russh::client::{self, AuthResult};
 use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
@@ -167,16 +167,19 @@ impl Connector {
         out
     }
 
-    /// The host key algorithms already known for this host (known_hosts lines or the TOFU pin).
-    async fn known_algorithms(&self, host_id: &str, address: &str) -> Vec<Algorithm> {
+    /// What is already known about this host's key, looked up once before the handshake.
+    async fn expected(&self, host_id: &str, address: &str) -> Expected {
         match &self.check {
-            HostKeyCheck::KnownHosts { hosts, .. } => hosts.algorithms(address, self.port),
+            HostKeyCheck::KnownHosts { file, hosts } => {
+                Expected::Listed { file: file.clone(), entries: hosts.lookup(address, self.port) }
+            }
             HostKeyCheck::Tofu(pins) => {
-                let (pins, id) = (pins.clone(), host_id.to_string());
-                match tokio::task::spawn_blocking(move || pins.pinned(&id)).await {
-                    Ok(Ok(Some(k))) => PublicKey::from_openssh(&k).map(|k| vec![k.algorithm()]).unwrap_or_default(),
-                    _ => Vec::new(),
-                }
+                let (p, id) = (pins.clone(), host_id.to_string());
+                let pinned = match tokio::task::spawn_blocking(move || p.pinned(&id)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(e.to_string()),
+                };
+                Expected::Pinned { pins: pins.clone(), pinned }
             }
         }
     }
@@ -201,10 +204,11 @@ impl Connector {
             })?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
-        let config = Arc::new(client_config(&self.known_algorithms(host_id, address).await));
+        let expected = self.expected(host_id, address).await;
+        let config = Arc::new(client_config(&expected.algorithms()));
         let verdict = Arc::new(Mutex::new(None));
         let checker = Checker {
-            check: self.check.clone(),
+            expected,
             host_id: host_id.to_string(),
             address: address.to_string(),
             port: self.port,
@@ -278,9 +282,29 @@ fn client_config(known: &[Algorithm]) -> client::Config {
     }
 }
 
+/// One host's known key material, resolved before its handshake.
+enum Expected {
+    /// The known_hosts lines that apply to the host.
+    Listed { file: PathBuf, entries: HostEntries },
+    /// TOFU: the pinned key (`None`: first use, pin what is offered), or why it could not be read.
+    Pinned { pins: Arc<dyn KeyPins>, pinned: Result<Option<String>, String> },
+}
+
+impl Expected {
+    fn algorithms(&self) -> Vec<Algorithm> {
+        match self {
+            Expected::Listed { entries, .. } => entries.algorithms(),
+            Expected::Pinned { pinned: Ok(Some(k)), .. } => {
+                PublicKey::from_openssh(k).map(|k| vec![k.algorithm()]).unwrap_or_default()
+            }
+            Expected::Pinned { .. } => Vec::new(),
+        }
+    }
+}
+
 /// The host-key policy, as russh's connection handler.
 struct Checker {
-    check: HostKeyCheck,
+    expected: Expected,
     host_id: String,
     address: String,
     port: u16,
@@ -297,8 +321,8 @@ impl client::Handler for Checker {
                 Some("the server presented a certificate; opsd checks plain host keys".into());
             return Ok(false);
         };
-        let refusal = match &self.check {
-            HostKeyCheck::KnownHosts { file, hosts } => match hosts.check(&self.address, self.port, key) {
+        let refusal = match &self.expected {
+            Expected::Listed { file, entries } => match entries.check(key) {
                 Verdict::Trusted => None,
                 Verdict::Mismatch { line } => Some(format!(
                     "host key mismatch: {}:{} presented {} but {}:{line} lists another key; if the host was rebuilt, update that line, otherwise investigate",
@@ -316,21 +340,30 @@ impl client::Handler for Checker {
                     file.display()
                 )),
             },
-            HostKeyCheck::Tofu(pins) => {
-                let text = format!("{} {}", key.algorithm().as_str(), key.public_key_base64());
-                let pins_for_hint = pins.clone();
-                let (pins, id, addr, offered) = (pins.clone(), self.host_id.clone(), self.address.clone(), text.clone());
-                match tokio::task::spawn_blocking(move || pins.pin(&id, &addr, &offered)).await {
-                    Ok(Ok(pinned)) if pinned == text => None,
-                    Ok(Ok(pinned)) => Some(format!(
+            Expected::Pinned { pins, pinned } => {
+                let offered = format!("{} {}", key.algorithm().as_str(), key.public_key_base64());
+                // First use: pin it. Another process may pin first; then its key is the one to match.
+                let pinned = match pinned {
+                    Ok(Some(k)) => Ok(k.clone()),
+                    Ok(None) => {
+                        let (p, id, addr, o) = (pins.clone(), self.host_id.clone(), self.address.clone(), offered.clone());
+                        match tokio::task::spawn_blocking(move || p.pin(&id, &addr, &o)).await {
+                            Ok(r) => r,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                match pinned {
+                    Ok(k) if k == offered => None,
+                    Ok(k) => Some(format!(
                         "host key changed for {} ({}): pinned {} on first use, now offered {}; if the host was rebuilt, remove its pin: {}",
                         self.host_id,
                         self.address,
-                        PublicKey::from_openssh(&pinned).map(|k| fingerprint(&k)).unwrap_or(pinned),
+                        PublicKey::from_openssh(&k).map(|k| fingerprint(&k)).unwrap_or(k),
                         fingerprint(key),
-                        pins_for_hint.how_to_unpin(&self.host_id)
+                        pins.how_to_unpin(&self.host_id)
                     )),
-                    Ok(Err(e)) => Some(format!("cannot check the pinned host key: {e}")),
                     Err(e) => Some(format!("cannot check the pinned host key: {e}")),
                 }
             }
@@ -402,17 +435,18 @@ async fn exec<S: OutputSink>(
         Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}")))),
         Err(_) => return (r, Some((ErrorKind::Timeout, timed_out(run_timeout)))),
     }
-    // The deadline and cancellation are watched at every await, including a slow live view.
-    let stopped = || async {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => (ErrorKind::Timeout, format!("{}; the command was killed", timed_out(run_timeout))),
-            _ = cancel.cancelled() => (ErrorKind::Cancelled, "cancelled by shutdown; the command was killed".to_string()),
-        }
-    };
+    // The deadline and cancellation are watched at every await, including a slow live view. Both
+    // futures are made once per command and polled by reference: no new timer per output chunk.
+    let expired = tokio::time::sleep_until(deadline);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(expired, cancelled);
+    let timed_out_msg = || format!("{}; the command was killed", timed_out(run_timeout));
+    let cancelled_msg = || "cancelled by shutdown; the command was killed".to_string();
     let stop = loop {
         let msg = tokio::select! {
             m = ch.wait() => m,
-            why = stopped() => break Some(why),
+            _ = &mut expired => break Some((ErrorKind::Timeout, timed_out_msg())),
+            _ = &mut cancelled => break Some((ErrorKind::Cancelled, cancelled_msg())),
         };
         let (stream, kept) = match &msg {
             Some(ChannelMsg::Data { data }) => (Stream::Stdout, caps[0].take(data, &mut r.stdout)),
@@ -422,7 +456,8 @@ async fn exec<S: OutputSink>(
         if !kept.is_empty() {
             tokio::select! {
                 _ = sink.output(stream, kept) => {}
-                why = stopped() => break Some(why),
+                _ = &mut expired => break Some((ErrorKind::Timeout, timed_out_msg())),
+                _ = &mut cancelled => break Some((ErrorKind::Cancelled, cancelled_msg())),
             }
         }
         match msg {

@@ -134,6 +134,17 @@ impl Ctx {
         self.opsd().args(args).output().unwrap()
     }
 
+    /// `opsd ARGS… --output json`, parsed (for `history`).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--output", "json"]);
+        let out = self.run(&all);
+        assert!(out.status.success(), "opsd {all:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("opsd {all:?} printed no JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+        })
+    }
+
     /// `opsd run JOB --output json …`: the exit code and the parsed document.
     pub fn run_json(&self, job: &str, extra: &[&str]) -> (i32, serde_json::Value) {
         let mut args = vec!["run", job, "--output", "json"];
