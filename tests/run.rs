@@ -5,6 +5,9 @@ mod support;
 use std::collections::BTreeSet;
 use support::*;
 
+/// A [run] setting for tests whose hosts must all start even when some fail.
+const ALL_MAY_FAIL: &str = "max_errors = \"100%\"";
+
 fn ids(v: &[Instance]) -> BTreeSet<String> {
     v.iter().map(|i| i.id.clone()).collect()
 }
@@ -76,7 +79,8 @@ fn per_command_results_are_captured_and_the_first_failure_ends_the_host() {
     let later = format!("touch {}", marker.display());
     ctx.write_job(
         "results",
-        &job("T", &tag, &["echo out:$SSH_CONNECTION; echo err-line >&2", "exit 3", &later], "", ""),
+        // Every host must run even after the first fails (the default budget, 10% of 2, is 0).
+        &job("T", &tag, &["echo out:$SSH_CONNECTION; echo err-line >&2", "exit 3", &later], ALL_MAY_FAIL, ""),
     );
     let (code, doc) = ctx.run_json("results", &[]);
     assert_eq!(code, 1, "{doc}");
@@ -135,7 +139,9 @@ fn unreachable_and_rejected_hosts_fail_alone_within_connect_timeout() {
     let port: u16 = env("OPSD_SANDBOX_SSH_PORT").parse().unwrap();
     let _blackhole = std::net::TcpListener::bind((silent[0].address.as_str(), port)).unwrap();
 
-    ctx.write_job("reach", &job("T", &tag, &["echo hi"], "", "[ssh]\nconnect_timeout = \"5s\""));
+    // The refused host fails at once; without ALL_MAY_FAIL the default budget (10% of 5 = 0) could
+    // keep the good hosts from starting, depending on which task runs first.
+    ctx.write_job("reach", &job("T", &tag, &["echo hi"], ALL_MAY_FAIL, "[ssh]\nconnect_timeout = \"5s\""));
     let (code, doc) = ctx.run_json("reach", &[]);
     assert_eq!(code, 1, "{doc}");
     let by_id = hosts_by_id(&doc);
@@ -164,7 +170,7 @@ fn known_hosts_mismatch_refuses_the_host() {
     let good = fleet(1, &[("T", &tag)], &[]);
     let other = fleet(1, &[("T", &tag)], &["--host-key", "other"]);
     let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3)", ctx.evidence.display());
-    ctx.write_job("hk", &job("T", &tag, &[&cmd], "", ""));
+    ctx.write_job("hk", &job("T", &tag, &[&cmd], ALL_MAY_FAIL, ""));
     let (code, doc) = ctx.run_json("hk", &[]);
     assert_eq!(code, 1);
     let by_id = hosts_by_id(&doc);
