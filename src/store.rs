@@ -25,6 +25,8 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the state directory {path}: {source}; set state_dir in the config to a writable directory")]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot lock {path} while opening the run history: {source}; check that state_dir is writable by opsd")]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("run history: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("run history: the background task failed: {0}")]
@@ -89,10 +91,23 @@ impl Store {
             migrate(&conn)?;
             Ok(conn)
         };
+        // Switching a new database to WAL and creating the schema upgrade a read lock to a write
+        // lock, which SQLite refuses at once (no busy wait) when another process is doing the same.
+        // Processes opening the store therefore take turns through an advisory lock on a side file;
+        // it is held for milliseconds and released when the file is closed.
+        let lock_path = state_dir.join("opsd.db.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|_| f))
+            .map_err(|source| StoreError::Lock { path: lock_path, source })?;
         let conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let pins = open(&path)
             .and_then(|c| c.busy_timeout(PIN_BUSY_TIMEOUT).map(|_| c))
             .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        drop(lock);
         Ok(Store { conn: Arc::new(Mutex::new(conn)), pins: Arc::new(Mutex::new(pins)), path })
     }
 
@@ -332,4 +347,35 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
          PRAGMA user_version = 1;
          COMMIT;",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several processes (here: threads with their own connections and lock-file handles, which
+    /// SQLite and flock treat alike) creating the same new store at once all succeed.
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        for round in 0..100 {
+            let dir = std::env::temp_dir().join(format!("opsd-store-race-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let barrier = Arc::new(std::sync::Barrier::new(8));
+            let opens: Vec<_> = (0..8)
+                .map(|_| {
+                    let (dir, barrier) = (dir.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open_blocking(&dir).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                if let Err(e) = o.join().unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }

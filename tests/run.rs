@@ -480,12 +480,17 @@ fn concurrent_runs_share_the_store() {
     ctx.write_job("wal", &job("T", &tag, &["echo hi"], "", ""));
     let children: Vec<_> = (0..4)
         .map(|_| {
-            ctx.opsd().args(["run", "wal", "--output", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap()
+            ctx.opsd()
+                .args(["run", "wal", "--output", "json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let h = ctx.json(&["history", "wal"]);
     let runs = h["runs"].as_array().unwrap();
