@@ -6,24 +6,17 @@ use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::exit::Exit;
 use crate::fleet::{self, Host};
-use crate::job::{self, units::Limit, Job};
-use crate::outcome::{HostResult, HostStatus};
-use crate::report::{self, Counts, Live, RunDocument};
-use crate::runner::{self, Event, Plan};
+use crate::job::{self, calendar, units::Limit, Job};
+use crate::execute::{self, Trigger};
+use crate::report::{self, Live, RunDocument};
 use crate::ssh::Connector;
-use crate::store::{RunEnd, Store};
+use crate::store::Store;
 use crate::{out, outln};
-use chrono::Utc;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Events buffered between the runner and the live view: enough to absorb bursts, small enough that
-/// a slow terminal slows the run instead of growing memory.
-const EVENT_BUFFER: usize = 256;
 
 pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
     let config = match Config::load(cli.config.as_deref()) {
@@ -36,7 +29,7 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
     match cli.command {
         Command::Run(args) => run(&config, args, cancel).await,
         Command::Validate { paths } => validate(&config, &paths),
-        Command::Jobs => jobs(&config),
+        Command::Jobs => jobs(&config).await,
         Command::History(args) => history(&config, args).await,
     }
 }
@@ -102,7 +95,7 @@ fn validate(config: &Config, paths: &[PathBuf]) -> Exit {
     }
 }
 
-fn jobs(config: &Config) -> Exit {
+async fn jobs(config: &Config) -> Exit {
     let files = match job::files_in(&config.jobs_dir) {
         Ok(f) => f,
         Err(d) => {
@@ -110,7 +103,10 @@ fn jobs(config: &Config) -> Exit {
             return Exit::Usage;
         }
     };
-    outln!("{:<24} {:<24} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
+    // Rate schedules count from the job's last firing; read it only from an existing store.
+    let store = if config.state_dir.join("opsd.db").exists() { Store::open(&config.state_dir).await.ok() } else { None };
+    let now = chrono::Utc::now();
+    outln!("{:<24} {:<28} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
     for f in files {
         match job::load(&f, config) {
             Ok(j) => {
@@ -120,8 +116,28 @@ fn jobs(config: &Config) -> Exit {
                     tags.join(","),
                     j.target.states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
                 );
-                let schedule = j.schedule.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "(by hand)".into());
-                outln!("{:<24} {:<24} {:<40} {}", j.name, schedule, target, j.description);
+                let Some(t) = &j.timing else {
+                    outln!("{:<24} {:<28} {:<40} {}", j.name, "(by hand)", target, j.description);
+                    continue;
+                };
+                let schedule = if t.timezone == chrono_tz::Tz::UTC {
+                    t.schedule.to_string()
+                } else {
+                    format!("{} {}", t.schedule, t.timezone)
+                };
+                outln!("{:<24} {:<28} {:<40} {}", j.name, schedule, target, j.description);
+                let last = match &store {
+                    Some(s) => s.last_firing(&j.name).await.ok().flatten(),
+                    None => None,
+                };
+                let anchor = last.unwrap_or(now);
+                for at in calendar::upcoming(&t.schedule, now, t.timezone, anchor, 3) {
+                    let local = at.with_timezone(&t.timezone);
+                    outln!("  next {}  ({} UTC)", local.format("%Y-%m-%d %H:%M:%S %Z"), at.format("%Y-%m-%d %H:%M:%S"));
+                }
+                if last.is_none() && matches!(t.schedule, job::schedule::Schedule::Rate { .. }) {
+                    outln!("  (no firing recorded yet: a rate counts from when the daemon loads the job)");
+                }
             }
             Err(d) => {
                 let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -221,96 +237,49 @@ async fn execute(
     output: OutputFormat,
     cancel: CancellationToken,
 ) -> Exit {
-    let started_at = Utc::now();
     let clock = Instant::now();
     let n = hosts.len();
-    let mut store_failed = false;
-    let run_id = match store.start_run(&job.name, "manual", n, started_at).await {
-        Ok(id) => Some(id),
+    let json = output == OutputFormat::Json;
+    let labels = hosts.iter().map(|h| format!("[{}]", h.label())).collect();
+    let mut live = Live::new(labels, std::io::stdout().is_terminal(), json);
+    let req = execute::Request { job, hosts, store: &store, connector, trigger: Trigger::MANUAL, live_output: !json };
+    let report = execute::run(req, |ev, failed| live.on_event(ev, failed), cancel).await;
+    live.finish();
+    let report = match report {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("opsd: {e}");
             return Exit::Software;
         }
     };
-    let run_id_v = run_id.unwrap_or_default();
-    tracing::info!(job = %job.name, run = run_id_v, hosts = n, "run started");
-    let mut results: Vec<Option<HostResult>> = vec![None; n];
-    if n > 0 {
-        let json = output == OutputFormat::Json;
-        let labels = hosts.iter().map(|h| format!("[{}]", h.label())).collect();
-        let plan = Arc::new(Plan {
-            concurrency: job.run.max_concurrency.concurrency(n),
-            error_budget: job.run.max_errors.error_budget(n),
-            hosts,
-            commands: job.run.commands.clone(),
-            output_limit: job.run.output_limit,
-            timeout: job.run.timeout,
-            live_output: !json,
-        });
-        let mut live = Live::new(labels, std::io::stdout().is_terminal(), json);
-        let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
-        let runner = tokio::spawn(runner::run(plan, connector, tx, cancel.clone()));
-        let mut failed = 0;
-        while let Some(ev) = rx.recv().await {
-            if let Event::Finished { result, .. } = &ev {
-                failed += (result.status == HostStatus::Failed) as usize;
-            }
-            live.on_event(&ev, failed);
-            if let Event::Finished { seq, result } = ev {
-                // Shared with the store's blocking thread, then taken back without a copy.
-                let result = Arc::new(*result);
-                if let Err(e) = store.record_host(run_id_v, seq, result.clone()).await {
-                    tracing::error!("cannot record host {}: {e}", result.host.label());
-                    store_failed = true;
-                }
-                results[seq] = Some(Arc::unwrap_or_clone(result));
-            }
-        }
-        live.finish();
-        if let Err(e) = runner.await {
-            eprintln!("opsd: the run failed internally: {e}");
-            return Exit::Software;
-        }
-    }
-    let results: Vec<HostResult> = results.into_iter().flatten().collect();
-    let counts = Counts::of(&results);
-    let ended_at = Utc::now();
-    let end = RunEnd {
-        outcome: counts.outcome(),
-        ok: counts.ok,
-        failed: counts.failed + counts.cancelled,
-        skipped: counts.skipped,
-    };
-    // Recorded even after cancellation: the store call is its own short future, not the cancelled one.
-    if let Err(e) = store.finish_run(run_id_v, end, ended_at).await {
-        eprintln!("opsd: {e}");
-        store_failed = true;
-    }
     match output {
         OutputFormat::Json => {
             let doc = RunDocument {
-                run_id,
+                run_id: Some(report.run_id),
                 job: &job.name,
                 trigger: "manual",
-                started_at: started_at.to_rfc3339(),
-                ended_at: ended_at.to_rfc3339(),
-                outcome: counts.outcome(),
-                counts,
-                hosts: &results,
+                started_at: report.started_at.to_rfc3339(),
+                ended_at: report.ended_at.to_rfc3339(),
+                outcome: report.counts.outcome(),
+                counts: report.counts,
+                hosts: &report.results,
             };
             match serde_json::to_string(&doc) {
                 Ok(s) => outln!("{s}"),
                 Err(e) => eprintln!("opsd: cannot render JSON: {e}"),
             }
         }
-        OutputFormat::Text => out!("{}", report::summary(&job.name, run_id, &results, clock.elapsed())),
+        OutputFormat::Text => {
+            out!("{}", report::summary(&job.name, Some(report.run_id), &report.results, clock.elapsed()))
+        }
     }
-    if store_failed {
+    if report.store_failed {
+        eprintln!("opsd: the run completed but its history is incomplete (see the errors above)");
         Exit::Software
     } else if n == 0 {
         eprintln!("opsd: no instance matched the target of {}; check its tags and states with --dry-run", job.name);
         Exit::NoHosts
-    } else if counts.ok == n {
+    } else if report.counts.ok == n {
         Exit::Ok
     } else {
         Exit::HostsFailed

@@ -21,6 +21,13 @@ pub struct Config {
     pub aws: AwsSettings,
     pub ssh: SshDefaults,
     pub run: RunDefaults,
+    /// `opsd daemon`: how long running jobs may finish after SIGTERM before they are cancelled.
+    /// Keep it below the unit's TimeoutStopSec (90 s in systemd/opsd.service).
+    pub shutdown_grace: HumanDuration,
+    /// `opsd daemon`'s log lines: `text` (human) or `json` (one object per line, for shippers).
+    pub log_format: LogFormat,
+    /// `opsd daemon`'s Prometheus endpoint (`GET /metrics`), e.g. "127.0.0.1:9464"; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The file this config came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -34,9 +41,19 @@ impl Default for Config {
             aws: AwsSettings::default(),
             ssh: SshDefaults::default(),
             run: RunDefaults::default(),
+            shutdown_grace: HumanDuration(Duration::from_secs(60)),
+            log_format: LogFormat::Text,
+            metrics_listen: None,
             source: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// AWS settings; anything unset falls back to the SDK's standard chain (env, profile, instance role),
@@ -107,7 +124,8 @@ impl Default for RunDefaults {
 }
 
 /// Keys that `OPSD_…` variables may set; other `OPSD_` variables (OPSD_CONFIG, OPSD_LOG) are not config.
-const ENV_KEYS: &[&str] = &["jobs_dir", "state_dir", "aws__", "ssh__", "run__"];
+const ENV_KEYS: &[&str] =
+    &["jobs_dir", "state_dir", "shutdown_grace", "log_format", "metrics_listen", "aws__", "ssh__", "run__"];
 
 impl Config {
     /// Load the config from `path` (or the default path when it exists), then apply `OPSD_…` overrides.
@@ -215,6 +233,8 @@ mod tests {
             ("OPSD_SSH__USER".to_string(), "ec2-user".to_string()),
             ("OPSD_RUN__MAX_CONCURRENCY".to_string(), "20%".to_string()),
             ("OPSD_SSH__PORT".to_string(), "2200".to_string()),
+            ("OPSD_METRICS_LISTEN".to_string(), "127.0.0.1:9464".to_string()),
+            ("OPSD_LOG_FORMAT".to_string(), "json".to_string()),
             ("OPSD_CONFIG".to_string(), "/ignored".to_string()),
             ("OPSD_SANDBOX_DIR".to_string(), "/ignored".to_string()),
         ];
@@ -222,6 +242,8 @@ mod tests {
         assert_eq!(c.ssh.user.as_deref(), Some("ec2-user"));
         assert_eq!(c.ssh.port, 2200);
         assert_eq!(c.run.max_concurrency, Limit::Percent(20.0));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod execute;
 pub mod exit;
 pub mod fleet;
 pub mod job;

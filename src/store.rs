@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +58,10 @@ pub struct RunRecord {
     pub hosts_ok: i64,
     pub hosts_failed: i64,
     pub hosts_skipped: i64,
+    /// The firing time a scheduled run belongs to (before jitter); none for runs by hand.
+    pub scheduled_for: Option<String>,
+    /// Why a run was skipped or ended in error.
+    pub reason: Option<String>,
 }
 
 /// Counts and outcome written when a run ends.
@@ -67,6 +71,19 @@ pub struct RunEnd<'a> {
     pub ok: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Why the run ended this way, when it is not evident from the hosts (AWS error, shutdown).
+    pub reason: Option<&'a str>,
+}
+
+/// How a run was started.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStart<'a> {
+    pub job: &'a str,
+    /// `manual`, `schedule` or `catch-up`.
+    pub trigger: &'a str,
+    pub hosts_total: usize,
+    pub started_at: DateTime<Utc>,
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -126,20 +143,64 @@ impl Store {
     }
 
     /// Record the start of a run; returns its id.
-    pub async fn start_run(
+    pub async fn start_run(&self, start: RunStart<'_>) -> Result<i64, StoreError> {
+        let (job, trigger) = (start.job.to_string(), start.trigger.to_string());
+        let (started_at, scheduled_for) = (ts(start.started_at), start.scheduled_for.map(ts));
+        let hosts_total = start.hosts_total as i64;
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total, scheduled_for)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                params![job, trigger, started_at, hosts_total, scheduled_for],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Record a firing that did not start a run (overlap policy, shutdown): outcome `skipped`.
+    pub async fn record_skipped(
         &self,
         job: &str,
         trigger: &str,
-        hosts_total: usize,
-        started_at: DateTime<Utc>,
+        scheduled_for: DateTime<Utc>,
+        reason: &str,
     ) -> Result<i64, StoreError> {
-        let (job, trigger) = (job.to_string(), trigger.to_string());
+        let (job, trigger, reason) = (job.to_string(), trigger.to_string(), reason.to_string());
+        let (now, scheduled_for) = (ts(Utc::now()), ts(scheduled_for));
         self.call(move |c| {
             c.execute(
-                "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total) VALUES (?1, ?2, ?3, 'running', ?4)",
-                params![job, trigger, ts(started_at), hosts_total as i64],
+                "INSERT INTO runs (job, trigger, started_at, ended_at, outcome, scheduled_for, reason)
+                 VALUES (?1, ?2, ?3, ?3, 'skipped', ?4, ?5)",
+                params![job, trigger, now, scheduled_for, reason],
             )?;
             Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// The latest firing time recorded for a job (run or skipped), for `catch_up` and rate anchors.
+    pub async fn last_firing(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let job = job.to_string();
+        self.call(move |c| {
+            let t: Option<String> =
+                c.query_row("SELECT MAX(scheduled_for) FROM runs WHERE job = ?1", [job], |r| r.get(0))?;
+            Ok(t.as_deref().map(parse_ts))
+        })
+        .await
+    }
+
+    /// Scheduled runs left `running` by a daemon that ended without finishing them (killed, power
+    /// loss) are marked `interrupted`, so history does not show them running forever. Called by the
+    /// daemon at start, while it holds the state directory's daemon lock; runs by hand are left alone.
+    pub async fn interrupt_stale(&self) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE runs SET outcome = 'interrupted', ended_at = ?1,
+                 reason = 'the daemon stopped before the run ended (killed or crashed)'
+                 WHERE outcome = 'running' AND trigger != 'manual'",
+                params![ts(Utc::now())],
+            )?)
         })
         .await
     }
@@ -182,11 +243,13 @@ impl Store {
 
     pub async fn finish_run(&self, run_id: i64, end: RunEnd<'_>, ended_at: DateTime<Utc>) -> Result<(), StoreError> {
         let outcome = end.outcome.to_string();
+        let reason = end.reason.map(str::to_string);
         let (ok, failed, skipped) = (end.ok as i64, end.failed as i64, end.skipped as i64);
         self.call(move |c| {
             c.execute(
-                "UPDATE runs SET ended_at = ?2, outcome = ?3, hosts_ok = ?4, hosts_failed = ?5, hosts_skipped = ?6 WHERE id = ?1",
-                params![run_id, ts(ended_at), outcome, ok, failed, skipped],
+                "UPDATE runs SET ended_at = ?2, outcome = ?3, hosts_ok = ?4, hosts_failed = ?5, hosts_skipped = ?6,
+                 reason = ?7 WHERE id = ?1",
+                params![run_id, ts(ended_at), outcome, ok, failed, skipped, reason],
             )?;
             Ok(())
         })
@@ -197,8 +260,8 @@ impl Store {
     pub async fn runs(&self, job: Option<String>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(
-                "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped
-                 FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
+                "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped,
+                 scheduled_for, reason FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = st.query_map(params![job, limit as i64], run_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -211,8 +274,8 @@ impl Store {
         self.call(move |c| {
             let run = c
                 .query_row(
-                    "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped
-                     FROM runs WHERE id = ?1",
+                    "SELECT id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed, hosts_skipped,
+                     scheduled_for, reason FROM runs WHERE id = ?1",
                     [id],
                     run_row,
                 )
@@ -304,6 +367,8 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         hosts_ok: r.get(7)?,
         hosts_failed: r.get(8)?,
         hosts_skipped: r.get(9)?,
+        scheduled_for: r.get(10)?,
+        reason: r.get(11)?,
     })
 }
 
@@ -320,6 +385,21 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     if v >= SCHEMA_VERSION {
         return Ok(());
     }
+    if v < 1 {
+        create_v1(c)?;
+    }
+    // v2: firing times and reasons for the daemon's runs and skipped firings.
+    c.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE runs ADD COLUMN scheduled_for TEXT;
+         ALTER TABLE runs ADD COLUMN reason TEXT;
+         CREATE INDEX IF NOT EXISTS runs_by_job_firing ON runs (job, scheduled_for);
+         PRAGMA user_version = 2;
+         COMMIT;",
+    )
+}
+
+fn create_v1(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch(
         "BEGIN IMMEDIATE;
          CREATE TABLE IF NOT EXISTS runs (

@@ -1,12 +1,13 @@
 //! Job files (`jobs/*.toml`): the spec as written, its resolution against the config's defaults, and
 //! loading with `file:line:col: field: message` errors. A job's name is its file stem.
 
+pub mod calendar;
 pub mod schedule;
 pub mod units;
 
 use crate::config::Config;
 use crate::diag::Diagnostic;
-use schedule::Schedule;
+use schedule::{Overlap, Schedule, TimeZone, Timing};
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,10 @@ pub struct JobSpec {
     #[serde(default)]
     pub description: String,
     pub schedule: Option<Schedule>,
+    pub timezone: Option<TimeZone>,
+    pub jitter: Option<HumanDuration>,
+    pub overlap: Option<Overlap>,
+    pub catch_up: Option<bool>,
     pub target: TargetSpec,
     #[serde(default)]
     pub ssh: SshSpec,
@@ -172,7 +177,8 @@ pub struct Job {
     pub name: String,
     pub file: PathBuf,
     pub description: String,
-    pub schedule: Option<Schedule>,
+    /// `None`: the job runs only by hand.
+    pub timing: Option<Timing>,
     pub target: Target,
     pub ssh: SshSettings,
     pub run: RunSettings,
@@ -249,6 +255,49 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
             "no SSH user; set user in the job's [ssh] section or in the config's [ssh] defaults",
         ));
     }
+    let timing = match spec.schedule {
+        Some(schedule) => {
+            let jitter = spec.jitter.map(|j| j.0).unwrap_or_default();
+            if let Schedule::Rate { every, .. } = &schedule {
+                if jitter >= *every {
+                    diags.push(Diagnostic::field(
+                        file,
+                        text,
+                        "jitter",
+                        format!(
+                            "jitter {} is not shorter than the interval {}; lower it so firings cannot pass each other",
+                            humantime::format_duration(jitter),
+                            humantime::format_duration(*every)
+                        ),
+                    ));
+                }
+            }
+            Some(Timing {
+                schedule,
+                timezone: spec.timezone.map(|t| t.0).unwrap_or(chrono_tz::Tz::UTC),
+                jitter,
+                overlap: spec.overlap.unwrap_or_default(),
+                catch_up: spec.catch_up.unwrap_or(false),
+            })
+        }
+        None => {
+            let set = [
+                ("timezone", spec.timezone.is_some()),
+                ("jitter", spec.jitter.is_some()),
+                ("overlap", spec.overlap.is_some()),
+                ("catch_up", spec.catch_up.is_some()),
+            ];
+            for (key, _) in set.iter().filter(|(_, s)| *s) {
+                diags.push(Diagnostic::field(
+                    file,
+                    text,
+                    key,
+                    format!("{key} applies to scheduled jobs only; add a schedule or remove {key}"),
+                ));
+            }
+            None
+        }
+    };
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -257,7 +306,7 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
         name,
         file: file.to_path_buf(),
         description: spec.description,
-        schedule: spec.schedule,
+        timing,
         target: Target { tags: spec.target.tags, states: spec.target.states, address: spec.target.address },
         ssh: SshSettings {
             user: user.unwrap_or_default(),

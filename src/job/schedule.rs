@@ -1,5 +1,6 @@
-//! Schedule expressions: EventBridge `rate()` and `cron()`, five-field Unix cron and `@daily`-style
-//! shortcuts. This module parses and validates; computing firing times belongs to the daemon's scheduler.
+//! Schedule expressions: EventBridge `rate()` and `cron()`, five-field Unix cron, `@daily`-style
+//! shortcuts and `@every <duration>`. This module parses and validates; [`super::calendar`] computes
+//! the firing times.
 
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -7,13 +8,65 @@ use serde::{de, Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
 
+/// When and how a scheduled job fires: the schedule and the job file's timing keys.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub schedule: Schedule,
+    /// The wall clock cron schedules are read on (`timezone`, default UTC as in EventBridge).
+    pub timezone: chrono_tz::Tz,
+    /// Each firing waits a random delay in `[0, jitter)`.
+    pub jitter: Duration,
+    pub overlap: Overlap,
+    /// After downtime, run once at start if a firing was missed (systemd's `Persistent=`).
+    pub catch_up: bool,
+}
+
+/// What a firing does while the previous run of the same job is still running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Do not start; record the firing as skipped with the reason.
+    #[default]
+    Skip,
+    /// Start when the running one ends; at most one firing waits, later ones are skipped.
+    Queue,
+    /// Start at once, beside the running one.
+    Allow,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+/// An IANA time zone name from a job file.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(TimeZone).map_err(|_| {
+            de::Error::custom(format!("unknown time zone {s:?}; use an IANA name like \"Europe/Berlin\" or \"UTC\""))
+        })
+    }
+}
+
 /// A validated schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// `rate(N unit)`: every N minutes, hours or days.
+    /// `rate(N unit)`: every N minutes, hours or days; or `@every 30s` (any duration from 1 s).
     Rate { every: Duration, text: String },
     /// `cron(...)` (EventBridge, six fields with a year) or Unix cron (five fields, `@daily`).
-    Cron { cron: Box<Cron>, text: String },
+    /// `periodic` is Vixie cron's "wildcard job" test: the minute or the hour field starts with `*`
+    /// (or is a step).
+    /// It decides what a DST change does to the job (see [`super::calendar`]).
+    Cron { cron: Box<Cron>, periodic: bool, text: String },
 }
 
 impl Schedule {
@@ -23,12 +76,22 @@ impl Schedule {
             return parse_rate(inner).map(|every| Schedule::Rate { every, text: s.to_string() });
         }
         if let Some(inner) = strip_call(s, "cron") {
-            return parse_eventbridge_cron(inner).map(|c| Schedule::Cron { cron: Box::new(c), text: s.to_string() });
+            let periodic = periodic(inner);
+            return parse_eventbridge_cron(inner)
+                .map(|c| Schedule::Cron { cron: Box::new(c), periodic, text: s.to_string() });
         }
         if s.starts_with("rate") || s.starts_with("cron") {
             return Err(format!("{s:?} is malformed; write rate(5 minutes) or cron(0 12 * * ? *)"));
         }
-        parse_unix_cron(s).map(|c| Schedule::Cron { cron: Box::new(c), text: s.to_string() })
+        if let Some(d) = s.strip_prefix("@every") {
+            return parse_every(d).map(|every| Schedule::Rate { every, text: s.to_string() });
+        }
+        let periodic = match s {
+            "@hourly" => true,
+            _ if s.starts_with('@') => false,
+            _ => periodic(s),
+        };
+        parse_unix_cron(s).map(|c| Schedule::Cron { cron: Box::new(c), periodic, text: s.to_string() })
     }
 
     pub fn text(&self) -> &str {
@@ -49,6 +112,26 @@ impl<'de> Deserialize<'de> for Schedule {
         let s = String::deserialize(d)?;
         Schedule::parse(&s).map_err(de::Error::custom)
     }
+}
+
+/// Vixie cron's test for a "wildcard" job: its minute or hour field starts with `*`; a step
+/// (`0/5`, EventBridge's way to write `*/5`) counts as well.
+fn periodic(fields: &str) -> bool {
+    fields.split_whitespace().take(2).any(|f| f.starts_with('*') || f.contains('/'))
+}
+
+/// `@every 90s`, `@every 1h30m`: a fixed interval (as in robfig/cron), from one second up.
+fn parse_every(d: &str) -> Result<Duration, String> {
+    let d = d.trim();
+    let every = humantime::parse_duration(d)
+        .map_err(|e| format!("@every {d}: {e}; write a duration like @every 30s or @every 1h30m"))?;
+    if every < Duration::from_secs(1) || every.subsec_nanos() != 0 {
+        return Err(format!("@every {d}: the interval must be whole seconds, at least 1s"));
+    }
+    if every > Duration::from_secs(366 * 86400) {
+        return Err(format!("@every {d}: the interval must be at most a year; use a cron schedule"));
+    }
+    Ok(every)
 }
 
 fn strip_call<'a>(s: &'a str, name: &str) -> Option<&'a str> {
@@ -186,11 +269,41 @@ mod tests {
 
     #[test]
     fn unix_cron_and_shortcuts() {
-        for ok in ["0 3 * * *", "*/5 * * * *", "@hourly", "@daily", "0 0 1 jan *"] {
+        for ok in ["0 3 * * *", "*/5 * * * *", "@hourly", "@daily", "0 0 1 jan *", "@every 2s", "@every 1h 30m"] {
             assert!(Schedule::parse(ok).is_ok(), "{ok}: {:?}", Schedule::parse(ok).err());
         }
-        for bad in ["0 3 * *", "0 0 3 * * *", "@sometimes", "rate(5 minutes", "60 * * * *", "every day"] {
+        for bad in [
+            "0 3 * *",
+            "0 0 3 * * *",
+            "@sometimes",
+            "rate(5 minutes",
+            "60 * * * *",
+            "every day",
+            "@every",
+            "@every 0s",
+            "@every 500ms",
+            "@every soon",
+            "@every 400days",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn periodic_follows_vixie_cron() {
+        let periodic = |s: &str| match Schedule::parse(s).unwrap() {
+            Schedule::Cron { periodic, .. } => periodic,
+            Schedule::Rate { .. } => panic!("{s} is a rate"),
+        };
+        assert!(periodic("*/15 * * * *"));
+        assert!(periodic("30 * * * *"));
+        assert!(periodic("* 2 * * *"));
+        assert!(periodic("@hourly"));
+        assert!(periodic("cron(0/5 * ? * MON-FRI *)"));
+        assert!(periodic("cron(0/5 8-17 ? * MON-FRI *)"));
+        assert!(!periodic("30 2 * * *"));
+        assert!(!periodic("0 2,14 * * *"));
+        assert!(!periodic("@daily"));
+        assert!(!periodic("cron(15 10 ? * 6L *)"));
     }
 }

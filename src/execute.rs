@@ -1,0 +1,146 @@
+//! One run of a job over resolved hosts, recorded in the store: what `opsd run` and the daemon's
+//! firings share. The caller watches the runner's events (live view, logs); this module records.
+
+use crate::fleet::Host;
+use crate::job::Job;
+use crate::outcome::{HostResult, HostStatus};
+use crate::report::Counts;
+use crate::runner::{self, Event, Plan};
+use crate::ssh::Connector;
+use crate::store::{RunEnd, RunStart, Store, StoreError};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Events buffered between the runner and the watcher: enough to absorb bursts, small enough that
+/// a slow terminal slows the run instead of growing memory.
+const EVENT_BUFFER: usize = 256;
+
+/// What started the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Trigger {
+    /// `manual`, `schedule` or `catch-up`.
+    pub kind: &'static str,
+    /// The firing time it belongs to, for scheduled runs.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Trigger {
+    pub const MANUAL: Trigger = Trigger { kind: "manual", scheduled_for: None };
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Report {
+    pub run_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// One per host, in the hosts' order.
+    pub results: Vec<HostResult>,
+    pub counts: Counts,
+    /// A host result or the run's end could not be written (the run itself completed).
+    pub store_failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The run could not be recorded, so nothing was run.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the run failed internally: {0}; this is a bug, please report it")]
+    Internal(String),
+}
+
+/// One run to make.
+pub struct Request<'a> {
+    pub job: &'a Job,
+    pub hosts: Vec<Host>,
+    pub store: &'a Store,
+    pub connector: Arc<Connector>,
+    pub trigger: Trigger,
+    /// Send output chunks as events while commands run (the live view); otherwise only results.
+    pub live_output: bool,
+}
+
+/// Make the run and record it. `watch` sees every runner event with the count of failed hosts so
+/// far. A cancelled run still records every host (as cancelled) and its end.
+pub async fn run(
+    req: Request<'_>,
+    mut watch: impl FnMut(&Event, usize),
+    cancel: CancellationToken,
+) -> Result<Report, ExecuteError> {
+    let Request { job, hosts, store, connector, trigger, live_output } = req;
+    let started_at = Utc::now();
+    let n = hosts.len();
+    let run_id = store
+        .start_run(RunStart {
+            job: &job.name,
+            trigger: trigger.kind,
+            hosts_total: n,
+            started_at,
+            scheduled_for: trigger.scheduled_for,
+        })
+        .await?;
+    tracing::info!(job = %job.name, run = run_id, hosts = n, trigger = trigger.kind, "run started");
+    let mut store_failed = false;
+    let mut results: Vec<Option<HostResult>> = vec![None; n];
+    if n > 0 {
+        let plan = Arc::new(Plan {
+            concurrency: job.run.max_concurrency.concurrency(n),
+            error_budget: job.run.max_errors.error_budget(n),
+            hosts,
+            commands: job.run.commands.clone(),
+            output_limit: job.run.output_limit,
+            timeout: job.run.timeout,
+            live_output,
+        });
+        let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
+        let runner = tokio::spawn(runner::run(plan, connector, tx, cancel.clone()));
+        let mut failed = 0;
+        while let Some(ev) = rx.recv().await {
+            if let Event::Finished { result, .. } = &ev {
+                failed += (result.status == HostStatus::Failed) as usize;
+            }
+            watch(&ev, failed);
+            if let Event::Finished { seq, result } = ev {
+                // Shared with the store's blocking thread, then taken back without a copy.
+                let result = Arc::new(*result);
+                if let Err(e) = store.record_host(run_id, seq, result.clone()).await {
+                    tracing::error!(job = %job.name, run = run_id, "cannot record host {}: {e}", result.host.label());
+                    store_failed = true;
+                }
+                results[seq] = Some(Arc::unwrap_or_clone(result));
+            }
+        }
+        runner.await.map_err(|e| ExecuteError::Internal(e.to_string()))?;
+    }
+    let results: Vec<HostResult> = results.into_iter().flatten().collect();
+    let counts = Counts::of(&results);
+    let ended_at = Utc::now();
+    let reason = (counts.cancelled > 0).then_some("cancelled: opsd was asked to stop (signal or shutdown grace)");
+    let end = RunEnd {
+        outcome: counts.outcome(),
+        ok: counts.ok,
+        failed: counts.failed + counts.cancelled,
+        skipped: counts.skipped,
+        reason,
+    };
+    // Recorded even after cancellation: the store call is its own short future, not the cancelled one.
+    if let Err(e) = store.finish_run(run_id, end, ended_at).await {
+        tracing::error!(job = %job.name, run = run_id, "cannot record the end of the run: {e}");
+        store_failed = true;
+    }
+    tracing::info!(
+        job = %job.name,
+        run = run_id,
+        outcome = counts.outcome(),
+        ok = counts.ok,
+        failed = counts.failed,
+        skipped = counts.skipped,
+        cancelled = counts.cancelled,
+        seconds = (ended_at - started_at).num_milliseconds() as f64 / 1000.0,
+        "run ended"
+    );
+    Ok(Report { run_id, started_at, ended_at, results, counts, store_failed })
+}
