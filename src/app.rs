@@ -26,7 +26,9 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
             return Exit::Usage;
         }
     };
+    crate::logging::init(config.log_format, matches!(cli.command, Command::Daemon));
     match cli.command {
+        Command::Daemon => crate::daemon::run(config, cancel).await,
         Command::Run(args) => run(&config, args, cancel).await,
         Command::Validate { paths } => validate(&config, &paths),
         Command::Jobs => jobs(&config).await,
@@ -34,8 +36,9 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
     }
 }
 
-/// SIGINT or SIGTERM cancels the token: running commands are killed and recorded as cancelled.
-pub async fn cancel_on_signals(cancel: CancellationToken) {
+/// SIGINT or SIGTERM cancels the token (`opsd run`: running commands are killed and recorded as
+/// cancelled; the daemon: its graceful shutdown). `what` says which, in the log.
+pub async fn cancel_on_signals(cancel: CancellationToken, what: &'static str) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will end opsd without recording the run");
@@ -45,9 +48,7 @@ pub async fn cancel_on_signals(cancel: CancellationToken) {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    tracing::warn!(
-        "stopping: killing running commands and recording the run as cancelled (signal again to quit at once)"
-    );
+    tracing::warn!("stopping: {what} (signal again to quit at once)");
     cancel.cancel();
     tokio::select! {
         _ = int.recv() => {}

@@ -1,4 +1,4 @@
-//! The command line: `opsd run | validate | jobs | history`.
+//! The command line: `opsd run | daemon | validate | jobs | history`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -29,6 +29,17 @@ pub enum Command {
         "  3   no instance matched the target\n  64  bad job file or config\n  69  AWS unreachable or access denied\n  70  the run history could not be written"
     ))]
     Run(RunArgs),
+    /// Run as a service: fire every job in jobs_dir on its schedule until SIGTERM.
+    #[command(after_help = concat!(
+        "Runs under systemd (Type=notify; see systemd/opsd.service). Reloads the config and jobs on SIGHUP\n",
+        "(systemctl reload opsd) and jobs when files in jobs_dir change; a broken file keeps its last good version.\n",
+        "SIGTERM: running jobs get shutdown_grace to finish, then are cancelled and recorded.\n\n",
+        "Examples:\n  opsd daemon\n  opsd --config /etc/opsd/opsd.toml daemon\n  OPSD_LOG=debug opsd daemon\n\n",
+        "Exit codes:\n  0   stopped by SIGTERM/SIGINT after shutdown\n  64  bad config, or jobs_dir unreadable\n",
+        "  69  another daemon uses the same state_dir, or metrics_listen cannot be bound\n",
+        "  70  the run history cannot be opened"
+    ))]
+    Daemon,
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"
@@ -37,7 +48,7 @@ pub enum Command {
         /// Job files or directories [default: the config's jobs_dir].
         paths: Vec<PathBuf>,
     },
-    /// List the jobs in jobs_dir with their schedule and target.
+    /// List the jobs in jobs_dir with their schedule, target and next three firing times.
     #[command(after_help = "Example:\n  opsd jobs")]
     Jobs,
     /// Show recorded runs; with --run, every host's result and captured output.

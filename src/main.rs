@@ -14,13 +14,6 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage.code() } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPSD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -30,7 +23,11 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
-        tokio::spawn(opsd::app::cancel_on_signals(cancel.clone()));
+        let what = match cli.command {
+            opsd::cli::Command::Daemon => "no new firings; running jobs get shutdown_grace to finish",
+            _ => "killing running commands and recording the run as cancelled",
+        };
+        tokio::spawn(opsd::app::cancel_on_signals(cancel.clone(), what));
         opsd::app::main(cli, cancel).await
     });
     ExitCode::from(code.code())

@@ -158,12 +158,14 @@ impl Store {
         .await
     }
 
-    /// Record a firing that did not start a run (overlap policy, shutdown): outcome `skipped`.
-    pub async fn record_skipped(
+    /// Record a firing that ran on no host: `skipped` (overlap policy, shutdown) or `error` (the
+    /// target could not be resolved, the SSH key could not be read), with the reason.
+    pub async fn record_firing(
         &self,
         job: &str,
         trigger: &str,
         scheduled_for: DateTime<Utc>,
+        outcome: &'static str,
         reason: &str,
     ) -> Result<i64, StoreError> {
         let (job, trigger, reason) = (job.to_string(), trigger.to_string(), reason.to_string());
@@ -171,8 +173,8 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "INSERT INTO runs (job, trigger, started_at, ended_at, outcome, scheduled_for, reason)
-                 VALUES (?1, ?2, ?3, ?3, 'skipped', ?4, ?5)",
-                params![job, trigger, now, scheduled_for, reason],
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
+                params![job, trigger, now, outcome, scheduled_for, reason],
             )?;
             Ok(c.last_insert_rowid())
         })

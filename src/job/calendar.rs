@@ -28,6 +28,36 @@ pub fn next_after(schedule: &Schedule, after: DateTime<Utc>, tz: Tz, anchor: Dat
     }
 }
 
+/// The latest firing in `(after, until]`: what a daemon that was down over that span missed last.
+pub fn latest_missed(
+    schedule: &Schedule,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    tz: Tz,
+    anchor: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if let Schedule::Rate { every, .. } = schedule {
+        let every_ms = i64::try_from(every.as_millis()).ok().filter(|ms| *ms > 0)?;
+        let k = (until - anchor).num_milliseconds().div_euclid(every_ms);
+        let t = anchor.checked_add_signed(Duration::milliseconds(k.checked_mul(every_ms)?))?;
+        return (k >= 1 && t > after).then_some(t);
+    }
+    let mut last = None;
+    let mut t = after;
+    // Step through the missed firings; a long outage of a frequent schedule jumps to the end instead.
+    for _ in 0..10_000 {
+        match next_after(schedule, t, tz, anchor) {
+            Some(n) if n <= until => {
+                last = Some(n);
+                t = n;
+            }
+            _ => return last,
+        }
+    }
+    let Schedule::Cron { cron, .. } = schedule else { return last };
+    cron.find_previous_occurrence(&until.with_timezone(&tz), true).ok().map(|t| t.with_timezone(&Utc)).or(last)
+}
+
 /// The next `n` firings after `after`.
 pub fn upcoming(schedule: &Schedule, after: DateTime<Utc>, tz: Tz, anchor: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
     let mut out = Vec::with_capacity(n);
@@ -233,6 +263,24 @@ mod tests {
         assert_eq!(got, ["2026-10-25T00:30:00+00:00", "2026-10-25T01:30:00+00:00", "2026-10-25T02:30:00+00:00"]);
         let s = Schedule::parse("@every 2s").unwrap();
         assert_eq!(next_after(&s, anchor, Tz::UTC, anchor), Some(anchor + Duration::seconds(2)));
+    }
+
+    #[test]
+    fn latest_missed_firing() {
+        let s = Schedule::parse("0 3 * * *").unwrap();
+        let (after, until) = (utc("2026-11-20T03:00:00Z"), utc("2026-11-25T12:00:00Z"));
+        assert_eq!(latest_missed(&s, after, until, Tz::UTC, after), Some(utc("2026-11-25T03:00:00Z")));
+        // Down only between firings: nothing was missed.
+        let (after, until) = (utc("2026-11-25T03:00:00Z"), utc("2026-11-25T12:00:00Z"));
+        assert_eq!(latest_missed(&s, after, until, Tz::UTC, after), None);
+        let s = Schedule::parse("rate(15 minutes)").unwrap();
+        let last = utc("2026-11-25T10:00:00Z");
+        assert_eq!(latest_missed(&s, last, utc("2026-11-25T10:14:59Z"), Tz::UTC, last), None);
+        assert_eq!(latest_missed(&s, last, utc("2026-11-25T11:01:00Z"), Tz::UTC, last), Some(utc("2026-11-25T11:00:00Z")));
+        // A frequent schedule over a long outage: the last one, without stepping through each.
+        let s = Schedule::parse("* * * * *").unwrap();
+        let (after, until) = (utc("2026-01-01T00:00:00Z"), utc("2026-11-25T12:34:56Z"));
+        assert_eq!(latest_missed(&s, after, until, Tz::UTC, after), Some(utc("2026-11-25T12:34:00Z")));
     }
 
     const EXPRS: &[&str] = &[

@@ -172,7 +172,7 @@ impl<'de> Deserialize<'de> for Commands {
 }
 
 /// A job with every setting resolved against the config's defaults: what the runner executes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: String,
     pub file: PathBuf,
@@ -184,14 +184,14 @@ pub struct Job {
     pub run: RunSettings,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct Target {
     pub tags: Tags,
     pub states: Vec<InstanceState>,
     pub address: AddressKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SshSettings {
     pub user: String,
     pub port: u16,
@@ -201,7 +201,7 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
     pub commands: Vec<String>,
     pub timeout: Duration,

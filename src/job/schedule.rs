@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// When and how a scheduled job fires: the schedule and the job file's timing keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
     pub schedule: Schedule,
     /// The wall clock cron schedules are read on (`timezone`, default UTC as in EventBridge).
@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for TimeZone {
 }
 
 /// A validated schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     /// `rate(N unit)`: every N minutes, hours or days; or `@every 30s` (any duration from 1 s).
     Rate { every: Duration, text: String },

@@ -1,0 +1,181 @@
+//! One firing of a scheduled job: the jitter delay, the overlap policy, then the same resolve →
+//! SSH → record path as `opsd run`. Every firing ends in the store: as a run, or as a `skipped` or
+//! `error` entry that says why.
+
+use super::table::Slot;
+use crate::execute::{self, Trigger};
+use crate::fleet;
+use crate::job::schedule::Overlap;
+use crate::job::Job;
+use crate::metrics::Metrics;
+use crate::ssh::Connector;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+/// What every firing shares.
+pub struct Context {
+    pub store: Store,
+    pub ec2: aws_sdk_ec2::Client,
+    pub page_size: u16,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the daemon stops: firings not yet running are skipped.
+    pub stop: CancellationToken,
+    /// Cancelled when the shutdown grace has run out: running runs are cancelled.
+    pub abort: CancellationToken,
+}
+
+pub struct Firing {
+    pub job: Arc<Job>,
+    pub slot: Arc<Slot>,
+    pub at: DateTime<Utc>,
+    /// `schedule` or `catch-up`.
+    pub kind: &'static str,
+}
+
+/// Carry out a firing to its end (recorded in the store).
+pub async fn fire(ctx: Arc<Context>, f: Firing) {
+    let Some(timing) = f.job.timing.as_ref() else { return };
+    let jitter = random_below(timing.jitter);
+    if !jitter.is_zero() {
+        tracing::debug!(job = %f.job.name, "waiting {} of jitter", humantime::format_duration(jitter));
+        tokio::select! {
+            _ = tokio::time::sleep(jitter) => {}
+            _ = ctx.stop.cancelled() => {
+                return skip(&ctx, &f, "shutdown", "the daemon stopped during the firing's jitter delay").await;
+            }
+        }
+    }
+    let _permit: Option<OwnedSemaphorePermit> = match timing.overlap {
+        Overlap::Allow => None,
+        Overlap::Skip => match f.slot.permit.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let reason = format!("the previous run{} is still running (overlap = skip)", since(&f.slot));
+                return skip(&ctx, &f, "overlap", &reason).await;
+            }
+        },
+        Overlap::Queue => match f.slot.permit.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if f.slot.queued.swap(true, Ordering::SeqCst) {
+                    let reason = format!(
+                        "a firing is already queued behind the run{} still running (overlap = queue)",
+                        since(&f.slot)
+                    );
+                    return skip(&ctx, &f, "queue_full", &reason).await;
+                }
+                tracing::info!(job = %f.job.name, "previous run still running; this firing waits for it (overlap = queue)");
+                let permit = tokio::select! {
+                    p = f.slot.permit.clone().acquire_owned() => p.ok(),
+                    _ = ctx.stop.cancelled() => None,
+                };
+                f.slot.queued.store(false, Ordering::SeqCst);
+                match permit {
+                    Some(p) => Some(p),
+                    None => return skip(&ctx, &f, "shutdown", "the daemon stopped while the firing was queued").await,
+                }
+            }
+        },
+    };
+    if ctx.stop.is_cancelled() {
+        return skip(&ctx, &f, "shutdown", "the daemon was stopping when the firing came due").await;
+    }
+    if timing.overlap != Overlap::Allow {
+        *f.slot.running_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Utc::now());
+    }
+    run(&ctx, &f).await;
+}
+
+async fn run(ctx: &Context, f: &Firing) {
+    let job = &f.job;
+    let hosts = tokio::select! {
+        h = fleet::resolve(&ctx.ec2, &job.target, ctx.page_size) => h,
+        _ = ctx.abort.cancelled() => return skip(ctx, f, "shutdown", "cancelled at shutdown while resolving the target").await,
+    };
+    let hosts = match hosts {
+        Ok(h) => h,
+        Err(e) => return error(ctx, f, &format!("resolving the target: {e}")).await,
+    };
+    let connector = match Connector::new(&job.ssh, Arc::new(ctx.store.clone())) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return error(ctx, f, &e.to_string()).await,
+    };
+    let req = execute::Request {
+        job,
+        hosts,
+        store: &ctx.store,
+        connector,
+        trigger: Trigger { kind: f.kind, scheduled_for: Some(f.at) },
+        live_output: false,
+    };
+    match execute::run(req, |_, _| {}, ctx.abort.clone()).await {
+        Ok(report) => {
+            let c = &report.counts;
+            let secs = (report.ended_at - report.started_at).num_milliseconds() as f64 / 1000.0;
+            let hosts = [("ok", c.ok), ("failed", c.failed), ("skipped", c.skipped), ("cancelled", c.cancelled)];
+            ctx.metrics.run_ended(&job.name, c.outcome(), &hosts, secs, report.ended_at.timestamp_millis() as f64 / 1e3);
+        }
+        Err(e) => {
+            tracing::error!(job = %job.name, "the firing of {} could not run: {e}", f.at);
+            ctx.metrics.run_ended(&job.name, "error", &[], 0.0, 0.0);
+        }
+    }
+}
+
+fn since(slot: &Slot) -> String {
+    match *slot.running_since.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some(t) => format!(" (started {})", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => String::new(),
+    }
+}
+
+async fn skip(ctx: &Context, f: &Firing, category: &'static str, reason: &str) {
+    tracing::warn!(job = %f.job.name, firing = %f.at, "firing skipped: {reason}");
+    ctx.metrics.firing_skipped(&f.job.name, category);
+    record(ctx, f, "skipped", reason).await;
+}
+
+async fn error(ctx: &Context, f: &Firing, reason: &str) {
+    tracing::error!(job = %f.job.name, firing = %f.at, "firing failed: {reason}");
+    ctx.metrics.run_ended(&f.job.name, "error", &[], 0.0, 0.0);
+    record(ctx, f, "error", reason).await;
+}
+
+async fn record(ctx: &Context, f: &Firing, outcome: &'static str, reason: &str) {
+    if let Err(e) = ctx.store.record_firing(&f.job.name, f.kind, f.at, outcome, reason).await {
+        tracing::error!(job = %f.job.name, "cannot record the firing of {}: {e}", f.at);
+    }
+}
+
+/// A uniformly random duration in `[0, max)`.
+fn random_below(max: Duration) -> Duration {
+    let ms = max.as_millis() as u64;
+    if ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(fastrand::u64(0..ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_below_its_bound_and_spreads() {
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
+        let max = Duration::from_secs(120);
+        let draws: Vec<Duration> = (0..2000).map(|_| random_below(max)).collect();
+        assert!(draws.iter().all(|d| *d < max));
+        // Spread: every quarter of the range is hit.
+        for q in 0..4 {
+            let (lo, hi) = (max * q / 4, max * (q + 1) / 4);
+            assert!(draws.iter().any(|d| *d >= lo && *d < hi), "no draw in quarter {q}");
+        }
+    }
+}

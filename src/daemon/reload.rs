@@ -1,0 +1,72 @@
+//! What asks the daemon to reload: SIGHUP (config and jobs) and changes in the jobs directory
+//! (notify crate, inotify on Linux). Both feed one small channel; the daemon debounces it.
+
+use std::path::Path;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// SIGHUP: re-read the config, then the jobs.
+    Signal,
+    /// A file in the jobs directory changed.
+    Files,
+}
+
+/// Requests are coalesced: a burst of file events is one reload.
+const QUEUE: usize = 8;
+
+/// Start both sources. The returned watcher must be kept alive (dropping it stops the watching).
+pub fn watch(
+    jobs_dir: &Path,
+    cancel: CancellationToken,
+) -> (mpsc::Receiver<Cause>, Option<notify::RecommendedWatcher>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let hup = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut s = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot handle SIGHUP ({e}); job files are still reloaded when they change");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = s.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the config and the jobs");
+            let _ = hup.try_send(Cause::Signal);
+        }
+    });
+    let watcher = match start_watcher(jobs_dir, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {} for changes ({e}); send SIGHUP (systemctl reload opsd) after editing jobs",
+                jobs_dir.display()
+            );
+            None
+        }
+    };
+    (rx, watcher)
+}
+
+fn start_watcher(dir: &Path, tx: mpsc::Sender<Cause>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) => {
+            let relevant = !matches!(ev.kind, EventKind::Access(_))
+                && ev.paths.iter().any(|p| p.extension().is_some_and(|x| x == "toml"));
+            if relevant {
+                // Full means a reload is already pending: this change will be part of it.
+                let _ = tx.try_send(Cause::Files);
+            }
+        }
+        Err(e) => tracing::warn!("watching the jobs directory: {e}"),
+    })?;
+    w.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
