@@ -4,10 +4,10 @@
 use crate::cli::{Cli, Command, HistoryArgs, OutputFormat, RunArgs};
 use crate::config::Config;
 use crate::diag::Diagnostic;
+use crate::execute::{self, Trigger};
 use crate::exit::Exit;
 use crate::fleet::{self, Host};
 use crate::job::{self, calendar, units::Limit, Job};
-use crate::execute::{self, Trigger};
 use crate::report::{self, Live, RunDocument};
 use crate::ssh::Connector;
 use crate::store::Store;
@@ -105,7 +105,8 @@ async fn jobs(config: &Config) -> Exit {
         }
     };
     // Rate schedules count from the job's last firing; read it only from an existing store.
-    let store = if config.state_dir.join("opsd.db").exists() { Store::open(&config.state_dir).await.ok() } else { None };
+    let store =
+        if config.state_dir.join("opsd.db").exists() { Store::open(&config.state_dir).await.ok() } else { None };
     let now = chrono::Utc::now();
     outln!("{:<24} {:<28} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
     for f in files {

@@ -70,7 +70,11 @@ impl Metrics {
             "Scheduled firings that started no run, by job and reason",
             m.skipped.clone(),
         );
-        registry.register("job_file_errors", "Job files that failed validation at load or reload", m.job_file_errors.clone());
+        registry.register(
+            "job_file_errors",
+            "Job files that failed validation at load or reload",
+            m.job_file_errors.clone(),
+        );
         registry.register(
             "last_success_timestamp_seconds",
             "When each job's last successful run ended (Unix time)",
@@ -88,7 +92,9 @@ impl Metrics {
         self.runs.get_or_create(&vec![("job", job.to_string()), ("outcome", outcome.to_string())]).inc();
         for (status, n) in hosts {
             if *n > 0 {
-                self.hosts.get_or_create(&vec![("job", job.to_string()), ("status", status.to_string())]).inc_by(*n as u64);
+                self.hosts
+                    .get_or_create(&vec![("job", job.to_string()), ("status", status.to_string())])
+                    .inc_by(*n as u64);
             }
         }
         self.run_duration.get_or_create(&vec![("job", job.to_string())]).observe(seconds);

@@ -211,26 +211,6 @@ fn tofu_pins_the_first_key_and_refuses_a_change() {
     assert!(!marker.exists(), "a command ran on a host whose key changed");
 }
 
-/// Processes whose command line is exactly `command` (not the shell that started them).
-fn remote_processes(command: &str) -> usize {
-    let pattern = format!("^{command}$");
-    let out = std::process::Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep (procps) is needed");
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
-
-/// Polls (every 100 ms, `tries` times) until `command` runs `want` times; returns the last count.
-fn wait_for_remote(command: &str, want: usize, tries: usize) -> usize {
-    let mut n = remote_processes(command);
-    for _ in 0..tries {
-        if n == want {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        n = remote_processes(command);
-    }
-    n
-}
-
 /// Case 5: The per-host timeout ends a long command, and the remote process does not outlive the run.
 #[test]
 fn per_host_timeout_kills_the_remote_command() {

@@ -118,7 +118,13 @@ async fn run(ctx: &Context, f: &Firing) {
             let c = &report.counts;
             let secs = (report.ended_at - report.started_at).num_milliseconds() as f64 / 1000.0;
             let hosts = [("ok", c.ok), ("failed", c.failed), ("skipped", c.skipped), ("cancelled", c.cancelled)];
-            ctx.metrics.run_ended(&job.name, c.outcome(), &hosts, secs, report.ended_at.timestamp_millis() as f64 / 1e3);
+            ctx.metrics.run_ended(
+                &job.name,
+                c.outcome(),
+                &hosts,
+                secs,
+                report.ended_at.timestamp_millis() as f64 / 1e3,
+            );
         }
         Err(e) => {
             tracing::error!(job = %job.name, "the firing of {} could not run: {e}", f.at);

@@ -159,7 +159,9 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         );
         ctx.abort.cancel();
         if tokio::time::timeout(CANCEL_CLEANUP, tracker.wait()).await.is_err() {
-            tracing::error!("some runs did not finish recording within {CANCEL_CLEANUP:?} of cancellation; exiting anyway");
+            tracing::error!(
+                "some runs did not finish recording within {CANCEL_CLEANUP:?} of cancellation; exiting anyway"
+            );
         }
     }
     server_stop.cancel();
@@ -226,7 +228,10 @@ fn log_changes(c: &Changes) {
         tracing::warn!("invalid job files, their last good version stays scheduled: {}", c.kept.join(", "));
     }
     if !c.rejected.is_empty() {
-        tracing::warn!("invalid job files, not scheduled (fix them; `opsd validate` shows why): {}", c.rejected.join(", "));
+        tracing::warn!(
+            "invalid job files, not scheduled (fix them; `opsd validate` shows why): {}",
+            c.rejected.join(", ")
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::diag::Diagnostic;
 use crate::job::{calendar, Job};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,8 @@ impl Table {
         now: DateTime<Utc>,
         last_firing: &dyn Fn(&str) -> Option<DateTime<Utc>>,
     ) -> Changes {
+        // Whole seconds: a rate first loaded now fires on the second, as `opsd jobs` shows it.
+        let now = now.trunc_subsecs(0);
         let mut changes = Changes::default();
         let mut seen = std::collections::BTreeSet::new();
         for l in loaded {
@@ -173,7 +175,8 @@ mod tests {
         let mut table = Table::default();
         let none = |_: &str| None;
         let now = t("2026-11-25T10:00:30Z");
-        let c = table.apply(vec![job("a", "* * * * *"), job("b", "rate(5 minutes)"), job("c", "0 3 * * *")], now, &none);
+        let c =
+            table.apply(vec![job("a", "* * * * *"), job("b", "rate(5 minutes)"), job("c", "0 3 * * *")], now, &none);
         assert_eq!(c.added, ["a", "b", "c"]);
         assert_eq!(table.entries["a"].next, Some(t("2026-11-25T10:01:00Z")));
         assert_eq!(table.entries["b"].next, Some(t("2026-11-25T10:05:30Z")));
@@ -183,7 +186,13 @@ mod tests {
         // changes, c's old next is replaced, d is new and broken, e is new.
         let later = t("2026-11-25T10:00:40Z");
         let c = table.apply(
-            vec![job("a", "* * * * *"), job("b", "rate(5 minute)"), job("c", "0 4 * * *"), job("d", "nope"), job("e", "@hourly")],
+            vec![
+                job("a", "* * * * *"),
+                job("b", "rate(5 minute)"),
+                job("c", "0 4 * * *"),
+                job("d", "nope"),
+                job("e", "@hourly"),
+            ],
             later,
             &none,
         );

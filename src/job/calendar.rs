@@ -59,7 +59,13 @@ pub fn latest_missed(
 }
 
 /// The next `n` firings after `after`.
-pub fn upcoming(schedule: &Schedule, after: DateTime<Utc>, tz: Tz, anchor: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+pub fn upcoming(
+    schedule: &Schedule,
+    after: DateTime<Utc>,
+    tz: Tz,
+    anchor: DateTime<Utc>,
+    n: usize,
+) -> Vec<DateTime<Utc>> {
     let mut out = Vec::with_capacity(n);
     let mut t = after;
     while out.len() < n {
@@ -84,7 +90,9 @@ fn next_interval(every: std::time::Duration, after: DateTime<Utc>, anchor: DateT
 fn next_cron(cron: &croner::Cron, periodic: bool, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
     // Wall-clock matches are searched from the earliest wall time any instant after `after` can
     // show: the local time of `after` under the smallest offset in force around it.
-    let offset = |t: DateTime<Utc>| Duration::seconds(tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc() as i64);
+    let offset = |t: DateTime<Utc>| {
+        Duration::seconds(tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc() as i64)
+    };
     let low = [after - MAX_SHIFT, after, after + MAX_SHIFT].into_iter().map(offset).min()?;
     // Whole seconds: croner keeps a fraction it is given, and cron times have none.
     let mut wall = (after.naive_utc() + low).with_nanosecond(0)?;
@@ -149,10 +157,7 @@ mod tests {
     fn fires(expr: &str, tz: &str, after: &str, n: usize) -> Vec<String> {
         let s = Schedule::parse(expr).unwrap();
         let tz: Tz = tz.parse().unwrap();
-        upcoming(&s, utc(after), tz, utc(after), n)
-            .into_iter()
-            .map(|t| t.with_timezone(&tz).to_rfc3339())
-            .collect()
+        upcoming(&s, utc(after), tz, utc(after), n).into_iter().map(|t| t.with_timezone(&tz).to_rfc3339()).collect()
     }
 
     #[test]
@@ -167,10 +172,26 @@ mod tests {
             ("cron(0 12 * * ? *)", "2026-11-25T12:00:00Z", &["2026-11-26T12:00:00+00:00"]),
             ("cron(0 0 L * ? *)", "2026-11-25T00:00:00Z", &["2026-11-30T00:00:00+00:00", "2026-12-31T00:00:00+00:00"]),
             // 2026-11-15 is a Sunday: the nearest weekday is Monday the 16th. 2027-05-15 is a Saturday: Friday 14th.
-            ("cron(0 9 15W * ? *)", "2026-11-01T00:00:00Z", &["2026-11-16T09:00:00+00:00", "2026-12-15T09:00:00+00:00"]),
-            ("cron(0 9 ? * 3#2 *)", "2026-11-25T00:00:00Z", &["2026-12-08T09:00:00+00:00", "2027-01-12T09:00:00+00:00"]),
-            ("cron(15 10 ? * 6L 2026)", "2026-11-01T00:00:00Z", &["2026-11-27T10:15:00+00:00", "2026-12-25T10:15:00+00:00"]),
-            ("cron(0/30 8-9 ? * MON-FRI *)", "2026-11-27T09:40:00Z", &["2026-11-30T08:00:00+00:00", "2026-11-30T08:30:00+00:00"]),
+            (
+                "cron(0 9 15W * ? *)",
+                "2026-11-01T00:00:00Z",
+                &["2026-11-16T09:00:00+00:00", "2026-12-15T09:00:00+00:00"],
+            ),
+            (
+                "cron(0 9 ? * 3#2 *)",
+                "2026-11-25T00:00:00Z",
+                &["2026-12-08T09:00:00+00:00", "2027-01-12T09:00:00+00:00"],
+            ),
+            (
+                "cron(15 10 ? * 6L 2026)",
+                "2026-11-01T00:00:00Z",
+                &["2026-11-27T10:15:00+00:00", "2026-12-25T10:15:00+00:00"],
+            ),
+            (
+                "cron(0/30 8-9 ? * MON-FRI *)",
+                "2026-11-27T09:40:00Z",
+                &["2026-11-30T08:00:00+00:00", "2026-11-30T08:30:00+00:00"],
+            ),
         ];
         for (expr, after, want) in table {
             assert_eq!(fires(expr, "UTC", after, want.len()), *want, "{expr} after {after}");
@@ -223,10 +244,7 @@ mod tests {
             ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
         );
         // Starting inside the repeated hour, after the first 02:30: not again that night.
-        assert_eq!(
-            fires("30 2 * * *", "Europe/Berlin", "2026-10-25T01:10:00Z", 1),
-            ["2026-10-26T02:30:00+01:00"]
-        );
+        assert_eq!(fires("30 2 * * *", "Europe/Berlin", "2026-10-25T01:10:00Z", 1), ["2026-10-26T02:30:00+01:00"]);
         // A periodic schedule fires at both occurrences: every 30 minutes of real time.
         assert_eq!(
             fires("*/30 * * * *", "Europe/Berlin", "2026-10-24T23:50:00Z", 5),
@@ -276,7 +294,10 @@ mod tests {
         let s = Schedule::parse("rate(15 minutes)").unwrap();
         let last = utc("2026-11-25T10:00:00Z");
         assert_eq!(latest_missed(&s, last, utc("2026-11-25T10:14:59Z"), Tz::UTC, last), None);
-        assert_eq!(latest_missed(&s, last, utc("2026-11-25T11:01:00Z"), Tz::UTC, last), Some(utc("2026-11-25T11:00:00Z")));
+        assert_eq!(
+            latest_missed(&s, last, utc("2026-11-25T11:01:00Z"), Tz::UTC, last),
+            Some(utc("2026-11-25T11:00:00Z"))
+        );
         // A frequent schedule over a long outage: the last one, without stepping through each.
         let s = Schedule::parse("* * * * *").unwrap();
         let (after, until) = (utc("2026-01-01T00:00:00Z"), utc("2026-11-25T12:34:56Z"));

@@ -77,8 +77,11 @@ impl Schedule {
         }
         if let Some(inner) = strip_call(s, "cron") {
             let periodic = periodic(inner);
-            return parse_eventbridge_cron(inner)
-                .map(|c| Schedule::Cron { cron: Box::new(c), periodic, text: s.to_string() });
+            return parse_eventbridge_cron(inner).map(|c| Schedule::Cron {
+                cron: Box::new(c),
+                periodic,
+                text: s.to_string(),
+            });
         }
         if s.starts_with("rate") || s.starts_with("cron") {
             return Err(format!("{s:?} is malformed; write rate(5 minutes) or cron(0 12 * * ? *)"));

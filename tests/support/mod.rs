@@ -198,3 +198,23 @@ pub fn secs_between(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// Processes whose command line is exactly `command` (not the shell that started them).
+pub fn remote_processes(command: &str) -> usize {
+    let pattern = format!("^{command}$");
+    let out = std::process::Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep (procps) is needed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Polls (every 100 ms, `tries` times) until `command` runs `want` times; returns the last count.
+pub fn wait_for_remote(command: &str, want: usize, tries: usize) -> usize {
+    let mut n = remote_processes(command);
+    for _ in 0..tries {
+        if n == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        n = remote_processes(command);
+    }
+    n
+}

@@ -1,0 +1,450 @@
+//! `opsd daemon` as a real process against the sandbox (moto + OpenSSH on loopback): firing,
+//! overlap, reload, shutdown, sd_notify, metrics, catch-up, and the systemd unit.
+
+mod support;
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A running `opsd daemon`, its log in a file; killed if the test fails before stopping it.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ctx: &Ctx, envs: &[(&str, &str)]) -> Daemon {
+        let log = ctx.dir.path().join(format!("daemon-{}.log", unique("log")));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = ctx.opsd();
+        cmd.arg("daemon").stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Daemon { child: Some(cmd.spawn().unwrap()), log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then wait (at most `limit`) for the exit: the exit code and how long it took.
+    fn stop(self, limit: Duration) -> (Option<i32>, Duration, String) {
+        self.signal("-TERM");
+        self.wait(limit)
+    }
+
+    /// Wait (at most `limit`) for the exit: the exit code and how long it took.
+    fn wait(mut self, limit: Duration) -> (Option<i32>, Duration, String) {
+        let start = Instant::now();
+        let mut child = self.child.take().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), start.elapsed(), self.log());
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("the daemon did not exit within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The job's recorded runs and firings, oldest first.
+fn runs(ctx: &Ctx, job: &str) -> Vec<Value> {
+    let h = ctx.json(&["history", job, "--limit", "10000"]);
+    let mut v = h["runs"].as_array().unwrap().clone();
+    v.reverse();
+    v
+}
+
+/// Polls every 100 ms until `f` holds; panics naming `what` (and the daemon's log) after `secs`.
+fn wait_for(what: &str, secs: u64, d: &Daemon, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {secs}s waiting for {what}; daemon log:\n{}", d.log());
+}
+
+fn ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap().into()
+}
+
+fn scheduled(job_text: &str, schedule: &str, extra: &str) -> String {
+    format!("schedule = \"{schedule}\"\n{extra}\n{job_text}")
+}
+
+/// Consecutive firing times of a run list, in milliseconds apart.
+fn firing_gaps(runs: &[Value]) -> Vec<i64> {
+    let t: Vec<_> = runs.iter().map(|r| ts(&r["scheduled_for"])).collect();
+    t.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect()
+}
+
+/// Test 2: a seconds-level schedule fires repeatedly; each firing is a recorded run with every host.
+#[test]
+fn scheduled_job_fires_repeatedly_and_records_every_host() {
+    let ctx = Ctx::new();
+    let tag = unique("tick");
+    let hosts = fleet(2, &[("T", &tag)], &[]);
+    ctx.write_job("tick", &scheduled(&job("T", &tag, &["echo tick"], "", ""), "@every 1s", ""));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("three runs", 30, &d, || runs(&ctx, "tick").len() >= 3);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("opsd daemon started") && log.contains("jobs=1"), "no banner:\n{log}");
+    let runs = runs(&ctx, "tick");
+    for r in &runs {
+        assert_eq!((r["trigger"].as_str(), r["outcome"].as_str()), (Some("schedule"), Some("succeeded")), "{r}");
+        assert_eq!(r["hosts_ok"], 2, "{r}");
+    }
+    assert!(firing_gaps(&runs).iter().all(|g| *g == 1000), "firings not 1 s apart: {:?}", firing_gaps(&runs));
+    let detail = ctx.json(&["history", "--run", &runs[0]["id"].to_string()]);
+    let mut got: Vec<String> = detail["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {}", h["host"]["instance_id"].as_str().unwrap(), h["commands"][0]["stdout"]))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = hosts.iter().map(|h| format!("{} \"tick\\n\"", h.id)).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// Test 3: a job slower than its period, under each overlap policy.
+#[test]
+fn overlap_skip_queue_and_allow() {
+    let ctx = Ctx::new();
+    let tag = unique("overlap");
+    fleet(1, &[("T", &tag)], &[]);
+    for policy in ["skip", "queue", "allow"] {
+        let text = job("T", &tag, &["sleep 2.5"], "", "");
+        ctx.write_job(policy, &scheduled(&text, "@every 1s", &format!("overlap = \"{policy}\"")));
+    }
+    let d = Daemon::start(&ctx, &[("OPSD_SHUTDOWN_GRACE", "30s")]);
+    wait_for("two finished runs of each job", 40, &d, || {
+        ["skip", "queue", "allow"]
+            .iter()
+            .all(|j| runs(&ctx, j).iter().filter(|r| r["outcome"] == "succeeded").count() >= 2)
+    });
+    let (code, _, log) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{log}");
+
+    let done =
+        |runs: &[Value]| -> Vec<Value> { runs.iter().filter(|r| r["outcome"] == "succeeded").cloned().collect() };
+    let overlapping = |runs: &[Value]| runs.windows(2).any(|w| ts(&w[1]["started_at"]) < ts(&w[0]["ended_at"]));
+
+    // skip: firings during a run are recorded as skipped with the reason; runs never overlap.
+    let skip = runs(&ctx, "skip");
+    let skipped: Vec<&Value> = skip.iter().filter(|r| r["outcome"] == "skipped").collect();
+    assert!(!skipped.is_empty(), "no skipped firing: {skip:?}");
+    assert!(
+        skipped.iter().all(|r| r["reason"].as_str().unwrap().contains("still running (overlap = skip)")),
+        "{skip:?}"
+    );
+    assert!(!overlapping(&done(&skip)), "skip let runs overlap: {skip:?}");
+
+    // queue: one firing waits and starts when the previous run ends; a second waiting one is skipped.
+    let queue = runs(&ctx, "queue");
+    let qdone = done(&queue);
+    assert!(!overlapping(&qdone), "queue let runs overlap: {queue:?}");
+    let waited = qdone.windows(2).any(|w| {
+        let gap = (ts(&w[1]["started_at"]) - ts(&w[0]["ended_at"])).num_milliseconds();
+        let late = (ts(&w[1]["started_at"]) - ts(&w[1]["scheduled_for"])).num_milliseconds();
+        (0..500).contains(&gap) && late > 1000
+    });
+    assert!(waited, "no queued firing started right after the previous run: {queue:?}");
+    assert!(
+        queue.iter().any(|r| r["outcome"] == "skipped" && r["reason"].as_str().unwrap().contains("already queued")),
+        "{queue:?}"
+    );
+
+    // allow: runs overlap, nothing is skipped.
+    let allow = runs(&ctx, "allow");
+    assert!(allow.iter().all(|r| r["outcome"] != "skipped"), "{allow:?}");
+    assert!(overlapping(&done(&allow)), "allow never overlapped: {allow:?}");
+}
+
+/// Test 4: add, change, break and remove job files while the daemon runs.
+#[test]
+fn reload_applies_changes_and_keeps_the_last_good_version() {
+    let ctx = Ctx::new();
+    let tag = unique("reload");
+    fleet(1, &[("T", &tag)], &[]);
+    let write =
+        |name: &str, cmd: &str| ctx.write_job(name, &scheduled(&job("T", &tag, &[cmd], "", ""), "@every 1s", ""));
+    let a = write("a", "echo a");
+    write("b", "echo b");
+    let c = write("c", "echo c");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("two runs of a, b and c", 30, &d, || ["a", "b", "c"].iter().all(|j| runs(&ctx, j).len() >= 2));
+
+    let changed_at = chrono::Utc::now();
+    write("d", "echo d");
+    write("b", "echo b2");
+    std::fs::write(&a, "schedule = \"@every 1s\"\n[target]\ntags = 5\n[run]\ncommands = [\"echo broken\"]\n").unwrap();
+    std::fs::remove_file(&c).unwrap();
+    let last_command = |job: &str| -> String {
+        let r = runs(&ctx, job);
+        let Some(last) = r.iter().rev().find(|r| r["outcome"] == "succeeded") else { return String::new() };
+        let detail = ctx.json(&["history", "--run", &last["id"].to_string()]);
+        detail["hosts"][0]["commands"][0]["command"].as_str().unwrap_or_default().to_string()
+    };
+    wait_for("d to run and b to run its new command", 30, &d, || {
+        runs(&ctx, "d").len() >= 2 && last_command("b") == "echo b2"
+    });
+    // A few more firings after the reload, to see that nothing stalls.
+    let settle = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+
+    // The broken file is reported with file, line and field, and its last good version kept firing.
+    assert!(log.contains("a.toml:3:8: target.tags:"), "no located error for a.toml:\n{log}");
+    assert!(log.contains("last good version stays scheduled: a"), "{log}");
+    let ra = runs(&ctx, "a");
+    let after = ts(&ra.last().unwrap()["scheduled_for"]);
+    assert!(after > changed_at + chrono::Duration::seconds(2), "a stopped firing after its file broke: {ra:?}");
+    assert_eq!(last_command("a"), "echo a");
+    // a and b never missed a firing (b's schedule did not change, so it kept its phase).
+    for job in ["a", "b"] {
+        let gaps = firing_gaps(&runs(&ctx, job));
+        assert!(gaps.iter().all(|g| *g == 1000), "{job} missed a firing around the reload: {gaps:?}");
+    }
+    // c stopped: no firing after the reload (one may have been due while the file was being removed).
+    let late_c =
+        runs(&ctx, "c").iter().filter(|r| ts(&r["scheduled_for"]) > changed_at + chrono::Duration::seconds(2)).count();
+    assert_eq!(late_c, 0, "c kept firing after its file was removed");
+    assert!(settle.elapsed() >= Duration::from_secs(3));
+}
+
+/// Test 5: SIGTERM during long jobs: one finishes within shutdown_grace, the other is cancelled,
+/// killed on the host and recorded; the daemon exits 0.
+#[test]
+fn sigterm_lets_jobs_finish_within_the_grace_then_cancels() {
+    let ctx = Ctx::new();
+    let tag = unique("grace");
+    fleet(1, &[("T", &tag)], &[]);
+    let short = format!("sleep 3.{}", std::process::id() % 1000);
+    let long = format!("sleep 8{}", std::process::id() % 1000);
+    ctx.write_job("short", &scheduled(&job("T", &tag, &[&short], "", ""), "@every 1s", ""));
+    ctx.write_job("long", &scheduled(&job("T", &tag, &[&long], "timeout = \"10m\"", ""), "@every 1s", ""));
+    let d = Daemon::start(&ctx, &[("OPSD_SHUTDOWN_GRACE", "6s")]);
+    wait_for("both commands to run on the host", 30, &d, || {
+        remote_processes(&short) == 1 && remote_processes(&long) == 1
+    });
+    let (code, took, log) = d.stop(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took >= Duration::from_secs(5), "exited after {took:?}, before the 6s grace was over:\n{log}");
+    assert!(took < Duration::from_secs(20), "took {took:?} to stop:\n{log}");
+    let s = runs(&ctx, "short");
+    assert_eq!(s.last().unwrap()["outcome"], "succeeded", "the short run did not finish within the grace: {s:?}");
+    let l = runs(&ctx, "long");
+    let last = l.last().unwrap();
+    assert_eq!(last["outcome"], "cancelled", "{l:?}");
+    assert!(last["reason"].as_str().unwrap().contains("cancelled"), "{last}");
+    assert!(l.iter().all(|r| r["outcome"] != "running"), "{l:?}");
+    assert_eq!(wait_for_remote(&long, 0, 50), 0, "`{long}` still runs on the host after the daemon stopped");
+}
+
+/// Test 6: sd_notify: READY=1 after the jobs are loaded, WATCHDOG=1 when asked, STOPPING=1 on stop.
+/// Also: a second daemon on the same state directory refuses to start.
+#[test]
+fn sd_notify_ready_watchdog_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let ctx = Ctx::new();
+    let tag = unique("notify");
+    ctx.write_job("n1", &scheduled(&job("T", &tag, &["true"], "", ""), "@daily", ""));
+    ctx.write_job("n2", &job("T", &tag, &["true"], "", ""));
+    let sock_path = ctx.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let d = Daemon::start(
+        &ctx,
+        &[("NOTIFY_SOCKET", &path_str(&sock_path)), ("WATCHDOG_USEC", "400000"), ("OPSD_SHUTDOWN_GRACE", "5s")],
+    );
+    let mut got: Vec<String> = Vec::new();
+    let read_until = |want: &str, secs: u64, got: &mut Vec<String>| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if got.last().unwrap().lines().any(|l| l == want) {
+                    return;
+                }
+            }
+        }
+        panic!("no {want} within {secs}s; got {got:?}");
+    };
+    read_until("READY=1", 20, &mut got);
+    let ready = got.last().unwrap().clone();
+    assert!(ready.contains("STATUS=2 jobs, 1 scheduled; next: n1 at"), "{ready}");
+    let before = got.len();
+    read_until("WATCHDOG=1", 5, &mut got);
+    read_until("WATCHDOG=1", 5, &mut got);
+    assert!(got[before..].iter().filter(|m| m.trim() == "WATCHDOG=1").count() >= 2, "{got:?}");
+
+    // A second daemon with the same state_dir: refused with 69, the first unaffected.
+    let out = ctx.opsd().arg("daemon").env_remove("NOTIFY_SOCKET").output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another opsd daemon"), "{out:?}");
+
+    d.signal("-TERM");
+    read_until("STOPPING=1", 10, &mut got);
+    let (code, _, log) = d.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Test 7: the metrics endpoint serves the named series with values that match the store.
+#[test]
+fn metrics_endpoint_serves_the_series() {
+    let ctx = Ctx::with_config_extra("");
+    let tag = unique("metrics");
+    fleet(2, &[("T", &tag)], &[]);
+    ctx.write_job("m", &scheduled(&job("T", &tag, &["true"], "", ""), "@every 2s", ""));
+    ctx.write_job(
+        "broken",
+        "schedule = \"rate(1 minutes)\"\n[target]\ntags = { T = \"x\" }\n[run]\ncommands = [\"true\"]\n",
+    );
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    let mut addr = String::new();
+    wait_for("the banner with the metrics address", 20, &d, || {
+        let log = d.log();
+        match log.split("metrics=http://").nth(1).and_then(|r| r.split('/').next()) {
+            Some(a) => {
+                addr = a.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let mut text = String::new();
+    wait_for("two successful runs in the metrics", 30, &d, || {
+        text = scrape(&addr);
+        metric(&text, "opsd_runs_total{job=\"m\",outcome=\"succeeded\"}").unwrap_or(0.0) >= 2.0
+    });
+    let n = metric(&text, "opsd_runs_total{job=\"m\",outcome=\"succeeded\"}").unwrap();
+    assert_eq!(metric(&text, "opsd_hosts_total{job=\"m\",status=\"ok\"}"), Some(2.0 * n), "{text}");
+    assert_eq!(metric(&text, "opsd_run_duration_seconds_count{job=\"m\"}"), Some(n), "{text}");
+    assert_eq!(metric(&text, "opsd_job_file_errors_total{job=\"broken\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "opsd_jobs_loaded"), Some(1.0), "{text}");
+    assert!(text.contains("opsd_build_info{version=\""), "{text}");
+    // The last success is the end of the n-th run in the store.
+    let last = metric(&text, "opsd_last_success_timestamp_seconds{job=\"m\"}").unwrap();
+    let r = runs(&ctx, "m");
+    let nth = &r[n as usize - 1];
+    let ended = ts(&nth["ended_at"]).timestamp_millis() as f64 / 1000.0;
+    assert!((last - ended).abs() < 0.002, "last success {last} != run {} ended {ended}", nth["id"]);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 8: catch_up: a firing missed while the daemon was down runs once at start; without
+/// catch_up it does not.
+#[test]
+fn catch_up_runs_a_missed_firing_once() {
+    let ctx = Ctx::new();
+    let tag = unique("catchup");
+    fleet(1, &[("T", &tag)], &[]);
+    let text = job("T", &tag, &["true"], "", "");
+    ctx.write_job("cu", &scheduled(&text, "@every 3s", "catch_up = true"));
+    ctx.write_job("nc", &scheduled(&text, "@every 3s", ""));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("a run of each", 30, &d, || runs(&ctx, "cu").len() == 1 && runs(&ctx, "nc").len() == 1);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    let last = ts(&runs(&ctx, "cu")[0]["scheduled_for"]);
+    // Down past the next firing.
+    while chrono::Utc::now() < last + chrono::Duration::milliseconds(3500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = chrono::Utc::now();
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the catch-up run", 20, &d, || runs(&ctx, "cu").iter().any(|r| r["trigger"] == "catch-up"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    let cu = runs(&ctx, "cu");
+    let catch: Vec<&Value> = cu.iter().filter(|r| r["trigger"] == "catch-up").collect();
+    assert_eq!(catch.len(), 1, "{cu:?}");
+    assert_eq!(catch[0]["outcome"], "succeeded");
+    assert!(ts(&catch[0]["started_at"]) < started + chrono::Duration::seconds(2), "{:?}", catch[0]);
+    assert!(ts(&catch[0]["scheduled_for"]) > last, "{:?}", catch[0]);
+    assert!(runs(&ctx, "nc").iter().all(|r| r["trigger"] == "schedule"));
+}
+
+/// The systemd unit passes `systemd-analyze verify` without a warning and carries the hardening.
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(root().join("systemd/opsd.service")).unwrap();
+    for key in [
+        "Type=notify",
+        "StateDirectory=opsd",
+        "ConfigurationDirectory=opsd",
+        "User=opsd",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(key), "systemd/opsd.service lacks {key:?}");
+    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("opsd.service");
+    std::fs::write(&copy, unit.replace("/usr/bin/opsd", env!("CARGO_BIN_EXE_opsd"))).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze is missing: apt-get install -y systemd (scripts/sandbox up installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
+}
