@@ -293,6 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn invalid_expressions_say_what_to_write() {
+        let msg = |s: &str| Schedule::parse(s).unwrap_err();
+        assert!(msg("rate(1 minutes)").contains("singular unit: rate(1 minute)"), "{}", msg("rate(1 minutes)"));
+        assert!(msg("rate(5 minute)").contains("plural unit: rate(5 minutes)"));
+        assert!(msg("rate(0 minutes)").contains("positive integer"));
+        assert!(msg("rate(5 seconds)").contains("use minute(s), hour(s) or day(s)"));
+        assert!(msg("cron(0 12 * * * *)").contains("cannot both be set; put ? in one of them"));
+        assert!(msg("cron(0 12 ? * ? *)").contains("only one of day-of-month and day-of-week may be ?"));
+        assert!(msg("cron(0 12 * *)").contains("EventBridge cron takes six"));
+        assert!(msg("cron(? 12 * * ? *)").contains("? is only allowed in day-of-month or day-of-week"));
+        assert!(msg("cron(61 12 * * ? *)").contains("is not valid"));
+        assert!(msg("0 3 * *").contains("five-field cron"));
+        assert!(msg("@sometimes").contains("use @hourly, @daily"));
+        assert!(msg("@every 500ms").contains("whole seconds, at least 1s"));
+    }
+
+    #[test]
     fn periodic_follows_vixie_cron() {
         let periodic = |s: &str| match Schedule::parse(s).unwrap() {
             Schedule::Cron { periodic, .. } => periodic,
