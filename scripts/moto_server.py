@@ -1,34 +1,18 @@
 #!/usr/bin/env python3
-"""opsd's moto launcher: the one place where moto is extended to behave as AWS documents.
+"""opsd's moto launcher: moto's server with the extensions in scripts/moto_ext applied first.
 
-moto has no plugin mechanism, so extensions are applied here, before the server starts, by adding
-methods to a service's response class or patching backend methods. The version is pinned in
-scripts/requirements-sandbox.txt because this file touches moto internals.
-
-Extensions:
-- EC2 tag lookups by resource id. moto 5.2.5 finds one resource's tags by scanning every tag of every
-  resource (`describe_tags(filters={"resource-id": [...]})`), so a DescribeInstances with a `tag:`
-  filter costs O(instances^2): 4.4 s per call at 3,000 instances, and concurrent calls from the test
-  suite pile up until the SDK's 60 s operation timeout. AWS answers in constant time; the patch reads
-  the resource's own tag dict, returning exactly what the scan returned.
+moto has no plugin mechanism, so the extensions patch moto's classes before the server starts (see
+scripts/moto_ext/__init__.py for the list and scripts/test_moto_ext.py for their tests).
 """
+import os
 import sys
 
-from moto.ec2.models.core import TaggedEC2Resource
-from moto.ec2.models.tags import EC2_PREFIX_TO_RESOURCE, get_prefix
-from moto.server import main
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import moto_ext  # noqa: E402
+from moto.server import main  # noqa: E402
 
-def _get_tags(self):
-    resource_id = getattr(self, "id", None)
-    if not resource_id:
-        return []
-    tags = self.ec2_backend.tags.get(resource_id, {})  # .get: the defaultdict must not grow
-    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
-    return [{"resource_id": resource_id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
-
-
-TaggedEC2Resource.get_tags = _get_tags
+moto_ext.apply()
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -61,3 +61,43 @@ pub fn describe<E: std::error::Error>(e: &E) -> String {
     }
     s
 }
+
+/// A failed AWS call, with the service's error code when it answered (`ValidationError`,
+/// `InvalidSubnetID.NotFound`, …) so callers can tell a final answer from a passing failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+pub struct CallError {
+    pub operation: &'static str,
+    /// The service's error code; `None` when no answer came (timeout, network, credentials).
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl CallError {
+    pub fn code_is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// The call reached AWS and was refused for a reason that a retry does not change.
+    pub fn is_final(&self) -> bool {
+        self.code.as_deref().is_some_and(|c| !matches!(c, "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
+            | "InternalError" | "InternalFailure" | "ServiceUnavailable" | "RequestTimeout"))
+    }
+}
+
+/// Turn any SDK error into a [`CallError`] for `operation`.
+pub fn call_error<E, R>(operation: &'static str, e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> CallError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match &e {
+        SdkError::ServiceError(se) => CallError {
+            operation,
+            code: se.err().code().map(str::to_string),
+            message: se.err().message().map(str::to_string).unwrap_or_else(|| describe(&e)),
+        },
+        _ => CallError { operation, code: None, message: describe(&e) },
+    }
+}

@@ -28,6 +28,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `opsd daemon`'s Prometheus endpoint (`GET /metrics`), e.g. "127.0.0.1:9464"; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `opsd daemon`: the Auto Scaling lifecycle-hook consumer (secondary ENIs); off when absent.
+    pub lifecycle: Option<LifecycleSettings>,
     /// The file this config came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -44,9 +46,104 @@ impl Default for Config {
             shutdown_grace: HumanDuration(Duration::from_secs(60)),
             log_format: LogFormat::Text,
             metrics_listen: None,
+            lifecycle: None,
             source: None,
         }
     }
+}
+
+/// `[lifecycle]`: where lifecycle notifications arrive and how they are worked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// The SQS queue the hooks notify (directly, through SNS or through EventBridge).
+    pub queue_url: String,
+    /// Messages worked at once.
+    #[serde(default = "default_workers")]
+    pub workers: Workers,
+    /// How long a received message stays invisible before heartbeats extend it.
+    #[serde(default = "default_visibility")]
+    pub visibility_timeout: HumanDuration,
+    /// How often opsd looks for interfaces it created that were left unattached.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: HumanDuration,
+    /// An unattached opsd interface whose instance is gone is deleted after this long.
+    #[serde(default = "default_sweep_grace")]
+    pub sweep_grace: HumanDuration,
+    #[serde(default)]
+    pub eni: EniSettings,
+}
+
+/// `[lifecycle.eni]`: the interface each launching instance gets (NotificationMetadata may override
+/// the subnets and security groups per hook).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EniSettings {
+    /// One subnet per Availability Zone: the interface goes in the one of the instance's zone.
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub device_index: DeviceIndex,
+    pub description: String,
+    /// How long a new interface may take to become `available`.
+    pub ready_timeout: HumanDuration,
+}
+
+impl Default for EniSettings {
+    fn default() -> Self {
+        EniSettings {
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            device_index: DeviceIndex(1),
+            description: "opsd admin interface".into(),
+            ready_timeout: HumanDuration(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// Worker count, 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers(pub usize);
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if !(1..=100).contains(&n) {
+            return Err(serde::de::Error::custom(format!("{n} workers: use 1 to 100 (16 suits most queues)")));
+        }
+        Ok(Workers(n as usize))
+    }
+}
+
+/// A secondary interface's device index, 1..=31 (0 is the primary interface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceIndex(pub i32);
+
+impl<'de> Deserialize<'de> for DeviceIndex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=31).contains(&n) {
+            return Err(serde::de::Error::custom(format!(
+                "device index {n}: use 1 to 31 (0 is the instance's primary interface)"
+            )));
+        }
+        Ok(DeviceIndex(n as i32))
+    }
+}
+
+fn default_workers() -> Workers {
+    Workers(16)
+}
+
+fn default_visibility() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_sweep_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_sweep_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1800))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,7 +222,7 @@ impl Default for RunDefaults {
 
 /// Keys that `OPSD_…` variables may set; other `OPSD_` variables (OPSD_CONFIG, OPSD_LOG) are not config.
 const ENV_KEYS: &[&str] =
-    &["jobs_dir", "state_dir", "shutdown_grace", "log_format", "metrics_listen", "aws__", "ssh__", "run__"];
+    &["jobs_dir", "state_dir", "shutdown_grace", "log_format", "metrics_listen", "aws__", "ssh__", "run__", "lifecycle__"];
 
 impl Config {
     /// Load the config from `path` (or the default path when it exists), then apply `OPSD_…` overrides.
@@ -262,6 +359,23 @@ mod tests {
         let env = vec![("OPSD_RUN__TIMEOUT".to_string(), "soon".to_string())];
         let e = Config::load_with_env(Some(&p), &env).unwrap_err().remove(0);
         assert!(e.message.contains("soon") || e.message.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn lifecycle_section() {
+        let (_d, p) = write("[lifecycle]\nqueue_url = \"http://q\"\n[lifecycle.eni]\nsubnets = [\"subnet-a\"]\n");
+        let c = Config::load_with_env(Some(&p), &[]).unwrap();
+        let l = c.lifecycle.unwrap();
+        assert_eq!((l.queue_url.as_str(), l.workers, l.eni.device_index), ("http://q", Workers(16), DeviceIndex(1)));
+        assert_eq!(l.eni.subnets, ["subnet-a"]);
+        assert_eq!(l.eni.ready_timeout.0, Duration::from_secs(120));
+        let (_d, p) = write("[lifecycle]\nqueue_url = \"q\"\nworkers = 0\n[lifecycle.eni]\ndevice_index = 0\n");
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["lifecycle.workers", "lifecycle.eni.device_index"], "{e:?}");
+        let (_d, p) = write("[lifecycle]\nworkers = 4\n");
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
+        assert!(e[0].message.contains("queue_url"), "{e:?}");
     }
 
     #[test]

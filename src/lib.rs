@@ -26,6 +26,7 @@ pub mod execute;
 pub mod exit;
 pub mod fleet;
 pub mod job;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;

@@ -41,6 +41,15 @@ pub struct Metrics {
     job_file_errors: Family<Labels, Counter>,
     last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     jobs_loaded: Gauge,
+    lifecycle_messages: Family<Labels, Counter>,
+    lifecycle_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    lifecycle_heartbeats: Counter,
+    lifecycle_enis: Family<Labels, Counter>,
+}
+
+fn action_buckets() -> Histogram {
+    // 0.1 s .. ~55 min: an attach takes seconds; a slow interface can take minutes.
+    Histogram::new(exponential_buckets(0.1, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -60,6 +69,10 @@ impl Metrics {
             job_file_errors: Family::default(),
             last_success: Family::default(),
             jobs_loaded: Gauge::default(),
+            lifecycle_messages: Family::default(),
+            lifecycle_duration: Family::new_with_constructor(action_buckets),
+            lifecycle_heartbeats: Counter::default(),
+            lifecycle_enis: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Runs by job and outcome", m.runs.clone());
@@ -81,6 +94,22 @@ impl Metrics {
             m.last_success.clone(),
         );
         registry.register("jobs_loaded", "Jobs currently scheduled or runnable", m.jobs_loaded.clone());
+        registry.register(
+            "lifecycle_messages",
+            "Lifecycle queue messages by kind (launch, terminate, test, malformed) and outcome",
+            m.lifecycle_messages.clone(),
+        );
+        registry.register(
+            "lifecycle_action_duration_seconds",
+            "From receipt to completion of a lifecycle action, by kind",
+            m.lifecycle_duration.clone(),
+        );
+        registry.register("lifecycle_heartbeats", "RecordLifecycleActionHeartbeat calls that succeeded", m.lifecycle_heartbeats.clone());
+        registry.register(
+            "lifecycle_enis",
+            "Interfaces opsd created, deleted (termination, failed launch) and swept (orphans)",
+            m.lifecycle_enis.clone(),
+        );
         let info: prometheus_client::metrics::info::Info<Labels> =
             prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]);
         registry.register("build", "opsd's version", info);
@@ -110,6 +139,23 @@ impl Metrics {
 
     pub fn job_file_error(&self, job: &str) {
         self.job_file_errors.get_or_create(&vec![("job", job.to_string())]).inc();
+    }
+
+    pub fn lifecycle_message(&self, kind: &str, outcome: &str) {
+        self.lifecycle_messages.get_or_create(&vec![("kind", kind.to_string()), ("outcome", outcome.to_string())]).inc();
+    }
+
+    pub fn lifecycle_action_duration(&self, kind: &str, seconds: f64) {
+        self.lifecycle_duration.get_or_create(&vec![("kind", kind.to_string())]).observe(seconds);
+    }
+
+    pub fn lifecycle_heartbeat(&self) {
+        self.lifecycle_heartbeats.inc();
+    }
+
+    /// `op`: `created`, `deleted` or `swept`.
+    pub fn lifecycle_eni(&self, op: &str) {
+        self.lifecycle_enis.get_or_create(&vec![("op", op.to_string())]).inc();
     }
 
     pub fn set_jobs_loaded(&self, n: usize) {

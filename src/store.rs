@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +73,25 @@ pub struct RunEnd<'a> {
     pub skipped: usize,
     /// Why the run ended this way, when it is not evident from the hosts (AWS error, shutdown).
     pub reason: Option<&'a str>,
+}
+
+/// One lifecycle action as worked by the consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    pub message_id: String,
+    pub group: String,
+    pub hook: String,
+    pub instance_id: String,
+    /// `launch` or `terminate`.
+    pub transition: String,
+    /// CONTINUE or ABANDON.
+    pub result: String,
+    /// `completed`, `expired` (no active action any more), `complete_failed`, …
+    pub outcome: String,
+    pub eni_id: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
 }
 
 /// How a run was started.
@@ -177,6 +196,57 @@ impl Store {
                 params![job, trigger, now, outcome, scheduled_for, reason],
             )?;
             Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub async fn record_action(&self, a: ActionRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO lifecycle_actions (message_id, asg, hook, instance_id, transition, result, outcome,
+                 eni_id, error, started_at, ended_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                params![
+                    a.message_id,
+                    a.group,
+                    a.hook,
+                    a.instance_id,
+                    a.transition,
+                    a.result,
+                    a.outcome,
+                    a.eni_id,
+                    a.error,
+                    ts(a.started_at),
+                    ts(a.ended_at)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The most recent lifecycle actions, newest first.
+    pub async fn actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT message_id, asg, hook, instance_id, transition, result, outcome, eni_id, error, started_at,
+                 ended_at FROM lifecycle_actions ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit as i64], |r| {
+                Ok(ActionRecord {
+                    message_id: r.get(0)?,
+                    group: r.get(1)?,
+                    hook: r.get(2)?,
+                    instance_id: r.get(3)?,
+                    transition: r.get(4)?,
+                    result: r.get(5)?,
+                    outcome: r.get(6)?,
+                    eni_id: r.get(7)?,
+                    error: r.get(8)?,
+                    started_at: parse_ts(&r.get::<_, String>(9)?),
+                    ended_at: parse_ts(&r.get::<_, String>(10)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -390,13 +460,27 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     if v < 1 {
         create_v1(c)?;
     }
-    // v2: firing times and reasons for the daemon's runs and skipped firings.
+    if v < 2 {
+        // v2: firing times and reasons for the daemon's runs and skipped firings.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE runs ADD COLUMN scheduled_for TEXT;
+             ALTER TABLE runs ADD COLUMN reason TEXT;
+             CREATE INDEX IF NOT EXISTS runs_by_job_firing ON runs (job, scheduled_for);
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    // v3: lifecycle actions worked by the SQS consumer.
     c.execute_batch(
         "BEGIN IMMEDIATE;
-         ALTER TABLE runs ADD COLUMN scheduled_for TEXT;
-         ALTER TABLE runs ADD COLUMN reason TEXT;
-         CREATE INDEX IF NOT EXISTS runs_by_job_firing ON runs (job, scheduled_for);
-         PRAGMA user_version = 2;
+         CREATE TABLE IF NOT EXISTS lifecycle_actions (
+           id INTEGER PRIMARY KEY AUTOINCREMENT,
+           message_id TEXT NOT NULL, asg TEXT NOT NULL, hook TEXT NOT NULL, instance_id TEXT NOT NULL,
+           transition TEXT NOT NULL, result TEXT NOT NULL, outcome TEXT NOT NULL,
+           eni_id TEXT, error TEXT, started_at TEXT NOT NULL, ended_at TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS lifecycle_by_instance ON lifecycle_actions (instance_id);
+         PRAGMA user_version = 3;
          COMMIT;",
     )
 }

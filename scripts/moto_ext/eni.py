@@ -1,0 +1,185 @@
+"""Elastic network interfaces as AWS documents them (moto 5.2.5 differs on each point below).
+
+- CreateNetworkInterface honours ClientToken: a retry with the same token returns the interface the
+  first call created instead of a second one (EC2 idempotency, "Ensuring idempotency" in the EC2 API
+  reference). A token reused with a different subnet is IdempotentParameterMismatch.
+- A new interface's primary address is the lowest free address of its subnet (AWS never hands out an
+  address in use; moto picks a random one, which collides).
+- AttachNetworkInterface refuses a device index already in use on the instance and an interface that
+  is already attached; DeleteNetworkInterface refuses an attached interface (InvalidNetworkInterface.InUse).
+- When an instance terminates, interfaces attached to it without DeleteOnTermination are detached and
+  become `available`, as in AWS (moto leaves them attached to the dead instance).
+- Test control, not an AWS feature: interfaces created in a subnet tagged `moto:eni-pending-seconds=N`
+  report status `pending` for N seconds, so a client's wait for `available` is really exercised.
+"""
+import ipaddress
+import time
+
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface, NetworkInterfaceBackend
+from moto.ec2.models.instances import Instance
+from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+
+PENDING_TAG = "moto:eni-pending-seconds"
+
+
+# moto finds an error's service from the exception's module name: these are EC2's.
+class InvalidParameterValue(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"
+
+    def __init__(self, message):
+        super().__init__("InvalidParameterValue", message)
+
+
+class InUse(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"
+
+    def __init__(self, message):
+        super().__init__("InvalidNetworkInterface.InUse", message)
+
+
+class IdempotentParameterMismatch(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"
+
+    def __init__(self, token):
+        super().__init__(
+            "IdempotentParameterMismatch",
+            f"Client token {token} was already used with different parameters.",
+        )
+
+
+# --- status: `pending` for a while in tagged subnets ---------------------------------------------
+
+
+def _get_status(self):
+    until = getattr(self, "_pending_until", None)
+    status = self.__dict__.get("_status", "available")
+    if until is not None and status == "available" and time.time() < until:
+        return "pending"
+    return status
+
+
+def _set_status(self, value):
+    self.__dict__["_status"] = value
+
+
+NetworkInterface.status = property(_get_status, _set_status)
+
+
+def _get_filter_value(self, filter_name, method_name=None):
+    if filter_name == "status":
+        return self.status
+    if filter_name == "attachment.device-index":
+        return str(self.device_index) if self.instance else None
+    return _orig_get_filter_value(self, filter_name, method_name)
+
+
+_orig_get_filter_value = NetworkInterface.get_filter_value
+NetworkInterface.get_filter_value = _get_filter_value
+
+
+# --- creation: idempotency and free addresses ---------------------------------------------------
+
+
+def _lowest_free_address(backend, subnet):
+    used = {eni.private_ip_address for eni in backend.enis.values() if eni.subnet.id == subnet.id}
+    for reservation in backend.reservations.values():
+        for inst in reservation.instances:
+            used.add(inst.private_ip)
+            for nic in inst.nics.values():
+                used.add(nic.private_ip_address)
+    net = ipaddress.ip_network(subnet.cidr_block, strict=False)
+    # AWS reserves the first four addresses and the last one of every subnet.
+    for host in list(net.hosts())[3:-1]:
+        if str(host) not in used:
+            return str(host)
+    raise InvalidParameterValue(f"The subnet '{subnet.id}' has no free addresses.")
+
+
+_orig_create = NetworkInterfaceBackend.create_network_interface
+
+
+def _create_network_interface(self, subnet, private_ip_address, *args, **kwargs):
+    if isinstance(subnet, str):
+        subnet = self.get_subnet(subnet)
+    if not private_ip_address and not (args and args[0]):
+        private_ip_address = _lowest_free_address(self, subnet)
+    eni = _orig_create(self, subnet, private_ip_address, *args, **kwargs)
+    pending = self.tags.get(subnet.id, {}).get(PENDING_TAG)
+    if pending:
+        eni._pending_until = time.time() + float(pending)
+    return eni
+
+
+NetworkInterfaceBackend.create_network_interface = _create_network_interface
+
+_orig_create_response = ElasticNetworkInterfaces.create_network_interface
+
+
+def _create_network_interface_response(self):
+    token = self._get_param("ClientToken")
+    if not token:
+        return _orig_create_response(self)
+    tokens = self.ec2_backend.__dict__.setdefault("_eni_client_tokens", {})
+    known = tokens.get(token)
+    if known is not None:
+        eni_id, subnet_id = known
+        if subnet_id != self._get_param("SubnetId"):
+            raise IdempotentParameterMismatch(token)
+        eni = self.ec2_backend.enis.get(eni_id)
+        if eni is not None:
+            from moto.core.responses import ActionResult
+
+            return ActionResult({"NetworkInterface": eni, "ClientToken": token})
+    result = _orig_create_response(self)
+    eni = result.result["NetworkInterface"]
+    tokens[token] = (eni.id, eni.subnet.id)
+    eni.client_token = token
+    return result
+
+
+ElasticNetworkInterfaces.create_network_interface = _create_network_interface_response
+
+
+# --- attach / delete refusals and termination ---------------------------------------------------
+
+_orig_attach = NetworkInterfaceBackend.attach_network_interface
+
+
+def _attach_network_interface(self, eni_id, instance_id, device_index):
+    eni = self.get_network_interface(eni_id)
+    instance = self.get_instance(instance_id)
+    if eni.instance is not None:
+        raise InUse(f"Interface: '{eni_id}' in use.")
+    if int(device_index) in instance.nics:
+        raise InvalidParameterValue(
+            f"Instance '{instance_id}' already has an interface attached at device index '{device_index}'."
+        )
+    return _orig_attach(self, eni_id, instance_id, device_index)
+
+
+NetworkInterfaceBackend.attach_network_interface = _attach_network_interface
+
+_orig_delete = NetworkInterfaceBackend.delete_network_interface
+
+
+def _delete_network_interface(self, eni_id):
+    eni = self.enis.get(eni_id)
+    if eni is not None and eni.instance is not None:
+        raise InUse(f"Network interface '{eni_id}' is currently in use.")
+    return _orig_delete(self, eni_id)
+
+
+NetworkInterfaceBackend.delete_network_interface = _delete_network_interface
+
+_orig_terminate = Instance.terminate
+
+
+def _terminate(self):
+    for index, nic in list(self.nics.items()):
+        if index > 0 and not nic.delete_on_termination:
+            self.detach_eni(nic)
+    return _orig_terminate(self)
+
+
+Instance.terminate = _terminate

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Tests of scripts/moto_ext against the running sandbox moto (boto3, as a client of AWS would).
+
+Run by scripts/test after `scripts/sandbox up`:  target/sandbox/venv/bin/python scripts/test_moto_ext.py
+Each test works in a VPC of its own (127.<n>.0.0/16: addresses that are loopback if anything ever
+used them) so it leaves the sandbox's fleet alone.
+"""
+import itertools
+import json
+import os
+import time
+import unittest
+import uuid
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
+REGION = os.environ.get("AWS_REGION", "us-east-1")
+CFG = Config(retries={"max_attempts": 1})
+_net = itertools.count(200 + os.getpid() % 20)
+
+
+def client(name):
+    return boto3.client(name, endpoint_url=ENDPOINT, region_name=REGION, config=CFG)
+
+
+ec2, asg, sqs = client("ec2"), client("autoscaling"), client("sqs")
+
+
+def network(zones=("us-east-1a", "us-east-1b")):
+    """A VPC with one /24 subnet per zone."""
+    n = next(_net)
+    vpc = ec2.create_vpc(CidrBlock=f"127.{n}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"127.{n}.{i + 1}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
+        for i, z in enumerate(zones)
+    ]
+    return vpc, subnets
+
+
+def queue():
+    url = sqs.create_queue(QueueName=f"lc-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def receive(url, n, timeout=10):
+    """n message bodies (parsed), deleting them."""
+    out, end = [], time.time() + timeout
+    while len(out) < n and time.time() < end:
+        r = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in r.get("Messages", []):
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return out
+
+
+def states(group):
+    g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    return {i["InstanceId"]: i["LifecycleState"] for i in g["Instances"]}
+
+
+def wait(what, cond, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Eni(unittest.TestCase):
+    def setUp(self):
+        self.vpc, self.subnets = network()
+
+    def test_client_token_makes_creation_idempotent(self):
+        token = uuid.uuid4().hex
+        a = ec2.create_network_interface(SubnetId=self.subnets[0], ClientToken=token)["NetworkInterface"]
+        b = ec2.create_network_interface(SubnetId=self.subnets[0], ClientToken=token)["NetworkInterface"]
+        self.assertEqual(a["NetworkInterfaceId"], b["NetworkInterfaceId"])
+        with self.assertRaises(ClientError) as e:
+            ec2.create_network_interface(SubnetId=self.subnets[1], ClientToken=token)
+        self.assertEqual(e.exception.response["Error"]["Code"], "IdempotentParameterMismatch")
+        c = ec2.create_network_interface(SubnetId=self.subnets[0], ClientToken=uuid.uuid4().hex)["NetworkInterface"]
+        self.assertNotEqual(a["NetworkInterfaceId"], c["NetworkInterfaceId"])
+
+    def test_addresses_never_collide(self):
+        ips = [ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["PrivateIpAddress"] for _ in range(40)]
+        self.assertEqual(len(set(ips)), 40)
+        self.assertTrue(all(ip.split(".")[3] not in ("0", "1", "2", "3") for ip in ips), ips)
+
+    def test_attach_and_delete_refusals_and_detach_on_termination(self):
+        inst = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, SubnetId=self.subnets[0])["Instances"][0]["InstanceId"]
+        a = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        b = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=1)
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=b, InstanceId=inst, DeviceIndex=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidParameterValue")
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=2)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterface.InUse")
+        with self.assertRaises(ClientError) as e:
+            ec2.delete_network_interface(NetworkInterfaceId=a)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterface.InUse")
+        found = ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [inst]}, {"Name": "attachment.device-index", "Values": ["1"]}]
+        )["NetworkInterfaces"]
+        self.assertEqual([n["NetworkInterfaceId"] for n in found], [a])
+        ec2.terminate_instances(InstanceIds=[inst])
+        eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[a])["NetworkInterfaces"][0]
+        self.assertEqual(eni["Status"], "available")
+        ec2.delete_network_interface(NetworkInterfaceId=a)
+
+    def test_pending_subnet_tag(self):
+        ec2.create_tags(Resources=[self.subnets[1]], Tags=[{"Key": "moto:eni-pending-seconds", "Value": "1.5"}])
+        eni = ec2.create_network_interface(SubnetId=self.subnets[1])["NetworkInterface"]
+        self.assertEqual(eni["Status"], "pending")
+        status = lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni["NetworkInterfaceId"]])["NetworkInterfaces"][0]["Status"]
+        self.assertEqual(status(), "pending")
+        wait("available", lambda: status() == "available", 5)
+        plain = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]
+        self.assertEqual(plain["Status"], "available")
+
+
+class Lifecycle(unittest.TestCase):
+    def setUp(self):
+        self.vpc, self.subnets = network()
+        self.url, self.arn = queue()
+        self.group = f"g-{uuid.uuid4().hex[:10]}"
+        lc = f"lc-{uuid.uuid4().hex[:10]}"
+        asg.create_launch_configuration(LaunchConfigurationName=lc, ImageId="ami-760aaa0f", InstanceType="t3.micro")
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=self.group,
+            LaunchConfigurationName=lc,
+            MinSize=0,
+            MaxSize=10,
+            DesiredCapacity=0,
+            VPCZoneIdentifier=",".join(self.subnets),
+            Tags=[{"Key": "moto:time-scale", "Value": "0.05", "PropagateAtLaunch": False}],
+        )
+
+    def tearDown(self):
+        asg.update_auto_scaling_group(AutoScalingGroupName=self.group, MinSize=0, DesiredCapacity=0)
+        for hook in asg.describe_lifecycle_hooks(AutoScalingGroupName=self.group)["LifecycleHooks"]:
+            asg.delete_lifecycle_hook(AutoScalingGroupName=self.group, LifecycleHookName=hook["LifecycleHookName"])
+
+    def hook(self, name, transition, timeout=60, result="ABANDON", metadata=None):
+        args = dict(
+            AutoScalingGroupName=self.group,
+            LifecycleHookName=name,
+            LifecycleTransition=transition,
+            HeartbeatTimeout=timeout,
+            DefaultResult=result,
+            NotificationTargetARN=self.arn,
+            RoleARN="arn:aws:iam::123456789012:role/hooks",
+        )
+        if metadata is not None:
+            args["NotificationMetadata"] = metadata
+        asg.put_lifecycle_hook(**args)
+
+    def test_hook_is_stored_validated_and_tested(self):
+        with self.assertRaises(ClientError):
+            self.hook("h", "autoscaling:EC2_INSTANCE_LAUNCHING", timeout=29)
+        self.hook("h", "autoscaling:EC2_INSTANCE_LAUNCHING", metadata='{"SubnetId": "subnet-1"}')
+        h = asg.describe_lifecycle_hooks(AutoScalingGroupName=self.group)["LifecycleHooks"][0]
+        self.assertEqual(h["NotificationTargetARN"], self.arn)
+        self.assertEqual(h["NotificationMetadata"], '{"SubnetId": "subnet-1"}')
+        self.assertEqual(h["HeartbeatTimeout"], 3)  # 60 s at the group's time scale 0.05
+        test = receive(self.url, 1)
+        self.assertEqual(test[0]["Event"], "autoscaling:TEST_NOTIFICATION")
+        self.assertEqual(test[0]["AutoScalingGroupName"], self.group)
+
+    def test_launch_wait_continue_abandon_heartbeat_and_timeout(self):
+        self.hook("launch", "autoscaling:EC2_INSTANCE_LAUNCHING", metadata='{"x": 1}')
+        receive(self.url, 1)  # the test notification
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=3)
+        notes = receive(self.url, 3)
+        self.assertEqual(len(notes), 3)
+        for n in notes:
+            self.assertEqual(n["LifecycleTransition"], "autoscaling:EC2_INSTANCE_LAUNCHING")
+            self.assertEqual((n["Origin"], n["Destination"]), ("EC2", "AutoScalingGroup"))
+            self.assertEqual(n["NotificationMetadata"], '{"x": 1}')
+        self.assertEqual(set(states(self.group).values()), {"Pending:Wait"})
+        # Spread over both subnets, each instance in its subnet's zone.
+        ids = [n["EC2InstanceId"] for n in notes]
+        insts = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+        self.assertEqual({i["SubnetId"] for i in insts}, set(self.subnets))
+        zone_of = {s["SubnetId"]: s["AvailabilityZone"] for s in ec2.describe_subnets(SubnetIds=self.subnets)["Subnets"]}
+        self.assertTrue(all(zone_of[i["SubnetId"]] == i["Placement"]["AvailabilityZone"] for i in insts))
+
+        a, b, c = notes
+        asg.complete_lifecycle_action(
+            AutoScalingGroupName=self.group, LifecycleHookName="launch",
+            LifecycleActionToken=a["LifecycleActionToken"], LifecycleActionResult="CONTINUE")
+        self.assertEqual(states(self.group)[a["EC2InstanceId"]], "InService")
+        with self.assertRaises(ClientError) as e:
+            asg.complete_lifecycle_action(
+                AutoScalingGroupName=self.group, LifecycleHookName="launch",
+                LifecycleActionToken=a["LifecycleActionToken"], LifecycleActionResult="CONTINUE")
+        self.assertIn("No active Lifecycle Action found with token", e.exception.response["Error"]["Message"])
+
+        # b is kept waiting by heartbeats well past its 3 s timeout; c gets none and times out (ABANDON).
+        start = time.time()
+        while time.time() - start < 5:
+            asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName=self.group, LifecycleHookName="launch", InstanceId=b["EC2InstanceId"])
+            time.sleep(1)
+        s = states(self.group)
+        self.assertEqual(s[b["EC2InstanceId"]], "Pending:Wait")
+        self.assertNotIn(c["EC2InstanceId"], s)
+        term = ec2.describe_instances(InstanceIds=[c["EC2InstanceId"]])["Reservations"][0]["Instances"][0]
+        self.assertEqual(term["State"]["Name"], "terminated")
+        # The group launched a replacement for c, which waits on the hook in turn.
+        replacement = receive(self.url, 1)
+        self.assertEqual(len(replacement), 1)
+        self.assertNotIn(replacement[0]["EC2InstanceId"], ids)
+
+        asg.complete_lifecycle_action(
+            AutoScalingGroupName=self.group, LifecycleHookName="launch",
+            InstanceId=b["EC2InstanceId"], LifecycleActionResult="ABANDON")
+        self.assertNotIn(b["EC2InstanceId"], states(self.group))
+
+    def test_terminate_wait(self):
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=2)
+        self.assertEqual(set(states(self.group).values()), {"InService"})
+        self.hook("term", "autoscaling:EC2_INSTANCE_TERMINATING", result="CONTINUE")
+        receive(self.url, 1)
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=0)
+        notes = receive(self.url, 2)
+        self.assertEqual({n["LifecycleTransition"] for n in notes}, {"autoscaling:EC2_INSTANCE_TERMINATING"})
+        self.assertEqual(set(states(self.group).values()), {"Terminating:Wait"})
+        asg.complete_lifecycle_action(
+            AutoScalingGroupName=self.group, LifecycleHookName="term",
+            LifecycleActionToken=notes[0]["LifecycleActionToken"], LifecycleActionResult="CONTINUE")
+        self.assertEqual(list(states(self.group)), [notes[1]["EC2InstanceId"]])
+        # The other times out (3 s): its DefaultResult terminates it too.
+        wait("the second instance to go", lambda: not states(self.group), 8)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,330 @@
+//! One SQS message, worked to its end: parse; for a lifecycle action, heartbeat (hook and message
+//! visibility) while the interface is created and attached (launch) or detached and deleted
+//! (terminate), then complete with CONTINUE, or ABANDON after cleaning up on failure. The message is
+//! deleted only once the action is completed, or AWS says it no longer exists.
+
+use super::eni::{self, EniError, NewEni};
+use super::message::{self, Action, Notification, Transition};
+use super::placement::{self, PlacementError};
+use crate::aws::{call_error, CallError};
+use crate::config::EniSettings;
+use crate::metrics::Metrics;
+use crate::store::{ActionRecord, Store};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Cleanup after a failure runs on its own clock, not the (possibly cancelled) action's.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
+/// Attempts at CompleteLifecycleAction before the message is left for redelivery.
+const COMPLETE_ATTEMPTS: u32 = 4;
+/// Used when the hook cannot be described: AWS's minimum heartbeat timeout, so heartbeats come early enough.
+const FALLBACK_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the workers share.
+pub struct Ctx {
+    pub ec2: aws_sdk_ec2::Client,
+    pub asg: aws_sdk_autoscaling::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub eni: EniSettings,
+    /// The visibility a message keeps while worked (set at receive, renewed by each heartbeat).
+    pub visibility: Duration,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when opsd must stop working (after the shutdown grace).
+    pub abort: CancellationToken,
+}
+
+/// A received message.
+pub struct Received {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error(transparent)]
+    Eni(#[from] EniError),
+    #[error(transparent)]
+    Aws(#[from] CallError),
+}
+
+impl ActionError {
+    fn cancelled(&self) -> bool {
+        matches!(self, ActionError::Eni(EniError::Cancelled))
+    }
+}
+
+/// Work one message to its end.
+pub async fn handle(ctx: Arc<Ctx>, m: Received) {
+    match message::parse(&m.body) {
+        Err(e) => {
+            // Not deleted: after maxReceiveCount the queue's redrive policy moves it to the dead-letter queue.
+            tracing::error!(message = %m.id, "lifecycle message {} cannot be parsed: {e}; left in the queue for its dead-letter queue", m.id);
+            ctx.metrics.lifecycle_message("malformed", "kept");
+        }
+        Ok(Notification::Test { group }) => {
+            tracing::info!(message = %m.id, group = %group, "test notification from Auto Scaling group {group}: the hook reaches this queue");
+            let outcome = if delete(&ctx, &m).await { "deleted" } else { "kept" };
+            ctx.metrics.lifecycle_message("test", outcome);
+        }
+        Ok(Notification::Action(a)) => work(&ctx, &m, a).await,
+    }
+}
+
+async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let span = format!("{} {} ({} hook {}, message {})", a.transition.as_str(), a.instance_id, a.group, a.hook, m.id);
+    tracing::info!("lifecycle: {span}: started");
+    let timeout = heartbeat_timeout(ctx, &a).await;
+    let beat_stop = CancellationToken::new();
+    let beats = tokio::spawn(heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, beat_stop.clone()));
+
+    let result = match a.transition {
+        Transition::Launching => launch(ctx, &a).await,
+        Transition::Terminating => terminate(ctx, &a).await,
+    };
+    let (lifecycle_result, eni_id, error) = match result {
+        Ok(eni) => ("CONTINUE", eni, None),
+        Err((e, _)) if e.cancelled() => {
+            beat_stop.cancel();
+            let _ = beats.await;
+            // Not completed and not deleted: visible again at once for the next opsd, which resumes
+            // idempotently (the interface is found by its token).
+            tracing::warn!("lifecycle: {span}: stopped by shutdown before completion; the message returns to the queue");
+            release(ctx, m).await;
+            ctx.metrics.lifecycle_message(a.transition.as_str(), "interrupted");
+            return;
+        }
+        Err((e, created)) => {
+            tracing::error!("lifecycle: {span}: failed: {e}; cleaning up and completing with ABANDON");
+            if let Some(id) = &created {
+                cleanup(ctx, id, &span).await;
+            }
+            ("ABANDON", None, Some(e.to_string()))
+        }
+    };
+    let completion = complete(ctx, &a, lifecycle_result).await;
+    beat_stop.cancel();
+    let _ = beats.await;
+    let outcome = match &completion {
+        Completion::Done => {
+            tracing::info!("lifecycle: {span}: completed with {lifecycle_result}{}", eni_id.as_deref().map(|e| format!(" (interface {e})")).unwrap_or_default());
+            if delete(ctx, m).await { "completed" } else { "completed_not_deleted" }
+        }
+        Completion::NoAction(why) => {
+            tracing::warn!("lifecycle: {span}: the action is no longer active ({why}): already completed or timed out; deleting the message");
+            delete(ctx, m).await;
+            "expired"
+        }
+        Completion::Failed(e) => {
+            tracing::error!("lifecycle: {span}: CompleteLifecycleAction failed: {e}; the message stays and will be redelivered");
+            "complete_failed"
+        }
+    };
+    let kind = a.transition.as_str();
+    ctx.metrics.lifecycle_message(kind, outcome);
+    ctx.metrics.lifecycle_action_duration(kind, clock.elapsed().as_secs_f64());
+    let record = ActionRecord {
+        message_id: m.id.clone(),
+        group: a.group.clone(),
+        hook: a.hook.clone(),
+        instance_id: a.instance_id.clone(),
+        transition: kind.into(),
+        result: lifecycle_result.into(),
+        outcome: outcome.into(),
+        eni_id,
+        error,
+        started_at: started,
+        ended_at: Utc::now(),
+    };
+    if let Err(e) = ctx.store.record_action(record).await {
+        tracing::error!("lifecycle: {span}: cannot record the action: {e}");
+    }
+}
+
+/// The hook's HeartbeatTimeout, from DescribeLifecycleHooks.
+async fn heartbeat_timeout(ctx: &Ctx, a: &Action) -> Duration {
+    let r = ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send().await;
+    match r.map_err(|e| call_error("DescribeLifecycleHooks", e)) {
+        Ok(out) => match out.lifecycle_hooks().first().and_then(|h| h.heartbeat_timeout()) {
+            Some(s) if s > 0 => Duration::from_secs(s as u64),
+            _ => {
+                tracing::warn!(instance = %a.instance_id, "hook {} of {} not found or without a timeout; heartbeating as for {:?}", a.hook, a.group, FALLBACK_HEARTBEAT_TIMEOUT);
+                FALLBACK_HEARTBEAT_TIMEOUT
+            }
+        },
+        Err(e) => {
+            tracing::warn!(instance = %a.instance_id, "{e}; heartbeating as for {FALLBACK_HEARTBEAT_TIMEOUT:?}");
+            FALLBACK_HEARTBEAT_TIMEOUT
+        }
+    }
+}
+
+/// Every third of the hook's timeout: RecordLifecycleActionHeartbeat, and the message's visibility
+/// renewed, so neither the instance nor the message times out while the work goes on.
+async fn heartbeats(ctx: Arc<Ctx>, a: Action, receipt: String, timeout: Duration, stop: CancellationToken) {
+    let every = (timeout / 3).max(Duration::from_millis(500));
+    let visibility = ctx.visibility.max(timeout).as_secs().clamp(1, 43_200) as i32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let hb = ctx
+            .asg
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(&a.group)
+            .lifecycle_hook_name(&a.hook)
+            .lifecycle_action_token(&a.token)
+            .instance_id(&a.instance_id)
+            .send();
+        let vis = ctx.sqs.change_message_visibility().queue_url(&ctx.queue_url).receipt_handle(&receipt).visibility_timeout(visibility).send();
+        let (hb, vis) = tokio::join!(hb, vis);
+        match hb.map_err(|e| call_error("RecordLifecycleActionHeartbeat", e)) {
+            Ok(_) => ctx.metrics.lifecycle_heartbeat(),
+            Err(e) => tracing::warn!(instance = %a.instance_id, "heartbeat: {e}"),
+        }
+        if let Err(e) = vis.map_err(|e| call_error("ChangeMessageVisibility", e)) {
+            tracing::warn!(instance = %a.instance_id, "extending the message's visibility: {e}");
+        }
+    }
+}
+
+type Failure = (ActionError, Option<String>);
+
+/// Give the instance its interface. Returns the interface id; on failure, the error and the id of
+/// an interface this action created (for cleanup).
+async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
+    let idx = ctx.eni.device_index.0;
+    let inst = eni::instance(&ctx.ec2, &a.instance_id).await.map_err(|e| (e.into(), None))?;
+    if let Some(existing) = inst.attached.get(&idx) {
+        // A redelivery after the attach, or a second launch hook (warm pools): nothing to add.
+        tracing::info!(instance = %a.instance_id, "already has interface {existing} at device index {idx}");
+        return Ok(Some(existing.clone()));
+    }
+    let (cands, groups) =
+        placement::candidates(&a.hook, a.metadata.as_deref(), &ctx.eni.subnets, &ctx.eni.security_groups).map_err(|e| (e.into(), None))?;
+    let zones = eni::subnet_zones(&ctx.ec2, cands.to_look_up()).await.map_err(|e| (e.into(), None))?;
+    let subnet = placement::choose(&a.hook, &cands, &inst.zone, &zones).map_err(|e| (e.into(), None))?;
+    // An interface already created for this action (redelivery, or a crash after the create) is reused.
+    let mine = eni::tagged(&ctx.ec2, eni::TAG_TOKEN, &a.token).await.map_err(|e| (e.into(), None))?;
+    let id = match mine.into_iter().next() {
+        Some(e) => e.id,
+        None => {
+            let new = NewEni { subnet: &subnet, security_groups: &groups, description: &ctx.eni.description, instance_id: &a.instance_id, token: &a.token };
+            let id = eni::create(&ctx.ec2, new).await.map_err(|e| (e.into(), None))?;
+            ctx.metrics.lifecycle_eni("created");
+            tracing::info!(instance = %a.instance_id, "created interface {id} in {subnet} ({})", inst.zone);
+            id
+        }
+    };
+    let fail = |e: ActionError| (e, Some(id.clone()));
+    eni::wait_status(&ctx.ec2, &id, "available", ctx.eni.ready_timeout.0, &ctx.abort).await.map_err(|e| fail(e.into()))?;
+    eni::attach(&ctx.ec2, &id, &a.instance_id, idx).await.map_err(|e| fail(e.into()))?;
+    Ok(Some(id))
+}
+
+/// Detach and delete the interfaces opsd gave the instance. Already gone is success.
+async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
+    let idx = ctx.eni.device_index.0;
+    let enis = eni::tagged(&ctx.ec2, eni::TAG_INSTANCE, &a.instance_id).await.map_err(|e| (e.into(), None))?;
+    let mut removed = Vec::new();
+    for e in enis {
+        let ours = match &e.attachment {
+            None => true,
+            Some((_, inst, index)) => inst == &a.instance_id && *index == idx,
+        };
+        if !ours {
+            continue;
+        }
+        eni::remove(&ctx.ec2, &e, ctx.eni.ready_timeout.0, &ctx.abort).await.map_err(|err| (err.into(), None))?;
+        ctx.metrics.lifecycle_eni("deleted");
+        tracing::info!(instance = %a.instance_id, "detached and deleted interface {}", e.id);
+        removed.push(e.id);
+    }
+    Ok(removed.into_iter().next())
+}
+
+/// Delete what a failed launch created, on its own time limit (it must happen even at shutdown).
+async fn cleanup(ctx: &Ctx, id: &str, span: &str) {
+    let own = CancellationToken::new();
+    let work = async {
+        match eni::describe(&ctx.ec2, id).await? {
+            None => Ok(()),
+            Some(e) => eni::remove(&ctx.ec2, &e, CLEANUP_LIMIT, &own).await,
+        }
+    };
+    match tokio::time::timeout(CLEANUP_LIMIT, work).await {
+        Ok(Ok(())) => {
+            ctx.metrics.lifecycle_eni("deleted");
+            tracing::info!("lifecycle: {span}: deleted interface {id} that this action created");
+        }
+        Ok(Err(e)) => tracing::error!("lifecycle: {span}: cannot delete interface {id}: {e}; the sweep will retry"),
+        Err(_) => tracing::error!("lifecycle: {span}: deleting interface {id} timed out; the sweep will retry"),
+    }
+}
+
+enum Completion {
+    Done,
+    /// AWS has no active action for the token: completed before, or timed out.
+    NoAction(String),
+    Failed(CallError),
+}
+
+async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
+    let mut wait = Duration::from_millis(200);
+    let mut last = None;
+    for attempt in 1..=COMPLETE_ATTEMPTS {
+        let r = ctx
+            .asg
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&a.group)
+            .lifecycle_hook_name(&a.hook)
+            .lifecycle_action_token(&a.token)
+            .instance_id(&a.instance_id)
+            .lifecycle_action_result(result)
+            .send()
+            .await;
+        match r.map_err(|e| call_error("CompleteLifecycleAction", e)) {
+            Ok(_) => return Completion::Done,
+            Err(e) if e.code_is("ValidationError") && e.message.contains("No active Lifecycle Action") => {
+                return Completion::NoAction(e.message)
+            }
+            Err(e) if e.is_final() => return Completion::Failed(e),
+            Err(e) => {
+                tracing::warn!(instance = %a.instance_id, "attempt {attempt}: {e}");
+                last = Some(e);
+            }
+        }
+        // Backoff between attempts; a shutdown does not cut it short: completing is what matters most.
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    Completion::Failed(last.unwrap_or(CallError { operation: "CompleteLifecycleAction", code: None, message: "no attempt".into() }))
+}
+
+async fn delete(ctx: &Ctx, m: &Received) -> bool {
+    let r = ctx.sqs.delete_message().queue_url(&ctx.queue_url).receipt_handle(&m.receipt).send().await;
+    match r.map_err(|e| call_error("DeleteMessage", e)) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(message = %m.id, "{e}; the message will be redelivered and found already done");
+            false
+        }
+    }
+}
+
+/// Make a message visible again at once (work stopped before completion).
+async fn release(ctx: &Ctx, m: &Received) {
+    let r = ctx.sqs.change_message_visibility().queue_url(&ctx.queue_url).receipt_handle(&m.receipt).visibility_timeout(0).send().await;
+    if let Err(e) = r.map_err(|e| call_error("ChangeMessageVisibility", e)) {
+        tracing::warn!(message = %m.id, "{e}; it returns after its visibility timeout");
+    }
+}

@@ -1,0 +1,224 @@
+//! The Auto Scaling lifecycle-hook consumer: long-polls the SQS queue the hooks notify, works each
+//! message with bounded workers (see [`action`]), and sweeps interfaces left behind. Runs inside
+//! `opsd daemon` when the config has a `[lifecycle]` section.
+
+pub mod action;
+pub mod eni;
+pub mod message;
+pub mod placement;
+
+use crate::aws::call_error;
+use crate::config::LifecycleSettings;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use action::{Ctx, Received};
+use aws_config::SdkConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// SQS's long poll: the longest wait, the most messages per receive.
+const WAIT_SECONDS: i32 = 20;
+const MAX_MESSAGES: i32 = 10;
+/// Backoff after a failed receive: doubles from the first to the last, reset by a success.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The AWS clients the consumer uses. SQS gets a per-attempt timeout above the long poll's 20 s.
+pub fn clients(sdk: &SdkConfig) -> (aws_sdk_ec2::Client, aws_sdk_autoscaling::Client, aws_sdk_sqs::Client) {
+    let sqs_timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(crate::aws::CONNECT_TIMEOUT)
+        .operation_attempt_timeout(Duration::from_secs(WAIT_SECONDS as u64 + 10))
+        .operation_timeout(Duration::from_secs(90))
+        .build();
+    let sqs = aws_sdk_sqs::config::Builder::from(sdk).timeout_config(sqs_timeouts).build();
+    (aws_sdk_ec2::Client::new(sdk), aws_sdk_autoscaling::Client::new(sdk), aws_sdk_sqs::Client::from_conf(sqs))
+}
+
+pub fn context(
+    sdk: &SdkConfig,
+    settings: &LifecycleSettings,
+    store: Store,
+    metrics: Arc<Metrics>,
+    abort: CancellationToken,
+) -> Arc<Ctx> {
+    let (ec2, asg, sqs) = clients(sdk);
+    Arc::new(Ctx {
+        ec2,
+        asg,
+        sqs,
+        queue_url: settings.queue_url.clone(),
+        eni: settings.eni.clone(),
+        visibility: settings.visibility_timeout.0,
+        store,
+        metrics,
+        abort,
+    })
+}
+
+/// Receive and work messages until `stop`; then wait for the messages being worked (the daemon
+/// bounds that wait with its shutdown grace and `ctx.abort`).
+pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationToken) {
+    warn_without_redrive(&ctx).await;
+    tracing::info!(queue = %ctx.queue_url, workers = settings.workers.0, "lifecycle consumer started");
+    let workers = Arc::new(Semaphore::new(settings.workers.0));
+    let tracker = TaskTracker::new();
+    let sweeper = tokio::spawn(sweep_loop(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
+    let mut backoff = BACKOFF_FIRST;
+    let visibility = settings.visibility_timeout.0.as_secs().clamp(1, 43_200) as i32;
+    loop {
+        // Only receive what can be worked now: a message held but not worked would only time out.
+        let first = tokio::select! {
+            p = workers.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let free = (workers.available_permits() + 1).min(MAX_MESSAGES as usize) as i32;
+        let receive = ctx
+            .sqs
+            .receive_message()
+            .queue_url(&ctx.queue_url)
+            .max_number_of_messages(free)
+            .wait_time_seconds(WAIT_SECONDS)
+            .visibility_timeout(visibility)
+            .send();
+        let out = tokio::select! {
+            r = receive => r.map_err(|e| call_error("ReceiveMessage", e)),
+            _ = stop.cancelled() => break,
+        };
+        let messages = match out {
+            Ok(o) => {
+                backoff = BACKOFF_FIRST;
+                o.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::error!(queue = %ctx.queue_url, "{e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let mut permit = Some(first);
+        for m in messages {
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match workers.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let received = Received {
+                id: m.message_id.unwrap_or_default(),
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            };
+            let ctx = ctx.clone();
+            tracker.spawn(async move {
+                let _p = p;
+                action::handle(ctx, received).await;
+            });
+        }
+    }
+    tracker.close();
+    if !tracker.is_empty() {
+        tracing::info!("lifecycle consumer: no new messages; {} being worked", tracker.len());
+    }
+    tracker.wait().await;
+    sweeper.abort();
+    tracing::info!("lifecycle consumer stopped");
+}
+
+async fn warn_without_redrive(ctx: &Ctx) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let r = ctx.sqs.get_queue_attributes().queue_url(&ctx.queue_url).attribute_names(QueueAttributeName::RedrivePolicy).send().await;
+    match r.map_err(|e| call_error("GetQueueAttributes", e)) {
+        Ok(out) => {
+            let has = out.attributes().is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy));
+            if !has {
+                tracing::warn!(
+                    queue = %ctx.queue_url,
+                    "the lifecycle queue has no redrive policy: a message opsd cannot parse will be received again and again; give the queue a dead-letter queue (RedrivePolicy with maxReceiveCount)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes"),
+    }
+}
+
+/// Every `interval`: delete opsd's interfaces that have been unattached for `grace` (as seen by
+/// this process) and whose instance is gone (a crash between create and attach, a failed cleanup).
+async fn sweep_loop(ctx: Arc<Ctx>, interval: Duration, grace: Duration, stop: CancellationToken) {
+    let mut seen_unattached: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = sweep(&ctx, grace, &mut seen_unattached).await {
+            tracing::warn!("lifecycle sweep: {e}");
+        }
+    }
+}
+
+async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) -> Result<(), crate::aws::CallError> {
+    let now = Instant::now();
+    let all = eni::all_opsd(&ctx.ec2).await?;
+    let unattached: Vec<_> = all.into_iter().filter(|(e, _)| e.attachment.is_none() && e.status == "available").collect();
+    seen.retain(|id, _| unattached.iter().any(|(e, _)| &e.id == id));
+    for (e, instance) in unattached {
+        let since = *seen.entry(e.id.clone()).or_insert(now);
+        if now.duration_since(since) < grace {
+            continue;
+        }
+        let gone = match eni::instance(&ctx.ec2, &instance).await {
+            Err(eni::EniError::NoInstance(_)) => true,
+            Ok(_) => instance_terminated(&ctx.ec2, &instance).await,
+            Err(err) => {
+                tracing::warn!("lifecycle sweep: cannot check instance {instance} of {}: {err}", e.id);
+                false
+            }
+        };
+        if gone {
+            match eni::delete(&ctx.ec2, &e.id).await {
+                Ok(()) => {
+                    tracing::info!("lifecycle sweep: deleted interface {} of gone instance {instance}", e.id);
+                    ctx.metrics.lifecycle_eni("swept");
+                    seen.remove(&e.id);
+                }
+                Err(err) => tracing::warn!("lifecycle sweep: {err}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn instance_terminated(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
+    let r = ec2.describe_instances().instance_ids(id).send().await;
+    r.ok()
+        .and_then(|o| {
+            let state = o.reservations().first()?.instances().first()?.state()?.name()?.as_str().to_string();
+            Some(state == "terminated" || state == "shutting-down")
+        })
+        .unwrap_or(false)
+}
+
+/// `opsd lifecycle status`: the queue's depth and in-flight count.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(i64, i64), crate::aws::CallError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| call_error("GetQueueAttributes", e))?;
+    let get = |k: A| out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible)))
+}
