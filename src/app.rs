@@ -33,6 +33,9 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
         Command::Validate { paths } => validate(&config, &paths),
         Command::Jobs => jobs(&config).await,
         Command::History(args) => history(&config, args).await,
+        Command::Lifecycle(crate::cli::LifecycleCommand::Status { limit, output }) => {
+            lifecycle_status(&config, limit, output).await
+        }
     }
 }
 
@@ -384,6 +387,73 @@ async fn history(config: &Config, args: HistoryArgs) -> Exit {
                     r.hosts_ok,
                     r.hosts_failed,
                     r.hosts_skipped
+                );
+            }
+        }
+    }
+    Exit::Ok
+}
+
+async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -> Exit {
+    let Some(l) = &config.lifecycle else {
+        eprintln!("opsd: the config has no [lifecycle] section; add one with queue_url to consume lifecycle hooks");
+        return Exit::Usage;
+    };
+    let store = match Store::open(&config.state_dir).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Software;
+        }
+    };
+    let actions = match store.actions(limit).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Software;
+        }
+    };
+    let sdk = match crate::aws::load(&config.aws).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Usage;
+        }
+    };
+    let (_, _, sqs) = crate::lifecycle::clients(&sdk);
+    let (visible, in_flight) = match crate::lifecycle::queue_depth(&sqs, &l.queue_url).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("opsd: queue {}: {e}; check queue_url and sqs:GetQueueAttributes", l.queue_url);
+            return Exit::Unavailable;
+        }
+    };
+    match output {
+        OutputFormat::Json => outln!(
+            "{}",
+            serde_json::json!({ "queue_url": l.queue_url, "messages_waiting": visible, "messages_in_flight": in_flight, "actions": actions })
+        ),
+        OutputFormat::Text => {
+            outln!("queue {}: {visible} waiting, {in_flight} being worked (in flight)", l.queue_url);
+            outln!(
+                "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} ERROR",
+                "ENDED",
+                "KIND",
+                "INSTANCE",
+                "RESULT",
+                "OUTCOME",
+                "INTERFACE"
+            );
+            for a in actions {
+                outln!(
+                    "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} {}",
+                    a.ended_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    a.transition,
+                    a.instance_id,
+                    a.result,
+                    a.outcome,
+                    a.eni_id.as_deref().unwrap_or("-"),
+                    a.error.as_deref().unwrap_or("")
                 );
             }
         }

@@ -80,8 +80,18 @@ impl CallError {
 
     /// The call reached AWS and was refused for a reason that a retry does not change.
     pub fn is_final(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| !matches!(c, "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
-            | "InternalError" | "InternalFailure" | "ServiceUnavailable" | "RequestTimeout"))
+        self.code.as_deref().is_some_and(|c| {
+            !matches!(
+                c,
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalError"
+                    | "InternalFailure"
+                    | "ServiceUnavailable"
+                    | "RequestTimeout"
+            )
+        })
     }
 }
 

@@ -40,6 +40,9 @@ pub enum Command {
         "  70  the run history cannot be opened"
     ))]
     Daemon,
+    /// The Auto Scaling lifecycle-hook consumer ([lifecycle] in the config).
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"
@@ -71,6 +74,21 @@ pub struct RunArgs {
     /// text: live lines and a summary; json: one document with every host's result on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// The queue's depth, the messages being worked, and the last lifecycle actions with their outcome.
+    #[command(
+        after_help = "Examples:\n  opsd lifecycle status\n  opsd lifecycle status --limit 50 --output json\n\nExit codes:\n  0   shown\n  64  no [lifecycle] section in the config\n  69  the queue could not be read\n  70  the history could not be read"
+    )]
+    Status {
+        /// How many recent actions to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Args)]

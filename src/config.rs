@@ -221,8 +221,17 @@ impl Default for RunDefaults {
 }
 
 /// Keys that `OPSD_…` variables may set; other `OPSD_` variables (OPSD_CONFIG, OPSD_LOG) are not config.
-const ENV_KEYS: &[&str] =
-    &["jobs_dir", "state_dir", "shutdown_grace", "log_format", "metrics_listen", "aws__", "ssh__", "run__", "lifecycle__"];
+const ENV_KEYS: &[&str] = &[
+    "jobs_dir",
+    "state_dir",
+    "shutdown_grace",
+    "log_format",
+    "metrics_listen",
+    "aws__",
+    "ssh__",
+    "run__",
+    "lifecycle__",
+];
 
 impl Config {
     /// Load the config from `path` (or the default path when it exists), then apply `OPSD_…` overrides.

@@ -104,7 +104,11 @@ impl Metrics {
             "From receipt to completion of a lifecycle action, by kind",
             m.lifecycle_duration.clone(),
         );
-        registry.register("lifecycle_heartbeats", "RecordLifecycleActionHeartbeat calls that succeeded", m.lifecycle_heartbeats.clone());
+        registry.register(
+            "lifecycle_heartbeats",
+            "RecordLifecycleActionHeartbeat calls that succeeded",
+            m.lifecycle_heartbeats.clone(),
+        );
         registry.register(
             "lifecycle_enis",
             "Interfaces opsd created, deleted (termination, failed launch) and swept (orphans)",
@@ -142,7 +146,9 @@ impl Metrics {
     }
 
     pub fn lifecycle_message(&self, kind: &str, outcome: &str) {
-        self.lifecycle_messages.get_or_create(&vec![("kind", kind.to_string()), ("outcome", outcome.to_string())]).inc();
+        self.lifecycle_messages
+            .get_or_create(&vec![("kind", kind.to_string()), ("outcome", outcome.to_string())])
+            .inc();
     }
 
     pub fn lifecycle_action_duration(&self, kind: &str, seconds: f64) {

@@ -84,6 +84,10 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         abort: CancellationToken::new(),
     });
     let tracker = TaskTracker::new();
+    if let Some(l) = config.lifecycle.clone() {
+        let lctx = crate::lifecycle::context(&sdk, &l, ctx.store.clone(), metrics.clone(), ctx.abort.clone());
+        tracker.spawn(crate::lifecycle::run(lctx, l, cancel.clone()));
+    }
     let mut table = Table::default();
     let (mut reloads, _watcher) = reload::watch(&config.jobs_dir, cancel.clone());
     load(&mut table, &config, &ctx).await;
@@ -100,6 +104,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         region = sdk.region().map(|r| r.as_ref()).unwrap_or("-"),
         endpoint = endpoint.as_deref().unwrap_or("AWS default"),
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        lifecycle_queue = config.lifecycle.as_ref().map(|l| l.queue_url.as_str()).unwrap_or("off"),
         "opsd daemon started"
     );
     systemd::ready(status(&table)).await;

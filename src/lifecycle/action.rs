@@ -97,7 +97,9 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
             let _ = beats.await;
             // Not completed and not deleted: visible again at once for the next opsd, which resumes
             // idempotently (the interface is found by its token).
-            tracing::warn!("lifecycle: {span}: stopped by shutdown before completion; the message returns to the queue");
+            tracing::warn!(
+                "lifecycle: {span}: stopped by shutdown before completion; the message returns to the queue"
+            );
             release(ctx, m).await;
             ctx.metrics.lifecycle_message(a.transition.as_str(), "interrupted");
             return;
@@ -115,8 +117,15 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let _ = beats.await;
     let outcome = match &completion {
         Completion::Done => {
-            tracing::info!("lifecycle: {span}: completed with {lifecycle_result}{}", eni_id.as_deref().map(|e| format!(" (interface {e})")).unwrap_or_default());
-            if delete(ctx, m).await { "completed" } else { "completed_not_deleted" }
+            tracing::info!(
+                "lifecycle: {span}: completed with {lifecycle_result}{}",
+                eni_id.as_deref().map(|e| format!(" (interface {e})")).unwrap_or_default()
+            );
+            if delete(ctx, m).await {
+                "completed"
+            } else {
+                "completed_not_deleted"
+            }
         }
         Completion::NoAction(why) => {
             tracing::warn!("lifecycle: {span}: the action is no longer active ({why}): already completed or timed out; deleting the message");
@@ -124,7 +133,9 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
             "expired"
         }
         Completion::Failed(e) => {
-            tracing::error!("lifecycle: {span}: CompleteLifecycleAction failed: {e}; the message stays and will be redelivered");
+            tracing::error!(
+                "lifecycle: {span}: CompleteLifecycleAction failed: {e}; the message stays and will be redelivered"
+            );
             "complete_failed"
         }
     };
@@ -151,7 +162,8 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
 
 /// The hook's HeartbeatTimeout, from DescribeLifecycleHooks.
 async fn heartbeat_timeout(ctx: &Ctx, a: &Action) -> Duration {
-    let r = ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send().await;
+    let r =
+        ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send().await;
     match r.map_err(|e| call_error("DescribeLifecycleHooks", e)) {
         Ok(out) => match out.lifecycle_hooks().first().and_then(|h| h.heartbeat_timeout()) {
             Some(s) if s > 0 => Duration::from_secs(s as u64),
@@ -185,7 +197,13 @@ async fn heartbeats(ctx: Arc<Ctx>, a: Action, receipt: String, timeout: Duration
             .lifecycle_action_token(&a.token)
             .instance_id(&a.instance_id)
             .send();
-        let vis = ctx.sqs.change_message_visibility().queue_url(&ctx.queue_url).receipt_handle(&receipt).visibility_timeout(visibility).send();
+        let vis = ctx
+            .sqs
+            .change_message_visibility()
+            .queue_url(&ctx.queue_url)
+            .receipt_handle(&receipt)
+            .visibility_timeout(visibility)
+            .send();
         let (hb, vis) = tokio::join!(hb, vis);
         match hb.map_err(|e| call_error("RecordLifecycleActionHeartbeat", e)) {
             Ok(_) => ctx.metrics.lifecycle_heartbeat(),
@@ -210,7 +228,8 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
         return Ok(Some(existing.clone()));
     }
     let (cands, groups) =
-        placement::candidates(&a.hook, a.metadata.as_deref(), &ctx.eni.subnets, &ctx.eni.security_groups).map_err(|e| (e.into(), None))?;
+        placement::candidates(&a.hook, a.metadata.as_deref(), &ctx.eni.subnets, &ctx.eni.security_groups)
+            .map_err(|e| (e.into(), None))?;
     let zones = eni::subnet_zones(&ctx.ec2, cands.to_look_up()).await.map_err(|e| (e.into(), None))?;
     let subnet = placement::choose(&a.hook, &cands, &inst.zone, &zones).map_err(|e| (e.into(), None))?;
     // An interface already created for this action (redelivery, or a crash after the create) is reused.
@@ -218,7 +237,13 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     let id = match mine.into_iter().next() {
         Some(e) => e.id,
         None => {
-            let new = NewEni { subnet: &subnet, security_groups: &groups, description: &ctx.eni.description, instance_id: &a.instance_id, token: &a.token };
+            let new = NewEni {
+                subnet: &subnet,
+                security_groups: &groups,
+                description: &ctx.eni.description,
+                instance_id: &a.instance_id,
+                token: &a.token,
+            };
             let id = eni::create(&ctx.ec2, new).await.map_err(|e| (e.into(), None))?;
             ctx.metrics.lifecycle_eni("created");
             tracing::info!(instance = %a.instance_id, "created interface {id} in {subnet} ({})", inst.zone);
@@ -226,7 +251,9 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
         }
     };
     let fail = |e: ActionError| (e, Some(id.clone()));
-    eni::wait_status(&ctx.ec2, &id, "available", ctx.eni.ready_timeout.0, &ctx.abort).await.map_err(|e| fail(e.into()))?;
+    eni::wait_status(&ctx.ec2, &id, "available", ctx.eni.ready_timeout.0, &ctx.abort)
+        .await
+        .map_err(|e| fail(e.into()))?;
     eni::attach(&ctx.ec2, &id, &a.instance_id, idx).await.map_err(|e| fail(e.into()))?;
     Ok(Some(id))
 }
@@ -307,7 +334,11 @@ async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
-    Completion::Failed(last.unwrap_or(CallError { operation: "CompleteLifecycleAction", code: None, message: "no attempt".into() }))
+    Completion::Failed(last.unwrap_or(CallError {
+        operation: "CompleteLifecycleAction",
+        code: None,
+        message: "no attempt".into(),
+    }))
 }
 
 async fn delete(ctx: &Ctx, m: &Received) -> bool {
@@ -323,7 +354,14 @@ async fn delete(ctx: &Ctx, m: &Received) -> bool {
 
 /// Make a message visible again at once (work stopped before completion).
 async fn release(ctx: &Ctx, m: &Received) {
-    let r = ctx.sqs.change_message_visibility().queue_url(&ctx.queue_url).receipt_handle(&m.receipt).visibility_timeout(0).send().await;
+    let r = ctx
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.queue_url)
+        .receipt_handle(&m.receipt)
+        .visibility_timeout(0)
+        .send()
+        .await;
     if let Err(e) = r.map_err(|e| call_error("ChangeMessageVisibility", e)) {
         tracing::warn!(message = %m.id, "{e}; it returns after its visibility timeout");
     }

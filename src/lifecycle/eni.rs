@@ -110,9 +110,9 @@ fn to_eni(n: &aws_sdk_ec2::types::NetworkInterface) -> Eni {
     Eni {
         id: n.network_interface_id().unwrap_or_default().to_string(),
         status: n.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        attachment: n.attachment().and_then(|a| {
-            Some((a.attachment_id()?.to_string(), a.instance_id()?.to_string(), a.device_index()?))
-        }),
+        attachment: n
+            .attachment()
+            .and_then(|a| Some((a.attachment_id()?.to_string(), a.instance_id()?.to_string(), a.device_index()?))),
     }
 }
 
@@ -176,7 +176,7 @@ pub async fn wait_status(
     cancel: &CancellationToken,
 ) -> Result<(), EniError> {
     let start = Instant::now();
-    let mut last = String::new();
+    let mut last;
     loop {
         match describe(ec2, id).await? {
             Some(e) if e.status == want => return Ok(()),
@@ -206,7 +206,12 @@ pub async fn attach(ec2: &aws_sdk_ec2::Client, eni: &str, instance: &str, index:
 }
 
 /// Detach (if attached), wait until `available`, delete. An interface already gone is success.
-pub async fn remove(ec2: &aws_sdk_ec2::Client, eni: &Eni, limit: Duration, cancel: &CancellationToken) -> Result<(), EniError> {
+pub async fn remove(
+    ec2: &aws_sdk_ec2::Client,
+    eni: &Eni,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), EniError> {
     if let Some((attachment, _, _)) = &eni.attachment {
         let r = ec2.detach_network_interface().attachment_id(attachment).send().await;
         if let Err(e) = r {

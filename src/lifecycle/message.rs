@@ -10,7 +10,9 @@ pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notification {
     /// `autoscaling:TEST_NOTIFICATION`, sent when a hook is created: log and delete.
-    Test { group: String },
+    Test {
+        group: String,
+    },
     Action(Action),
 }
 
@@ -159,7 +161,9 @@ mod tests {
         assert_eq!(parse(t), Ok(Notification::Test { group: "web".into() }));
         assert!(matches!(parse("not json"), Err(ParseError::NotJson(_))));
         assert!(matches!(parse("{}"), Err(ParseError::NotLifecycle(_))));
-        assert!(matches!(parse(&DIRECT.replace("\"i-0123\"", "\"\"")), Err(ParseError::NotLifecycle(m)) if m.contains("EC2InstanceId")));
+        assert!(
+            matches!(parse(&DIRECT.replace("\"i-0123\"", "\"\"")), Err(ParseError::NotLifecycle(m)) if m.contains("EC2InstanceId"))
+        );
         assert!(matches!(
             parse(&DIRECT.replace("EC2_INSTANCE_LAUNCHING", "EC2_INSTANCE_REBOOTING")),
             Err(ParseError::Transition(_))

@@ -67,7 +67,8 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     tracing::info!(queue = %ctx.queue_url, workers = settings.workers.0, "lifecycle consumer started");
     let workers = Arc::new(Semaphore::new(settings.workers.0));
     let tracker = TaskTracker::new();
-    let sweeper = tokio::spawn(sweep_loop(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
+    let sweeper =
+        tokio::spawn(sweep_loop(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
     let mut backoff = BACKOFF_FIRST;
     let visibility = settings.visibility_timeout.0.as_secs().clamp(1, 43_200) as i32;
     loop {
@@ -136,7 +137,13 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
 
 async fn warn_without_redrive(ctx: &Ctx) {
     use aws_sdk_sqs::types::QueueAttributeName;
-    let r = ctx.sqs.get_queue_attributes().queue_url(&ctx.queue_url).attribute_names(QueueAttributeName::RedrivePolicy).send().await;
+    let r = ctx
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&ctx.queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await;
     match r.map_err(|e| call_error("GetQueueAttributes", e)) {
         Ok(out) => {
             let has = out.attributes().is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy));
@@ -147,7 +154,9 @@ async fn warn_without_redrive(ctx: &Ctx) {
                 );
             }
         }
-        Err(e) => tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes"),
+        Err(e) => {
+            tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes")
+        }
     }
 }
 
@@ -169,7 +178,8 @@ async fn sweep_loop(ctx: Arc<Ctx>, interval: Duration, grace: Duration, stop: Ca
 async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) -> Result<(), crate::aws::CallError> {
     let now = Instant::now();
     let all = eni::all_opsd(&ctx.ec2).await?;
-    let unattached: Vec<_> = all.into_iter().filter(|(e, _)| e.attachment.is_none() && e.status == "available").collect();
+    let unattached: Vec<_> =
+        all.into_iter().filter(|(e, _)| e.attachment.is_none() && e.status == "available").collect();
     seen.retain(|id, _| unattached.iter().any(|(e, _)| &e.id == id));
     for (e, instance) in unattached {
         let since = *seen.entry(e.id.clone()).or_insert(now);

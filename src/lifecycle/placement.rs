@@ -6,6 +6,7 @@
 //!   must be in the instance's zone;
 //! - `{"Subnets": ["subnet-a", "subnet-b"]}`: the one in the instance's zone is used;
 //! - `{"Subnets": {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b"}}`: looked up by zone.
+//!
 //! Metadata without subnets uses the config's subnets; `SecurityGroups` alone overrides the groups.
 
 use std::collections::HashMap;
@@ -131,7 +132,10 @@ mod tests {
             c(Some(r#"{"SubnetId": "subnet-x", "SecurityGroups": ["sg-1"]}"#)).unwrap(),
             (Candidates::List(s(&["subnet-x"])), s(&["sg-1"]))
         );
-        assert_eq!(c(Some(r#"{"Subnets": ["subnet-y", "subnet-z"]}"#)).unwrap().0, Candidates::List(s(&["subnet-y", "subnet-z"])));
+        assert_eq!(
+            c(Some(r#"{"Subnets": ["subnet-y", "subnet-z"]}"#)).unwrap().0,
+            Candidates::List(s(&["subnet-y", "subnet-z"]))
+        );
         let by_zone = c(Some(r#"{"Subnets": {"us-east-1a": "subnet-1a"}}"#)).unwrap().0;
         assert_eq!(by_zone, Candidates::ByZone(HashMap::from([("us-east-1a".into(), "subnet-1a".into())])));
         // SecurityGroups alone keeps the default subnets.
@@ -144,7 +148,8 @@ mod tests {
 
     #[test]
     fn the_subnet_of_the_instances_zone() {
-        let zones = HashMap::from([("subnet-a".to_string(), "z1".to_string()), ("subnet-b".to_string(), "z2".to_string())]);
+        let zones =
+            HashMap::from([("subnet-a".to_string(), "z1".to_string()), ("subnet-b".to_string(), "z2".to_string())]);
         let list = Candidates::List(s(&["subnet-a", "subnet-b"]));
         assert_eq!(choose("h", &list, "z2", &zones), Ok("subnet-b".into()));
         let err = choose("h", &list, "z3", &zones).unwrap_err();
