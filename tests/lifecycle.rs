@@ -1,0 +1,580 @@
+//! The lifecycle-hook consumer inside `opsd daemon`, against moto with the project's lifecycle and
+//! ENI extensions (scripts/moto_ext): Auto Scaling groups really wait in Pending:Wait /
+//! Terminating:Wait, hooks time out, SQS redelivers and dead-letters.
+//!
+//! Each test has its own VPC (127.<n>.0.0/16, never sent traffic), queue, dead-letter queue and group.
+
+mod support;
+
+use aws_sdk_autoscaling::types::Tag as AsgTag;
+use aws_sdk_ec2::types::Filter;
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use support::daemon::{wait_for, Daemon};
+use support::*;
+
+struct Aws {
+    rt: tokio::runtime::Runtime,
+    ec2: aws_sdk_ec2::Client,
+    asg: aws_sdk_autoscaling::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+fn aws() -> Aws {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let creds = aws_sdk_ec2::config::Credentials::new(
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "sandbox",
+    );
+    let sdk = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(env("AWS_ENDPOINT_URL"))
+            .region(aws_config::Region::new(env("AWS_REGION")))
+            .credentials_provider(creds)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .load(),
+    );
+    Aws {
+        ec2: aws_sdk_ec2::Client::new(&sdk),
+        asg: aws_sdk_autoscaling::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        rt,
+    }
+}
+
+/// A group of this test's own, with its network and queues.
+struct Group {
+    name: String,
+    /// (subnet id, zone)
+    subnets: Vec<(String, String)>,
+    queue: String,
+    dlq: String,
+}
+
+/// A /16 no other test (or the sandbox fleet, 127.0/16, or the moto-extension tests, 127.200+) uses.
+fn next_net() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    100 + (std::process::id() % 10) * 9 + N.fetch_add(1, Ordering::SeqCst)
+}
+
+struct Setup<'a> {
+    /// moto:time-scale of the group: its hooks' clocks run this many times as fast... as long.
+    scale: &'a str,
+    heartbeat_timeout: i32,
+    /// NotificationMetadata of the launch hook.
+    metadata: Option<&'a str>,
+    /// A `moto:eni-pending-seconds` tag on the subnets.
+    pending: Option<&'a str>,
+    /// SQS redrive to the dead-letter queue after this many receives.
+    max_receives: u32,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup { scale: "1", heartbeat_timeout: 60, metadata: None, pending: None, max_receives: 3 }
+    }
+}
+
+fn group(a: &Aws, s: Setup<'_>) -> Group {
+    let n = next_net();
+    let name = unique("asg");
+    a.rt.block_on(async {
+        let vpc = a.ec2.create_vpc().cidr_block(format!("127.{n}.0.0/16")).send().await.unwrap();
+        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        let mut subnets = Vec::new();
+        for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+            let sn = a
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(format!("127.{n}.{}.0/24", i + 1))
+                .availability_zone(*zone)
+                .send()
+                .await
+                .unwrap();
+            let id = sn.subnet().unwrap().subnet_id().unwrap().to_string();
+            if let Some(p) = s.pending {
+                let tag = aws_sdk_ec2::types::Tag::builder().key("moto:eni-pending-seconds").value(p).build();
+                a.ec2.create_tags().resources(&id).tags(tag).send().await.unwrap();
+            }
+            subnets.push((id, zone.to_string()));
+        }
+        let dlq = a.sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
+        let dlq_arn = queue_arn(a, &dlq).await;
+        let redrive = format!("{{\"deadLetterTargetArn\":\"{dlq_arn}\",\"maxReceiveCount\":\"{}\"}}", s.max_receives);
+        let queue = a
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let arn = queue_arn(a, &queue).await;
+        let lc = format!("{name}-lc");
+        a.asg
+            .create_launch_configuration()
+            .launch_configuration_name(&lc)
+            .image_id("ami-760aaa0f")
+            .instance_type("t3.micro")
+            .send()
+            .await
+            .unwrap();
+        let scale = AsgTag::builder().key("moto:time-scale").value(s.scale).propagate_at_launch(false).build();
+        a.asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&name)
+            .launch_configuration_name(&lc)
+            .min_size(0)
+            .max_size(200)
+            .desired_capacity(0)
+            .vpc_zone_identifier(subnets.iter().map(|s| s.0.clone()).collect::<Vec<_>>().join(","))
+            .tags(scale)
+            .send()
+            .await
+            .unwrap();
+        for (hook, transition) in
+            [("launch", "autoscaling:EC2_INSTANCE_LAUNCHING"), ("terminate", "autoscaling:EC2_INSTANCE_TERMINATING")]
+        {
+            let mut put = a
+                .asg
+                .put_lifecycle_hook()
+                .auto_scaling_group_name(&name)
+                .lifecycle_hook_name(hook)
+                .lifecycle_transition(transition)
+                .heartbeat_timeout(s.heartbeat_timeout)
+                .default_result("ABANDON")
+                .notification_target_arn(&arn)
+                .role_arn("arn:aws:iam::123456789012:role/opsd-hooks");
+            if let (Some(m), "launch") = (s.metadata, hook) {
+                put = put.notification_metadata(m);
+            }
+            put.send().await.unwrap();
+        }
+        Group { name, subnets, queue, dlq }
+    })
+}
+
+async fn queue_arn(a: &Aws, url: &str) -> String {
+    let out =
+        a.sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap();
+    out.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+impl Aws {
+    fn scale(&self, g: &Group, n: i32) {
+        self.rt
+            .block_on(self.asg.set_desired_capacity().auto_scaling_group_name(&g.name).desired_capacity(n).send())
+            .unwrap();
+    }
+
+    /// Instance id → lifecycle state, of the group.
+    fn states(&self, g: &Group) -> HashMap<String, String> {
+        let out =
+            self.rt.block_on(self.asg.describe_auto_scaling_groups().auto_scaling_group_names(&g.name).send()).unwrap();
+        out.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .map(|i| (i.instance_id().unwrap().to_string(), i.lifecycle_state().unwrap().as_str().to_string()))
+            .collect()
+    }
+
+    /// Interfaces tagged for `instance`: (id, status, attached instance and device index, subnet).
+    fn enis_of(&self, instance: &str) -> Vec<(String, String, Option<(String, i32)>, String)> {
+        let f = Filter::builder().name("tag:opsd:instance-id").values(instance).build();
+        let out = self.rt.block_on(self.ec2.describe_network_interfaces().filters(f).send()).unwrap();
+        out.network_interfaces()
+            .iter()
+            .map(|n| {
+                (
+                    n.network_interface_id().unwrap().to_string(),
+                    n.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    n.attachment()
+                        .map(|a| (a.instance_id().unwrap_or_default().to_string(), a.device_index().unwrap_or(-1))),
+                    n.subnet_id().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// (zone, subnet, state) of an instance.
+    fn instance(&self, id: &str) -> (String, String, String) {
+        let out = self.rt.block_on(self.ec2.describe_instances().instance_ids(id).send()).unwrap();
+        let i = &out.reservations()[0].instances()[0];
+        (
+            i.placement().unwrap().availability_zone().unwrap().to_string(),
+            i.subnet_id().unwrap_or_default().to_string(),
+            i.state().unwrap().name().unwrap().as_str().to_string(),
+        )
+    }
+
+    /// (waiting, in flight) messages of a queue.
+    fn depth(&self, url: &str) -> (i64, i64) {
+        let out = self
+            .rt
+            .block_on(
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .unwrap();
+        let a = out.attributes().unwrap();
+        let get = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(-1);
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    fn send(&self, url: &str, body: &str) -> String {
+        self.rt.block_on(self.sqs.send_message().queue_url(url).message_body(body).send()).unwrap().message_id.unwrap()
+    }
+}
+
+/// The test's opsd config: the sandbox's, plus a [lifecycle] section for `g`.
+fn ctx_for(g: &Group, extra: &str, eni_extra: &str) -> Ctx {
+    let subnets: Vec<String> = g.subnets.iter().map(|s| format!("{:?}", s.0)).collect();
+    let visibility = if extra.contains("visibility_timeout") { "" } else { "visibility_timeout = \"30s\"\n" };
+    Ctx::with_config_extra(&format!(
+        "[lifecycle]\nqueue_url = \"{}\"\nworkers = 16\n{visibility}{extra}\n[lifecycle.eni]\nsubnets = [{}]\nready_timeout = \"30s\"\n{eni_extra}\n",
+        g.queue,
+        subnets.join(", ")
+    ))
+}
+
+fn actions(ctx: &Ctx) -> Vec<serde_json::Value> {
+    let v = ctx.json(&["lifecycle", "status", "--limit", "1000"]);
+    v["actions"].as_array().unwrap().clone()
+}
+
+/// Every instance of the group is InService with exactly one opsd interface, in its own zone's
+/// subnet, attached at device index 1.
+fn assert_each_has_its_eni(a: &Aws, g: &Group, n: usize) {
+    let states = a.states(g);
+    assert_eq!(states.len(), n, "{states:?}");
+    for (id, state) in &states {
+        assert_eq!(state, "InService", "{id}: {states:?}");
+        let (zone, _, _) = a.instance(id);
+        let enis = a.enis_of(id);
+        assert_eq!(enis.len(), 1, "{id} has {enis:?}");
+        let (eni, status, attachment, subnet) = &enis[0];
+        assert_eq!(status, "in-use", "{eni}");
+        assert_eq!(attachment.as_ref(), Some(&(id.clone(), 1)), "{eni}");
+        let want = &g.subnets.iter().find(|s| s.1 == zone).unwrap().0;
+        assert_eq!(subnet, want, "{eni} of {id} in {zone}");
+    }
+}
+
+/// Tests 1 and 4: scale out 0 → 3, then in to 0.
+#[test]
+fn launch_attaches_an_eni_in_each_zone_and_terminate_removes_it() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 3);
+    wait_for("three instances in service", 60, &d, || {
+        let s = a.states(&g);
+        s.len() == 3 && s.values().all(|v| v == "InService")
+    });
+    assert_each_has_its_eni(&a, &g, 3);
+    let ids: Vec<String> = a.states(&g).into_keys().collect();
+    let zones: std::collections::HashSet<String> = ids.iter().map(|i| a.instance(i).0).collect();
+    assert_eq!(zones.len(), 2, "the group spreads over both zones");
+    wait_for("an empty queue", 20, &d, || a.depth(&g.queue) == (0, 0));
+
+    a.scale(&g, 0);
+    wait_for("the instances to terminate", 60, &d, || a.states(&g).is_empty());
+    for id in &ids {
+        assert!(a.enis_of(id).is_empty(), "{id} still has {:?}", a.enis_of(id));
+        assert_eq!(a.instance(id).2, "terminated");
+    }
+    wait_for("an empty queue", 20, &d, || a.depth(&g.queue) == (0, 0));
+    let acts = actions(&ctx);
+    let done = |kind: &str| acts.iter().filter(|x| x["transition"] == kind && x["outcome"] == "completed").count();
+    assert_eq!((done("launch"), done("terminate")), (3, 3), "{acts:?}");
+    assert!(acts.iter().all(|x| x["result"] == "CONTINUE"), "{acts:?}");
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    // The test notification of each hook was read and deleted.
+    assert_eq!(log.matches("test notification from Auto Scaling group").count(), 2, "{log}");
+}
+
+/// Test 2: interfaces slow to become available for several heartbeat timeouts: heartbeats keep the
+/// instances waiting (not abandoned) and the messages invisible (not redelivered), so each launch is
+/// worked once and completes.
+#[test]
+fn heartbeats_keep_slow_launches_alive() {
+    let a = aws();
+    // HeartbeatTimeout 30 s at time scale 0.05: 2 s. Interfaces pending 6 s: three timeouts.
+    let g = group(&a, Setup { scale: "0.05", heartbeat_timeout: 30, pending: Some("6"), ..Setup::default() });
+    // A visibility shorter than the work: only the heartbeats' extensions keep the message hidden.
+    let ctx = ctx_for(&g, "visibility_timeout = \"3s\"\n", "");
+    let started = Instant::now();
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    a.scale(&g, 2);
+    wait_for("two instances in service", 60, &d, || {
+        let s = a.states(&g);
+        s.len() == 2 && s.values().all(|v| v == "InService")
+    });
+    assert!(started.elapsed() >= Duration::from_secs(6), "done before the interfaces were available");
+    assert_each_has_its_eni(&a, &g, 2);
+    let acts = actions(&ctx);
+    let launches: Vec<_> = acts.iter().filter(|x| x["transition"] == "launch").collect();
+    assert_eq!(launches.len(), 2, "a launch was worked twice (message redelivered): {acts:?}");
+    assert!(launches.iter().all(|x| x["outcome"] == "completed" && x["result"] == "CONTINUE"), "{acts:?}");
+    let log = d.log();
+    let addr = log.split("metrics=http://").nth(1).and_then(|r| r.split('/').next()).unwrap().to_string();
+    let text = scrape(&addr);
+    let beats: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("opsd_lifecycle_heartbeats_total ").and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    assert!(beats >= 4.0, "heartbeats: {beats}\n{text}");
+    assert!(text.contains("opsd_lifecycle_messages_total{kind=\"launch\",outcome=\"completed\"} 2"), "{text}");
+    assert!(text.contains("opsd_lifecycle_enis_total{op=\"created\"} 2"), "{text}");
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Test 3: a subnet that does not exist: the launch is abandoned (the instance terminated) and no
+/// interface is left behind.
+#[test]
+fn a_failed_launch_is_abandoned_without_leftovers() {
+    let a = aws();
+    let g = group(&a, Setup { metadata: Some(r#"{"SubnetId": "subnet-0doesnotexist0"}"#), ..Setup::default() });
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let mut first = String::new();
+    wait_for("the first launch to be abandoned", 60, &d, || {
+        let acts = actions(&ctx);
+        match acts.iter().rev().find(|x| x["transition"] == "launch") {
+            Some(x) => {
+                first = x["instance_id"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    // Stop the group from replacing the abandoned instance again and again.
+    a.scale(&g, 0);
+    let acts = actions(&ctx);
+    let x = acts.iter().find(|x| x["instance_id"] == first.as_str()).unwrap();
+    assert_eq!((x["result"].as_str(), x["outcome"].as_str()), (Some("ABANDON"), Some("completed")), "{x}");
+    assert!(x["error"].as_str().unwrap().contains("subnet-0doesnotexist0"), "{x}");
+    assert_eq!(a.instance(&first).2, "terminated");
+    assert!(a.enis_of(&first).is_empty(), "{:?}", a.enis_of(&first));
+    let log = d.log();
+    assert!(log.contains(&format!("launch {first}")) && log.contains("completing with ABANDON"), "{log}");
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 5: the same launch message delivered twice gives one interface, not two.
+#[test]
+fn duplicate_delivery_creates_one_eni() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    a.scale(&g, 1);
+    // Copy the launch notification before opsd sees it (the queue also holds the two test notifications).
+    let body = a.rt.block_on(async {
+        let out = a
+            .sqs
+            .receive_message()
+            .queue_url(&g.queue)
+            .max_number_of_messages(10)
+            .visibility_timeout(1)
+            .send()
+            .await
+            .unwrap();
+        out.messages()
+            .iter()
+            .filter_map(|m| m.body())
+            .find(|b| b.contains("EC2_INSTANCE_LAUNCHING"))
+            .unwrap()
+            .to_string()
+    });
+    a.send(&g.queue, &body);
+    a.send(&g.queue, &body);
+    let id = a.states(&g).into_keys().next().unwrap();
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the launch to complete and the copies to be consumed", 60, &d, || {
+        a.states(&g).values().all(|s| s == "InService") && a.depth(&g.queue) == (0, 0)
+    });
+    assert_each_has_its_eni(&a, &g, 1);
+    let acts = actions(&ctx);
+    let mine: Vec<_> = acts.iter().filter(|x| x["instance_id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), 3, "{acts:?}");
+    assert_eq!(mine.iter().filter(|x| x["outcome"] == "completed").count(), 1, "{acts:?}");
+    assert_eq!(mine.iter().filter(|x| x["outcome"] == "expired").count(), 2, "{acts:?}");
+    a.scale(&g, 0);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 6: opsd killed (-9) after creating the interface and before completing: the redelivered
+/// action finishes with exactly one interface.
+#[test]
+fn kill_9_mid_action_resumes_with_one_eni() {
+    let a = aws();
+    // Interfaces pending 4 s: opsd is waiting on the one it created when it is killed.
+    let g = group(&a, Setup { heartbeat_timeout: 60, pending: Some("4"), ..Setup::default() });
+    let ctx = ctx_for(&g, "visibility_timeout = \"3s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the interface to be created", 30, &d, || !a.enis_of(&id).is_empty());
+    d.signal("-KILL");
+    let (_, _, _) = d.wait(Duration::from_secs(10));
+    assert_eq!(a.states(&g)[&id], "Pending:Wait");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the instance in service", 60, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
+    assert_each_has_its_eni(&a, &g, 1);
+    wait_for("an empty queue", 20, &d, || a.depth(&g.queue) == (0, 0));
+    a.scale(&g, 0);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
+/// the dead-letter queue; other messages keep flowing.
+#[test]
+fn malformed_messages_go_to_the_dead_letter_queue() {
+    let a = aws();
+    let g = group(&a, Setup { max_receives: 2, ..Setup::default() });
+    let bad = a.send(&g.queue, "this is not a lifecycle notification");
+    let ctx = ctx_for(&g, "visibility_timeout = \"1s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    wait_for("the bad message in the dead-letter queue and the launch done", 60, &d, || {
+        a.depth(&g.dlq).0 == 1 && a.states(&g).values().all(|s| s == "InService")
+    });
+    assert_each_has_its_eni(&a, &g, 1);
+    let log = d.log();
+    assert!(log.contains(&format!("lifecycle message {bad} cannot be parsed")), "{log}");
+    a.scale(&g, 0);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 8: an action completed by someone else before opsd works it: opsd's completion gets "No
+/// active Lifecycle Action", deletes the message and does not retry.
+#[test]
+fn an_expired_action_is_deleted_not_retried() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    a.rt.block_on(
+        a.asg
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&g.name)
+            .lifecycle_hook_name("launch")
+            .instance_id(&id)
+            .lifecycle_action_result("CONTINUE")
+            .send(),
+    )
+    .unwrap();
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the queue to empty", 30, &d, || a.depth(&g.queue) == (0, 0));
+    std::thread::sleep(Duration::from_secs(2));
+    let acts = actions(&ctx);
+    assert_eq!(acts.len(), 1, "worked more than once: {acts:?}");
+    assert_eq!(acts[0]["outcome"], "expired", "{acts:?}");
+    let log = d.log();
+    assert!(log.contains("no longer active"), "{log}");
+    // The interface it attached stays (the instance is in service); opsd did its work once.
+    assert_eq!(a.enis_of(&id).len(), 1);
+    a.scale(&g, 0);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Test 9: 100 launches through 16 workers all complete with their interfaces (timed in bench/).
+#[test]
+fn a_hundred_launches_complete() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 100);
+    wait_for("100 instances in service", 180, &d, || {
+        let s = a.states(&g);
+        s.len() == 100 && s.values().all(|v| v == "InService")
+    });
+    assert_each_has_its_eni(&a, &g, 100);
+    wait_for("an empty queue", 30, &d, || a.depth(&g.queue) == (0, 0));
+    a.scale(&g, 0);
+    wait_for("the instances to terminate", 180, &d, || a.states(&g).is_empty());
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The sweep deletes an opsd interface left unattached whose instance is gone.
+#[test]
+fn the_sweep_deletes_orphaned_interfaces() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let (orphan, alive) = a.rt.block_on(async {
+        let run = a
+            .ec2
+            .run_instances()
+            .image_id("ami-760aaa0f")
+            .min_count(2)
+            .max_count(2)
+            .subnet_id(&g.subnets[0].0)
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<String> = run.instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect();
+        a.ec2.terminate_instances().instance_ids(&ids[0]).send().await.unwrap();
+        let mut enis = Vec::new();
+        for id in &ids {
+            let tags = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
+                .tags(aws_sdk_ec2::types::Tag::builder().key("opsd:instance-id").value(id).build())
+                .build();
+            let e = a
+                .ec2
+                .create_network_interface()
+                .subnet_id(&g.subnets[0].0)
+                .tag_specifications(tags)
+                .send()
+                .await
+                .unwrap();
+            enis.push(e.network_interface().unwrap().network_interface_id().unwrap().to_string());
+        }
+        ((ids[0].clone(), enis[0].clone()), (ids[1].clone(), enis[1].clone()))
+    });
+    let ctx = ctx_for(&g, "sweep_interval = \"1s\"\nsweep_grace = \"1s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the orphan to be swept", 30, &d, || a.enis_of(&orphan.0).is_empty());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.enis_of(&alive.0).len(), 1, "the interface of a live instance was swept");
+    let log = d.log();
+    assert!(log.contains(&format!("deleted interface {} of gone instance {}", orphan.1, orphan.0)), "{log}");
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
