@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use support::daemon::{wait_for, Daemon};
 use support::*;
 
+/// (id, status, attached instance and device index, subnet)
+type EniView = (String, String, Option<(String, i32)>, String);
+
 struct Aws {
     rt: tokio::runtime::Runtime,
     ec2: aws_sdk_ec2::Client,
@@ -186,8 +189,8 @@ impl Aws {
             .collect()
     }
 
-    /// Interfaces tagged for `instance`: (id, status, attached instance and device index, subnet).
-    fn enis_of(&self, instance: &str) -> Vec<(String, String, Option<(String, i32)>, String)> {
+    /// Interfaces tagged for `instance`.
+    fn enis_of(&self, instance: &str) -> Vec<EniView> {
         let f = Filter::builder().name("tag:opsd:instance-id").values(instance).build();
         let out = self.rt.block_on(self.ec2.describe_network_interfaces().filters(f).send()).unwrap();
         out.network_interfaces()
