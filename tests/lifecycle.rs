@@ -581,3 +581,15 @@ fn the_sweep_deletes_orphaned_interfaces() {
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// At start, a queue without a redrive policy is warned about (a poison message would loop).
+#[test]
+fn a_queue_without_redrive_is_warned_about() {
+    let a = aws();
+    let url = a.rt.block_on(a.sqs.create_queue().queue_name(unique("noredrive")).send()).unwrap().queue_url.unwrap();
+    let ctx = Ctx::with_config_extra(&format!("[lifecycle]\nqueue_url = \"{url}\"\n"));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the warning", 20, &d, || d.log().contains("the lifecycle queue has no redrive policy"));
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
