@@ -593,3 +593,28 @@ fn a_queue_without_redrive_is_warned_about() {
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// SIGTERM while an action waits on a slow interface: after shutdown_grace the action stops, its
+/// message returns to the queue at once (not after its visibility timeout), and the next daemon
+/// finishes it with the same interface.
+#[test]
+fn shutdown_mid_action_returns_the_message() {
+    let a = aws();
+    let g = group(&a, Setup { pending: Some("6"), ..Setup::default() });
+    let ctx = ctx_for(&g, "visibility_timeout = \"10m\"\n", "");
+    let d = Daemon::start(&ctx, &[("OPSD_SHUTDOWN_GRACE", "1s")]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the interface to be created", 30, &d, || !a.enis_of(&id).is_empty());
+    let (code, took, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}:\n{log}");
+    assert!(log.contains("stopped by shutdown before completion"), "{log}");
+    assert_eq!(a.depth(&g.queue).0, 1, "the message is not visible again");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the instance in service", 60, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
+    assert_each_has_its_eni(&a, &g, 1);
+    a.scale(&g, 0);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
