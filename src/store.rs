@@ -262,6 +262,21 @@ impl Store {
         .await
     }
 
+    /// The latest firing of a job that started a run (not `skipped`): what `catch_up` counts from, so a
+    /// firing skipped at shutdown (or by the overlap policy) does not hide one missed while down.
+    pub async fn last_run_firing(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let job = job.to_string();
+        self.call(move |c| {
+            let t: Option<String> = c.query_row(
+                "SELECT MAX(scheduled_for) FROM runs WHERE job = ?1 AND outcome != 'skipped'",
+                [job],
+                |r| r.get(0),
+            )?;
+            Ok(t.as_deref().map(parse_ts))
+        })
+        .await
+    }
+
     /// Scheduled runs left `running` by a daemon that ended without finishing them (killed, power
     /// loss) are marked `interrupted`, so history does not show them running forever. Called by the
     /// daemon at start, while it holds the state directory's daemon lock; runs by hand are left alone.
@@ -543,5 +558,27 @@ mod tests {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// catch_up counts from the last firing that ran; the rate anchor from any firing.
+    #[tokio::test]
+    async fn last_run_firing_skips_skipped_firings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let start = RunStart {
+            job: "j",
+            trigger: "schedule",
+            hosts_total: 0,
+            started_at: t("2026-11-24T03:00:00Z"),
+            scheduled_for: Some(t("2026-11-24T03:00:00Z")),
+        };
+        let id = store.start_run(start).await.unwrap();
+        let end = RunEnd { outcome: "no_hosts", ok: 0, failed: 0, skipped: 0, reason: None };
+        store.finish_run(id, end, t("2026-11-24T03:00:01Z")).await.unwrap();
+        store.record_firing("j", "schedule", t("2026-11-25T03:00:00Z"), "skipped", "shutdown").await.unwrap();
+        assert_eq!(store.last_firing("j").await.unwrap(), Some(t("2026-11-25T03:00:00Z")));
+        assert_eq!(store.last_run_firing("j").await.unwrap(), Some(t("2026-11-24T03:00:00Z")));
+        assert_eq!(store.last_run_firing("other").await.unwrap(), None);
     }
 }

@@ -206,6 +206,30 @@ fn reload_applies_changes_and_keeps_the_last_good_version() {
     assert!(settle.elapsed() >= Duration::from_secs(3));
 }
 
+/// SIGHUP re-reads the config: a job that failed under the old [ssh] settings succeeds under the new.
+#[test]
+fn sighup_reloads_the_config() {
+    let ctx = Ctx::new();
+    let tag = unique("hup");
+    fleet(1, &[("T", &tag)], &[]);
+    let good = std::fs::read_to_string(ctx.config()).unwrap();
+    let port = env("OPSD_SANDBOX_SSH_PORT");
+    // A port nothing listens on (the sandbox's sshds all use the same one).
+    std::fs::write(ctx.config(), good.replace(&format!("port = {port}"), "port = 1")).unwrap();
+    ctx.write_job("hup", &scheduled(&job("T", &tag, &["true"], "max_errors = \"100%\"", ""), "@every 1s", ""));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("a failed run", 30, &d, || runs(&ctx, "hup").iter().any(|r| r["outcome"] == "failed"));
+    std::fs::write(ctx.config(), &good).unwrap();
+    let sent = chrono::Utc::now();
+    d.signal("-HUP");
+    wait_for("a successful run after SIGHUP", 30, &d, || {
+        runs(&ctx, "hup").iter().any(|r| r["outcome"] == "succeeded" && ts(&r["started_at"]) > sent)
+    });
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGHUP: reloading the config and the jobs"), "{log}");
+}
+
 /// Test 5: SIGTERM during long jobs: one finishes within shutdown_grace, the other is cancelled,
 /// killed on the host and recorded; the daemon exits 0.
 #[test]

@@ -481,8 +481,9 @@ fn malformed_messages_go_to_the_dead_letter_queue() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// Test 8: an action completed by someone else before opsd works it: opsd's completion gets "No
-/// active Lifecycle Action", deletes the message and does not retry.
+/// Test 8: an action completed by someone else before opsd works it: AWS answers "No active Lifecycle
+/// Action" (to the first heartbeat, sent before any work), so opsd deletes the message, does no work
+/// and does not retry.
 #[test]
 fn an_expired_action_is_deleted_not_retried() {
     let a = aws();
@@ -508,8 +509,8 @@ fn an_expired_action_is_deleted_not_retried() {
     assert_eq!(acts[0]["outcome"], "expired", "{acts:?}");
     let log = d.log();
     assert!(log.contains("no longer active"), "{log}");
-    // The interface it attached stays (the instance is in service); opsd did its work once.
-    assert_eq!(a.enis_of(&id).len(), 1);
+    // The first heartbeat found the action gone: no interface was made for it.
+    assert!(a.enis_of(&id).is_empty(), "{:?}", a.enis_of(&id));
     a.scale(&g, 0);
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
@@ -608,7 +609,8 @@ fn shutdown_mid_action_returns_the_message() {
     wait_for("the interface to be created", 30, &d, || !a.enis_of(&id).is_empty());
     let (code, took, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
-    assert!(took < Duration::from_secs(5), "stopping took {took:?}:\n{log}");
+    // The grace (1 s), then the long poll in flight (at most 20 s) finishes before opsd exits.
+    assert!(took < Duration::from_secs(30), "stopping took {took:?}:\n{log}");
     assert!(log.contains("stopped by shutdown before completion"), "{log}");
     assert_eq!(a.depth(&g.queue).0, 1, "the message is not visible again");
     let d = Daemon::start(&ctx, &[]);

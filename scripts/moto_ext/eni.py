@@ -13,6 +13,7 @@
   report status `pending` for N seconds, so a client's wait for `available` is really exercised.
 """
 import ipaddress
+import threading
 import time
 
 from moto.ec2.exceptions import EC2ClientError
@@ -116,10 +117,19 @@ NetworkInterfaceBackend.create_network_interface = _create_network_interface
 _orig_create_response = ElasticNetworkInterfaces.create_network_interface
 
 
+# The check and the create are one step: concurrent retries with one token make one interface.
+_token_lock = threading.Lock()
+
+
 def _create_network_interface_response(self):
     token = self._get_param("ClientToken")
     if not token:
         return _orig_create_response(self)
+    with _token_lock:
+        return _create_with_token(self, token)
+
+
+def _create_with_token(self, token):
     tokens = self.ec2_backend.__dict__.setdefault("_eni_client_tokens", {})
     known = tokens.get(token)
     if known is not None:

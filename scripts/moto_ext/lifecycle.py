@@ -7,9 +7,10 @@ or RecordLifecycleActionHeartbeat. This module adds:
 - PutLifecycleHook keeps NotificationTargetARN, RoleARN and NotificationMetadata, validates
   HeartbeatTimeout (30..7200 s) and DefaultResult, and sends `autoscaling:TEST_NOTIFICATION` to an SQS
   target (which must exist).
-- Launch: an instance launched by a group with a launch hook enters `Pending:Wait` and a notification
-  goes to the hook's queue (the direct-to-SQS body AWS sends). CONTINUE moves it to `InService`;
-  ABANDON terminates it and the group launches a replacement. With no completion before the heartbeat
+- Launch: an instance launched by a group with launch hooks enters `Pending:Wait` and each hook's queue
+  gets a notification (the direct-to-SQS body AWS sends) with its own token. CONTINUE of every hook
+  moves it to `InService`; ABANDON of any ends its other actions and
+  terminates it, and the group launches a replacement. With no completion before the heartbeat
   timeout (or the global timeout, min(48 h, 100 x HeartbeatTimeout)) the DefaultResult applies. Each
   RecordLifecycleActionHeartbeat restarts the heartbeat timer.
 - Terminate: an instance a group scales in, with a terminate hook, enters `Terminating:Wait` and the
@@ -103,13 +104,19 @@ def _hooks(backend, group, transition):
 
 
 def _start(backend, group, state, transition):
-    """Put `state` into the hook's wait state and notify; False when the group has no such hook."""
+    """Put `state` into the wait state, with one action (and one notification) per hook of the
+    transition, as AWS does; False when the group has no such hook."""
     hooks = _hooks(backend, group, transition)
     if not hooks:
         return False
-    hook = hooks[0]
-    action = Action(backend, group, hook, state, transition)
     state.lifecycle_state = "Pending:Wait" if transition == LAUNCHING else "Terminating:Wait"
+    for hook in hooks:
+        _notify_action(backend, group, hook, state, transition)
+    return True
+
+
+def _notify_action(backend, group, hook, state, transition):
+    action = Action(backend, group, hook, state, transition)
     with _lock:
         _actions[action.token] = action
     launching = transition == LAUNCHING
@@ -129,12 +136,17 @@ def _start(backend, group, state, transition):
     if hook.notification_metadata is not None:
         body["NotificationMetadata"] = hook.notification_metadata
     _send(backend, hook, body)
-    return True
 
 
 def _finish(action, result):
-    """Apply a lifecycle action's result (CONTINUE or ABANDON)."""
+    """Apply a completed action's result (CONTINUE or ABANDON). Callers hold `_lock` and have removed
+    the action from `_actions`."""
     group, state, backend = action.group, action.state, action.backend
+    others = [a for a in _actions.values() if a.state is state and a.transition == action.transition]
+    if result == "CONTINUE" and others:
+        return  # the instance waits for its other hooks
+    for a in others:  # ABANDON ends the instance's other actions too
+        del _actions[a.token]
     if action.transition == LAUNCHING and result == "CONTINUE":
         state.lifecycle_state = "InService"
         return
@@ -168,12 +180,12 @@ def _expire_loop():
         with _lock:
             expired = [a for a in _actions.values() if now >= min(a.heartbeat_deadline, a.global_deadline)]
             for a in expired:
-                del _actions[a.token]
-        for a in expired:
-            try:
-                _finish(a, a.hook.default_result)
-            except Exception as e:  # keep the timer alive whatever one group's state is
-                print(f"moto_ext.lifecycle: applying the default result to {a.instance_id}: {e}", flush=True)
+                if _actions.pop(a.token, None) is None:
+                    continue  # ended with another of its instance's actions
+                try:
+                    _finish(a, a.hook.default_result)
+                except Exception as e:  # keep the timer alive whatever one group's state is
+                    print(f"moto_ext.lifecycle: applying the default result to {a.instance_id}: {e}", flush=True)
 
 
 threading.Thread(target=_expire_loop, name="lifecycle-timeouts", daemon=True).start()
@@ -263,7 +275,7 @@ def _complete_lifecycle_action(self):
     with _lock:
         if _actions.pop(action.token, None) is None:
             raise ValidationError(f"No active Lifecycle Action found with token {action.token}")
-    _finish(action, result)
+        _finish(action, result)
     return EmptyResult()
 
 
@@ -331,6 +343,11 @@ _orig_set_desired = FakeAutoScalingGroup.set_desired_capacity
 
 
 def _set_desired_capacity(self, new_capacity):
+    with _lock:  # one change of a group's instances at a time (request threads and the timer)
+        _set_desired_capacity_locked(self, new_capacity)
+
+
+def _set_desired_capacity_locked(self, new_capacity):
     backend = self.autoscaling_backend
     target = self.min_size if new_capacity is None else new_capacity
     active = self.active_instances()
@@ -342,10 +359,9 @@ def _set_desired_capacity(self, new_capacity):
         victims += [s for s in active if s.lifecycle_state == "InService" and not s.protected_from_scale_in]
         for state in victims[:excess]:
             if state.lifecycle_state == "Pending:Wait":
-                with _lock:
-                    pending = [a for a in _actions.values() if a.state is state]
-                    for a in pending:
-                        del _actions[a.token]
+                pending = [a for a in _actions.values() if a.state is state]
+                for a in pending:
+                    del _actions[a.token]
             _start(backend, self, state, TERMINATING)
         return
     _orig_set_desired(self, new_capacity)

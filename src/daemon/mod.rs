@@ -26,6 +26,8 @@ use tokio_util::task::TaskTracker;
 
 /// File events closer together than this are one reload (editors write a file in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// A reload waits at most this long for changes to stop arriving.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 /// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// After the grace period, how long cancelled runs get to kill their commands and record.
@@ -89,7 +91,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         tracker.spawn(crate::lifecycle::run(lctx, l, cancel.clone()));
     }
     let mut table = Table::default();
-    let (mut reloads, _watcher) = reload::watch(&config.jobs_dir, cancel.clone());
+    let mut reloads = reload::watch(&config.jobs_dir, cancel.clone());
     load(&mut table, &config, &ctx).await;
     catch_up(&table, &ctx, &tracker).await;
 
@@ -121,12 +123,15 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            Some(first) = reloads.recv() => {
-                let mut signal = first == reload::Cause::Signal;
-                // Debounce: wait until the changes have been quiet for a moment.
-                while let Ok(Some(c)) = tokio::time::timeout(DEBOUNCE, reloads.recv()).await {
-                    signal |= c == reload::Cause::Signal;
-                }
+            Some(()) = reloads.signal.recv() => {
+                debounce(&mut reloads, &cancel).await;
+                systemd::reloading().await;
+                config = reload_config(config);
+                load(&mut table, &config, &ctx).await;
+                systemd::reloaded(status(&table)).await;
+            }
+            Some(()) = reloads.files.recv() => {
+                let signal = debounce(&mut reloads, &cancel).await;
                 systemd::reloading().await;
                 if signal {
                     config = reload_config(config);
@@ -172,6 +177,24 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     server_stop.cancel();
     tracing::info!("opsd daemon stopped");
     Exit::Ok
+}
+
+/// Let a burst of changes settle: wait until nothing has arrived for [`DEBOUNCE`], but at most
+/// [`MAX_DEBOUNCE`] in all (a file rewritten in a loop must not stall firing and the watchdog).
+/// Returns whether a SIGHUP came in meanwhile.
+async fn debounce(reloads: &mut reload::Requests, cancel: &CancellationToken) -> bool {
+    let end = tokio::time::Instant::now() + MAX_DEBOUNCE;
+    let mut signal = false;
+    loop {
+        let quiet = tokio::time::sleep(DEBOUNCE);
+        tokio::select! {
+            _ = quiet => return signal,
+            _ = tokio::time::sleep_until(end) => return signal,
+            _ = cancel.cancelled() => return signal,
+            Some(()) = reloads.signal.recv() => signal = true,
+            Some(()) = reloads.files.recv() => {}
+        }
+    }
 }
 
 /// Read every job file and apply them to the table.
@@ -245,7 +268,7 @@ async fn catch_up(table: &Table, ctx: &Arc<Context>, tracker: &TaskTracker) {
     let now = Utc::now();
     for e in table.entries.values() {
         let Some(t) = e.job.timing.as_ref().filter(|t| t.catch_up) else { continue };
-        let last = match ctx.store.last_firing(&e.job.name).await {
+        let last = match ctx.store.last_run_firing(&e.job.name).await {
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(err) => {
@@ -270,6 +293,7 @@ fn reload_config(old: Config) -> Config {
                 ("metrics_listen", old.metrics_listen != new.metrics_listen),
                 ("log_format", old.log_format != new.log_format),
                 ("aws", format!("{:?}", old.aws) != format!("{:?}", new.aws)),
+                ("[lifecycle]", format!("{:?}", old.lifecycle) != format!("{:?}", new.lifecycle)),
             ];
             for (key, changed) in fixed {
                 if changed {
@@ -282,6 +306,7 @@ fn reload_config(old: Config) -> Config {
                 metrics_listen: old.metrics_listen,
                 log_format: old.log_format,
                 aws: old.aws,
+                lifecycle: old.lifecycle,
                 ..new
             }
         }

@@ -5,24 +5,21 @@ use std::path::Path;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+/// Reload requests, one channel per cause so that file events can never crowd out a SIGHUP. Each
+/// holds one pending request: more of the same while one is pending are the same reload.
+pub struct Requests {
     /// SIGHUP: re-read the config, then the jobs.
-    Signal,
+    pub signal: mpsc::Receiver<()>,
     /// A file in the jobs directory changed.
-    Files,
+    pub files: mpsc::Receiver<()>,
+    /// Dropping the watcher stops the watching.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
-/// Requests are coalesced: a burst of file events is one reload.
-const QUEUE: usize = 8;
-
-/// Start both sources. The returned watcher must be kept alive (dropping it stops the watching).
-pub fn watch(
-    jobs_dir: &Path,
-    cancel: CancellationToken,
-) -> (mpsc::Receiver<Cause>, Option<notify::RecommendedWatcher>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let hup = tx.clone();
+/// Start both sources.
+pub fn watch(jobs_dir: &Path, cancel: CancellationToken) -> Requests {
+    let (hup, signal) = mpsc::channel(1);
+    let (tx, files) = mpsc::channel(1);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut s = match signal(SignalKind::hangup()) {
@@ -38,7 +35,8 @@ pub fn watch(
                 r = s.recv() => if r.is_none() { return },
             }
             tracing::info!("SIGHUP: reloading the config and the jobs");
-            let _ = hup.try_send(Cause::Signal);
+            // Full means a SIGHUP reload is already pending.
+            let _ = hup.try_send(());
         }
     });
     let watcher = match start_watcher(jobs_dir, tx) {
@@ -51,10 +49,10 @@ pub fn watch(
             None
         }
     };
-    (rx, watcher)
+    Requests { signal, files, _watcher: watcher }
 }
 
-fn start_watcher(dir: &Path, tx: mpsc::Sender<Cause>) -> notify::Result<notify::RecommendedWatcher> {
+fn start_watcher(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
@@ -62,7 +60,7 @@ fn start_watcher(dir: &Path, tx: mpsc::Sender<Cause>) -> notify::Result<notify::
                 && ev.paths.iter().any(|p| p.extension().is_some_and(|x| x == "toml"));
             if relevant {
                 // Full means a reload is already pending: this change will be part of it.
-                let _ = tx.try_send(Cause::Files);
+                let _ = tx.try_send(());
             }
         }
         Err(e) => tracing::warn!("watching the jobs directory: {e}"),

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Cleanup after a failure runs on its own clock, not the (possibly cancelled) action's.
-const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
+/// Cleanup after a failure runs on its own clock, not the (possibly cancelled) action's; short enough
+/// to finish within the daemon's 30 s after the shutdown grace.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(20);
 /// Attempts at CompleteLifecycleAction before the message is left for redelivery.
 const COMPLETE_ATTEMPTS: u32 = 4;
 /// Used when the hook cannot be described: AWS's minimum heartbeat timeout, so heartbeats come early enough.
@@ -83,8 +84,21 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let span = format!("{} {} ({} hook {}, message {})", a.transition.as_str(), a.instance_id, a.group, a.hook, m.id);
     tracing::info!("lifecycle: {span}: started");
     let timeout = heartbeat_timeout(ctx, &a).await;
+    let lease = lease(ctx.visibility, timeout);
+    // The hook's clock started when the instance began to wait, perhaps long before this message was
+    // received: the first heartbeat goes out at once. If the action is gone, there is nothing to do.
+    match beat(ctx, &a, &m.receipt, lease).await {
+        Beat::Ok => {}
+        Beat::NoAction(why) => {
+            tracing::warn!("lifecycle: {span}: the action is no longer active ({why}): already completed or timed out; deleting the message");
+            delete(ctx, m).await;
+            ctx.metrics.lifecycle_message(a.transition.as_str(), "expired");
+            record(ctx, m, &a, "-", "expired", None, Some(why), started).await;
+            return;
+        }
+    }
     let beat_stop = CancellationToken::new();
-    let beats = tokio::spawn(heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, beat_stop.clone()));
+    let beats = tokio::spawn(heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, lease, beat_stop.clone()));
 
     let result = match a.transition {
         Transition::Launching => launch(ctx, &a).await,
@@ -107,7 +121,7 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         Err((e, created)) => {
             tracing::error!("lifecycle: {span}: failed: {e}; cleaning up and completing with ABANDON");
             if let Some(id) = &created {
-                cleanup(ctx, id, &span).await;
+                cleanup(ctx, id, &a.instance_id, &span).await;
             }
             ("ABANDON", None, Some(e.to_string()))
         }
@@ -142,13 +156,27 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let kind = a.transition.as_str();
     ctx.metrics.lifecycle_message(kind, outcome);
     ctx.metrics.lifecycle_action_duration(kind, clock.elapsed().as_secs_f64());
+    record(ctx, m, &a, lifecycle_result, outcome, eni_id, error, started).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    ctx: &Ctx,
+    m: &Received,
+    a: &Action,
+    result: &str,
+    outcome: &str,
+    eni_id: Option<String>,
+    error: Option<String>,
+    started: chrono::DateTime<Utc>,
+) {
     let record = ActionRecord {
         message_id: m.id.clone(),
         group: a.group.clone(),
         hook: a.hook.clone(),
         instance_id: a.instance_id.clone(),
-        transition: kind.into(),
-        result: lifecycle_result.into(),
+        transition: a.transition.as_str().into(),
+        result: result.into(),
         outcome: outcome.into(),
         eni_id,
         error,
@@ -156,8 +184,14 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         ended_at: Utc::now(),
     };
     if let Err(e) = ctx.store.record_action(record).await {
-        tracing::error!("lifecycle: {span}: cannot record the action: {e}");
+        tracing::error!(instance = %a.instance_id, "cannot record the lifecycle action: {e}");
     }
+}
+
+/// How long a message stays hidden per renewal: the configured visibility, but at most half the
+/// hook's timeout, so that after a crash the message comes back while the action can still be completed.
+fn lease(visibility: Duration, hook_timeout: Duration) -> Duration {
+    visibility.min(hook_timeout / 2).max(Duration::from_secs(1))
 }
 
 /// The hook's HeartbeatTimeout, from DescribeLifecycleHooks.
@@ -179,38 +213,68 @@ async fn heartbeat_timeout(ctx: &Ctx, a: &Action) -> Duration {
     }
 }
 
-/// Every third of the hook's timeout: RecordLifecycleActionHeartbeat, and the message's visibility
-/// renewed, so neither the instance nor the message times out while the work goes on.
-async fn heartbeats(ctx: Arc<Ctx>, a: Action, receipt: String, timeout: Duration, stop: CancellationToken) {
-    let every = (timeout / 3).max(Duration::from_millis(500));
-    let visibility = ctx.visibility.max(timeout).as_secs().clamp(1, 43_200) as i32;
+enum Beat {
+    Ok,
+    /// AWS has no active action for the token any more.
+    NoAction(String),
+}
+
+/// One heartbeat: RecordLifecycleActionHeartbeat and the message's visibility renewed for `lease`.
+async fn beat(ctx: &Ctx, a: &Action, receipt: &str, lease: Duration) -> Beat {
+    let hb = ctx
+        .asg
+        .record_lifecycle_action_heartbeat()
+        .auto_scaling_group_name(&a.group)
+        .lifecycle_hook_name(&a.hook)
+        .lifecycle_action_token(&a.token)
+        .instance_id(&a.instance_id)
+        .send();
+    let vis = ctx
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(lease.as_secs().clamp(1, 43_200) as i32)
+        .send();
+    let (hb, vis) = tokio::join!(hb, vis);
+    if let Err(e) = vis.map_err(|e| call_error("ChangeMessageVisibility", e)) {
+        tracing::warn!(instance = %a.instance_id, "renewing the message's visibility: {e}");
+    }
+    match hb.map_err(|e| call_error("RecordLifecycleActionHeartbeat", e)) {
+        Ok(_) => {
+            ctx.metrics.lifecycle_heartbeat();
+            Beat::Ok
+        }
+        Err(e) if no_active_action(&e) => Beat::NoAction(e.message),
+        Err(e) => {
+            tracing::warn!(instance = %a.instance_id, "heartbeat: {e}");
+            Beat::Ok
+        }
+    }
+}
+
+fn no_active_action(e: &CallError) -> bool {
+    e.code_is("ValidationError") && e.message.contains("No active Lifecycle Action")
+}
+
+/// Every third of the shorter of the hook's timeout and the message's lease: a heartbeat, so neither
+/// the instance nor the message times out while the work goes on.
+async fn heartbeats(
+    ctx: Arc<Ctx>,
+    a: Action,
+    receipt: String,
+    timeout: Duration,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let every = (timeout.min(lease) / 3).max(Duration::from_millis(300));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let hb = ctx
-            .asg
-            .record_lifecycle_action_heartbeat()
-            .auto_scaling_group_name(&a.group)
-            .lifecycle_hook_name(&a.hook)
-            .lifecycle_action_token(&a.token)
-            .instance_id(&a.instance_id)
-            .send();
-        let vis = ctx
-            .sqs
-            .change_message_visibility()
-            .queue_url(&ctx.queue_url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(visibility)
-            .send();
-        let (hb, vis) = tokio::join!(hb, vis);
-        match hb.map_err(|e| call_error("RecordLifecycleActionHeartbeat", e)) {
-            Ok(_) => ctx.metrics.lifecycle_heartbeat(),
-            Err(e) => tracing::warn!(instance = %a.instance_id, "heartbeat: {e}"),
-        }
-        if let Err(e) = vis.map_err(|e| call_error("ChangeMessageVisibility", e)) {
-            tracing::warn!(instance = %a.instance_id, "extending the message's visibility: {e}");
+        if let Beat::NoAction(why) = beat(&ctx, &a, &receipt, lease).await {
+            tracing::warn!(instance = %a.instance_id, "heartbeat: the action is no longer active ({why})");
         }
     }
 }
@@ -250,12 +314,53 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
             id
         }
     };
-    let fail = |e: ActionError| (e, Some(id.clone()));
-    eni::wait_status(&ctx.ec2, &id, "available", ctx.eni.ready_timeout.0, &ctx.abort)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    eni::attach(&ctx.ec2, &id, &a.instance_id, idx).await.map_err(|e| fail(e.into()))?;
-    Ok(Some(id))
+    let attached = attach_when_ready(ctx, &id, &a.instance_id, idx).await.map_err(|e| (e, Some(id.clone())))?;
+    if attached != id {
+        // Another interface took the index first (a concurrent delivery of another launch hook).
+        tracing::info!(instance = %a.instance_id, "interface {attached} is at device index {idx}; removing {id}, made for this action");
+        cleanup(ctx, &id, &a.instance_id, &format!("launch {}", a.instance_id)).await;
+    }
+    Ok(Some(attached))
+}
+
+/// Wait until the interface is `available`, then attach it at `idx`. Returns the id of the interface
+/// at `idx` of the instance in the end: this one, or one another worker attached first (SQS delivers
+/// at least once: two workers may hold the same action).
+async fn attach_when_ready(ctx: &Ctx, id: &str, instance: &str, idx: i32) -> Result<String, ActionError> {
+    let start = tokio::time::Instant::now();
+    let limit = ctx.eni.ready_timeout.0;
+    let mut last;
+    loop {
+        match eni::describe(&ctx.ec2, id).await? {
+            Some(e) if e.attachment.as_ref().is_some_and(|(_, i, d)| i == instance && *d == idx) => {
+                return Ok(id.into())
+            }
+            Some(e) if e.status == "available" => {
+                return match eni::attach(&ctx.ec2, id, instance, idx).await {
+                    Ok(_) => Ok(id.into()),
+                    Err(err) => match eni::instance(&ctx.ec2, instance).await?.attached.get(&idx) {
+                        Some(other) => Ok(other.clone()),
+                        None => Err(err.into()),
+                    },
+                };
+            }
+            Some(e) => last = e.status,
+            None => last = "gone".into(),
+        }
+        if last == "gone" || start.elapsed() >= limit {
+            return Err(EniError::NotReady {
+                eni: id.into(),
+                want: "available",
+                status: last,
+                waited: start.elapsed(),
+            }
+            .into());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(eni::POLL) => {}
+            _ = ctx.abort.cancelled() => return Err(EniError::Cancelled.into()),
+        }
+    }
 }
 
 /// Detach and delete the interfaces opsd gave the instance. Already gone is success.
@@ -279,20 +384,24 @@ async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     Ok(removed.into_iter().next())
 }
 
-/// Delete what a failed launch created, on its own time limit (it must happen even at shutdown).
-async fn cleanup(ctx: &Ctx, id: &str, span: &str) {
+/// Delete an interface a launch created and does not keep, on its own time limit (it must happen
+/// even at shutdown). One attached to the action's instance is never touched: another worker holding
+/// the same action attached it, and the instance keeps it.
+async fn cleanup(ctx: &Ctx, id: &str, instance: &str, span: &str) {
     let own = CancellationToken::new();
     let work = async {
         match eni::describe(&ctx.ec2, id).await? {
-            None => Ok(()),
-            Some(e) => eni::remove(&ctx.ec2, &e, CLEANUP_LIMIT, &own).await,
+            None => Ok(false),
+            Some(e) if e.attachment.as_ref().is_some_and(|(_, i, _)| i == instance) => Ok(false),
+            Some(e) => eni::remove(&ctx.ec2, &e, CLEANUP_LIMIT, &own).await.map(|_| true),
         }
     };
     match tokio::time::timeout(CLEANUP_LIMIT, work).await {
-        Ok(Ok(())) => {
+        Ok(Ok(true)) => {
             ctx.metrics.lifecycle_eni("deleted");
             tracing::info!("lifecycle: {span}: deleted interface {id} that this action created");
         }
+        Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::error!("lifecycle: {span}: cannot delete interface {id}: {e}; the sweep will retry"),
         Err(_) => tracing::error!("lifecycle: {span}: deleting interface {id} timed out; the sweep will retry"),
     }
@@ -321,9 +430,7 @@ async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
             .await;
         match r.map_err(|e| call_error("CompleteLifecycleAction", e)) {
             Ok(_) => return Completion::Done,
-            Err(e) if e.code_is("ValidationError") && e.message.contains("No active Lifecycle Action") => {
-                return Completion::NoAction(e.message)
-            }
+            Err(e) if no_active_action(&e) => return Completion::NoAction(e.message),
             Err(e) if e.is_final() => return Completion::Failed(e),
             Err(e) => {
                 tracing::warn!(instance = %a.instance_id, "attempt {attempt}: {e}");

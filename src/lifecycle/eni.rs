@@ -13,7 +13,7 @@ pub const TAG_INSTANCE: &str = "opsd:instance-id";
 pub const TAG_TOKEN: &str = "opsd:lifecycle-token";
 
 /// Polling interval while waiting for an interface's status.
-const POLL: Duration = Duration::from_millis(500);
+pub const POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EniError {
@@ -43,7 +43,22 @@ pub struct Eni {
     pub attachment: Option<(String, String, i32)>, // (attachment id, instance id, device index)
 }
 
+/// EC2 is eventually consistent: an instance just launched may not be visible yet for a few seconds.
+const NOT_FOUND_PATIENCE: Duration = Duration::from_secs(10);
+
 pub async fn instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<InstanceInfo, EniError> {
+    let start = Instant::now();
+    loop {
+        match describe_instance(ec2, id).await {
+            Err(EniError::NoInstance(_)) if start.elapsed() < NOT_FOUND_PATIENCE => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn describe_instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<InstanceInfo, EniError> {
     let out = ec2.describe_instances().instance_ids(id).send().await;
     let out = match out {
         Ok(o) => o,
@@ -70,18 +85,62 @@ pub async fn instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<InstanceInf
     Ok(InstanceInfo { zone, attached })
 }
 
-/// The zone of each subnet. A subnet that does not exist is an error naming it.
+/// Whether an instance is gone: not found, terminated or shutting down (the sweep's test; no waiting).
+pub async fn instance_gone(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<bool, CallError> {
+    match ec2.describe_instances().instance_ids(id).send().await {
+        Ok(o) => {
+            let state =
+                o.reservations().first().and_then(|r| r.instances().first()).and_then(|i| i.state()?.name().cloned());
+            Ok(state.is_none_or(|s| matches!(s.as_str(), "terminated" | "shutting-down")))
+        }
+        Err(e) => {
+            let e = call_error("DescribeInstances", e);
+            if e.code_is("InvalidInstanceID.NotFound") {
+                Ok(true)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The zone of each subnet that exists. One missing subnet (deleted, mistyped) does not hide the
+/// others: the caller fails only if the instance's zone has none.
 pub async fn subnet_zones(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Result<HashMap<String, String>, CallError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let out = ec2.describe_subnets().set_subnet_ids(Some(ids.to_vec())).send().await;
-    let out = out.map_err(|e| call_error("DescribeSubnets", e))?;
-    Ok(out
-        .subnets()
-        .iter()
-        .filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string())))
-        .collect())
+    let zones = |out: aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput| -> HashMap<String, String> {
+        out.subnets()
+            .iter()
+            .filter_map(|s| Some((s.subnet_id()?.to_string(), s.availability_zone()?.to_string())))
+            .collect()
+    };
+    match ec2.describe_subnets().set_subnet_ids(Some(ids.to_vec())).send().await {
+        Ok(out) => Ok(zones(out)),
+        Err(e) => {
+            let e = call_error("DescribeSubnets", e);
+            if !e.code_is("InvalidSubnetID.NotFound") || ids.len() == 1 {
+                return Err(e);
+            }
+            let mut all = HashMap::new();
+            for id in ids {
+                match ec2.describe_subnets().subnet_ids(id).send().await {
+                    Ok(out) => all.extend(zones(out)),
+                    Err(err) => {
+                        let err = call_error("DescribeSubnets", err);
+                        if !err.code_is("InvalidSubnetID.NotFound") {
+                            return Err(err);
+                        }
+                        tracing::warn!(
+                            "subnet {id} does not exist; remove it from [lifecycle.eni] subnets or the hook's metadata"
+                        );
+                    }
+                }
+            }
+            Ok(all)
+        }
+    }
 }
 
 /// Interfaces carrying tag `key` = `value`.

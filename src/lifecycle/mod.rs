@@ -86,10 +86,23 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
             .wait_time_seconds(WAIT_SECONDS)
             .visibility_timeout(visibility)
             .send();
-        let out = tokio::select! {
-            r = receive => r.map_err(|e| call_error("ReceiveMessage", e)),
-            _ = stop.cancelled() => break,
+        tokio::pin!(receive);
+        // A long poll cut off would not return the messages SQS already handed to it: they would stay
+        // hidden for their visibility timeout while their hooks tick. At shutdown the poll in flight
+        // is let finish (20 s at most) and what it brings is released at once.
+        let (out, stopping) = tokio::select! {
+            r = &mut receive => (r, false),
+            _ = stop.cancelled() => (receive.await, true),
         };
+        let out = out.map_err(|e| call_error("ReceiveMessage", e));
+        if stopping {
+            if let Ok(o) = out {
+                for m in o.messages() {
+                    release(&ctx, m.receipt_handle().unwrap_or_default()).await;
+                }
+            }
+            break;
+        }
         let messages = match out {
             Ok(o) => {
                 backoff = BACKOFF_FIRST;
@@ -133,6 +146,21 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     tracker.wait().await;
     sweeper.abort();
     tracing::info!("lifecycle consumer stopped");
+}
+
+/// Make a received message visible again at once.
+async fn release(ctx: &Ctx, receipt: &str) {
+    let r = ctx
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(0)
+        .send()
+        .await;
+    if let Err(e) = r.map_err(|e| call_error("ChangeMessageVisibility", e)) {
+        tracing::warn!("returning a message to the queue: {e}; it returns after its visibility timeout");
+    }
 }
 
 async fn warn_without_redrive(ctx: &Ctx) {
@@ -186,9 +214,8 @@ async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) 
         if now.duration_since(since) < grace {
             continue;
         }
-        let gone = match eni::instance(&ctx.ec2, &instance).await {
-            Err(eni::EniError::NoInstance(_)) => true,
-            Ok(_) => instance_terminated(&ctx.ec2, &instance).await,
+        let gone = match eni::instance_gone(&ctx.ec2, &instance).await {
+            Ok(g) => g,
             Err(err) => {
                 tracing::warn!("lifecycle sweep: cannot check instance {instance} of {}: {err}", e.id);
                 false
@@ -206,16 +233,6 @@ async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) 
         }
     }
     Ok(())
-}
-
-async fn instance_terminated(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
-    let r = ec2.describe_instances().instance_ids(id).send().await;
-    r.ok()
-        .and_then(|o| {
-            let state = o.reservations().first()?.instances().first()?.state()?.name()?.as_str().to_string();
-            Some(state == "terminated" || state == "shutting-down")
-        })
-        .unwrap_or(false)
 }
 
 /// `opsd lifecycle status`: the queue's depth and in-flight count.

@@ -1,0 +1,534 @@
+//! The capacity decision: a pure function of what was observed, the fleet's state and the last
+//! actions. No I/O, no clock: the caller passes `now`. Every decision carries its reason.
+//!
+//! Units: CPU in ECS CPU units (1024 per vCPU), memory in MiB, capacity in the fleet's capacity
+//! units (an instance type's `WeightedCapacity`, 1 when unweighted).
+
+use std::time::Duration;
+
+/// CPU units and MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    pub cpu: u32,
+    pub mem: u32,
+}
+
+impl Resources {
+    pub fn new(cpu: u32, mem: u32) -> Self {
+        Resources { cpu, mem }
+    }
+
+    pub fn fits_in(self, free: Resources) -> bool {
+        self.cpu <= free.cpu && self.mem <= free.mem
+    }
+
+    fn minus(self, o: Resources) -> Resources {
+        Resources { cpu: self.cpu.saturating_sub(o.cpu), mem: self.mem.saturating_sub(o.mem) }
+    }
+
+    fn plus(self, o: Resources) -> Resources {
+        Resources { cpu: self.cpu + o.cpu, mem: self.mem + o.mem }
+    }
+}
+
+/// A container instance as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The EC2 instance id.
+    pub id: String,
+    pub instance_type: String,
+    pub registered: Resources,
+    pub remaining: Resources,
+    /// The resources of each task running (or starting) on it.
+    pub tasks: Vec<Resources>,
+    /// DRAINING instances take no new tasks and are on their way out.
+    pub draining: bool,
+}
+
+/// One instance type the fleet may launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceType {
+    pub name: String,
+    pub resources: Resources,
+    /// Capacity units one instance of this type provides.
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub instances: Vec<Instance>,
+    /// Tasks that could not be placed (PROVISIONING/PENDING without an instance, services short of
+    /// their desired count), each with its CPU and memory.
+    pub unplaced: Vec<Resources>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// The fleet's target capacity, in units.
+    pub target: f64,
+    /// Capacity fulfilled so far; `target - fulfilled` is still launching.
+    pub fulfilled: f64,
+    pub types: Vec<InstanceType>,
+}
+
+/// What the controller remembers between decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Memory {
+    /// Seconds on the caller's clock.
+    pub last_scale_out: Option<f64>,
+    pub last_scale_in: Option<f64>,
+    /// Since when the reservation has been below target without a break.
+    pub below_target_since: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Percent, 1..=100.
+    pub target_reservation: f64,
+    pub min_capacity: f64,
+    pub max_capacity: f64,
+    pub max_scale_out_step: f64,
+    pub max_scale_in_step: f64,
+    pub scale_out_cooldown: Duration,
+    pub scale_in_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Hold,
+    /// Raise the target capacity to `to`.
+    ScaleOut { to: f64 },
+    /// Drain and terminate exactly `victims`, then lower the target to `to`.
+    ScaleIn { to: f64, victims: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub action: Action,
+    /// What was observed, what rule fired, what limit bound it.
+    pub reason: String,
+    /// The reservation observed, percent (max of CPU and memory), for status and metrics.
+    pub reservation: f64,
+}
+
+/// Reservation in percent: the larger of CPU and memory, over ACTIVE instances.
+pub fn reservation(instances: &[Instance]) -> f64 {
+    let (mut reg, mut used) = (Resources::default(), Resources::default());
+    for i in instances.iter().filter(|i| !i.draining) {
+        reg = reg.plus(i.registered);
+        used = used.plus(i.registered.minus(i.remaining));
+    }
+    let pct = |u: u32, r: u32| if r == 0 { 0.0 } else { 100.0 * f64::from(u) / f64::from(r) };
+    pct(used.cpu, reg.cpu).max(pct(used.mem, reg.mem))
+}
+
+/// The result of bin-packing unplaced tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packing {
+    /// Tasks that fit in free space that exists now.
+    pub fit_existing: usize,
+    /// Capacity units needed for the rest, whichever of the fleet's types it launches.
+    pub units: f64,
+    /// For the reason: instances needed per type.
+    pub per_type: Vec<(String, usize)>,
+    /// Tasks no type can hold.
+    pub too_large: usize,
+}
+
+/// First-fit decreasing: the tasks (largest first) into the free space of ACTIVE instances, then
+/// into new instances. The fleet chooses which types to launch, so the units needed are the worst
+/// case over the types that can hold every remaining task: enough whichever it picks.
+pub fn pack(unplaced: &[Resources], instances: &[Instance], types: &[InstanceType]) -> Packing {
+    let mut tasks: Vec<Resources> = unplaced.to_vec();
+    tasks.sort_by_key(|t| std::cmp::Reverse((t.cpu.max(t.mem), t.cpu, t.mem)));
+    let mut free: Vec<Resources> = instances.iter().filter(|i| !i.draining).map(|i| i.remaining).collect();
+    let mut rest = Vec::new();
+    let mut fit_existing = 0;
+    for t in tasks {
+        match free.iter_mut().find(|f| t.fits_in(**f)) {
+            Some(f) => {
+                *f = f.minus(t);
+                fit_existing += 1;
+            }
+            None => rest.push(t),
+        }
+    }
+    let too_large = rest.iter().filter(|t| !types.iter().any(|ty| t.fits_in(ty.resources))).count();
+    rest.retain(|t| types.iter().any(|ty| t.fits_in(ty.resources)));
+    let mut units: f64 = 0.0;
+    let mut per_type = Vec::new();
+    for ty in types {
+        // A type that cannot hold some task cannot be the one that makes room for it.
+        if rest.iter().any(|t| !t.fits_in(ty.resources)) {
+            continue;
+        }
+        let mut bins: Vec<Resources> = Vec::new();
+        for t in &rest {
+            match bins.iter_mut().find(|b| t.fits_in(**b)) {
+                Some(b) => *b = b.minus(*t),
+                None => bins.push(ty.resources.minus(*t)),
+            }
+        }
+        units = units.max(bins.len() as f64 * ty.weight);
+        per_type.push((ty.name.clone(), bins.len()));
+    }
+    if per_type.is_empty() && !rest.is_empty() {
+        // No single type holds every task: each task in the smallest type that holds it, summed.
+        for t in &rest {
+            if let Some(ty) = types.iter().filter(|ty| t.fits_in(ty.resources)).min_by(|a, b| a.weight.total_cmp(&b.weight)) {
+                units += ty.weight;
+            }
+        }
+        per_type.push(("mixed".into(), rest.len()));
+    }
+    Packing { fit_existing, units, per_type, too_large }
+}
+
+/// Decide what to do now.
+pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, now: f64) -> Decision {
+    let res = reservation(&obs.instances);
+    let launching = (fleet.target - fleet.fulfilled).max(0.0);
+    let target = limits.target_reservation;
+    let seen = format!(
+        "reservation {res:.1}% (target {target}%), {} instances, {} unplaced tasks, capacity {} (fulfilled {})",
+        obs.instances.iter().filter(|i| !i.draining).count(),
+        obs.unplaced.len(),
+        fleet.target,
+        fleet.fulfilled
+    );
+    let hold = |why: String| Decision { action: Action::Hold, reason: format!("{seen}: {why}"), reservation: res };
+
+    // Scale out: room for the unplaced tasks, then back to the target reservation.
+    let packing = pack(&obs.unplaced, &obs.instances, &fleet.types);
+    let for_tasks = packing.units;
+    let for_target = units_for_target(&obs.instances, &fleet.types, target, &packing);
+    let needed = for_tasks + for_target - launching;
+    if needed > 0.0 {
+        if let Some(t) = mem.last_scale_out {
+            let wait = limits.scale_out_cooldown.as_secs_f64() - (now - t);
+            if wait > 0.0 {
+                return hold(format!("needs {needed:.1} more units but the scale-out cooldown has {wait:.0}s left"));
+            }
+        }
+        let wanted = fleet.target + needed.ceil();
+        let mut to = wanted.min(fleet.target + limits.max_scale_out_step).min(limits.max_capacity);
+        to = to.max(limits.min_capacity);
+        if to <= fleet.target {
+            return hold(format!("needs {needed:.1} more units but capacity is at max_capacity {}", limits.max_capacity));
+        }
+        let bound = if to < wanted {
+            if to >= limits.max_capacity {
+                format!("; bound by max_capacity {}", limits.max_capacity)
+            } else {
+                format!("; bound by max_scale_out_step {}", limits.max_scale_out_step)
+            }
+        } else {
+            String::new()
+        };
+        let tasks = if obs.unplaced.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} unplaced tasks: {} fit in free space, the rest need {for_tasks:.1} units ({}){}; ",
+                obs.unplaced.len(),
+                packing.fit_existing,
+                packing.per_type.iter().map(|(n, b)| format!("{b} × {n}")).collect::<Vec<_>>().join(" or "),
+                if packing.too_large > 0 { format!(", {} fit no instance type", packing.too_large) } else { String::new() }
+            )
+        };
+        let reason = format!(
+            "{seen}: scale out to {to}: {tasks}{for_target:.1} units to bring reservation to target; {launching:.1} units already launching{bound}"
+        );
+        return Decision { action: Action::ScaleOut { to }, reason, reservation: res };
+    }
+    if !obs.unplaced.is_empty() {
+        return hold(format!(
+            "{} unplaced tasks fit in free space or in the {launching:.1} units already launching",
+            obs.unplaced.len()
+        ));
+    }
+
+    // Scale in: below target for the whole cooldown, nothing launching, never below min.
+    if res >= target {
+        return hold("at or above target: nothing to remove".into());
+    }
+    if launching > 0.0 {
+        return hold(format!("{launching:.1} units still launching: no scale-in until they are in"));
+    }
+    let since = mem.below_target_since.unwrap_or(now);
+    let below_for = now - since;
+    if below_for < limits.scale_in_cooldown.as_secs_f64() {
+        return hold(format!(
+            "below target for {below_for:.0}s of the {}s scale-in cooldown",
+            limits.scale_in_cooldown.as_secs()
+        ));
+    }
+    if let Some(t) = mem.last_scale_in {
+        if now - t < limits.scale_in_cooldown.as_secs_f64() {
+            return hold("the last scale-in is within the scale-in cooldown".into());
+        }
+    }
+    let victims = choose_victims(&obs.instances, &fleet.types, limits, fleet.target);
+    if victims.is_empty() {
+        return hold("below target, but no instance's tasks fit elsewhere within the limits (min_capacity, step, target)".into());
+    }
+    let units: f64 = victims.iter().map(|v| weight_of(&fleet.types, &v.instance_type)).sum();
+    let to = fleet.target - units;
+    let reason = format!(
+        "{seen}: scale in to {to}: below target for {below_for:.0}s; removing {} ({} tasks moved elsewhere){}",
+        victims.iter().map(|v| v.id.as_str()).collect::<Vec<_>>().join(", "),
+        victims.iter().map(|v| v.tasks.len()).sum::<usize>(),
+        if units >= limits.max_scale_in_step { format!("; bound by max_scale_in_step {}", limits.max_scale_in_step) } else { String::new() }
+    );
+    Decision { action: Action::ScaleIn { to, victims: victims.iter().map(|v| v.id.clone()).collect() }, reason, reservation: res }
+}
+
+fn weight_of(types: &[InstanceType], name: &str) -> f64 {
+    types.iter().find(|t| t.name == name).map(|t| t.weight).unwrap_or(1.0)
+}
+
+/// Units that bring the reservation (after the unplaced tasks are placed) down to the target.
+fn units_for_target(instances: &[Instance], types: &[InstanceType], target: f64, _p: &Packing) -> f64 {
+    let active: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
+    let reg = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered));
+    let used = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered.minus(i.remaining)));
+    if reg.cpu == 0 || target <= 0.0 {
+        return 0.0;
+    }
+    // Registered resources needed so that used / registered <= target, per resource.
+    let need = |u: u32, r: u32| (f64::from(u) * 100.0 / target - f64::from(r)).max(0.0);
+    let (need_cpu, need_mem) = (need(used.cpu, reg.cpu), need(used.mem, reg.mem));
+    if need_cpu == 0.0 && need_mem == 0.0 {
+        return 0.0;
+    }
+    // Worst case over the types: the fewest resources per unit.
+    types
+        .iter()
+        .map(|t| {
+            let per_unit_cpu = f64::from(t.resources.cpu) / t.weight;
+            let per_unit_mem = f64::from(t.resources.mem) / t.weight;
+            (need_cpu / per_unit_cpu).max(need_mem / per_unit_mem)
+        })
+        .fold(0.0, f64::max)
+        .ceil()
+}
+
+/// Instances to remove: fewest tasks first, each only if its tasks fit in what the remaining
+/// instances have free, the reservation stays at or below target without it, the step and min hold.
+fn choose_victims<'a>(instances: &'a [Instance], types: &[InstanceType], limits: &Limits, target: f64) -> Vec<&'a Instance> {
+    let mut candidates: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
+    candidates.sort_by_key(|i| (i.tasks.len(), std::cmp::Reverse(i.remaining.cpu)));
+    let mut victims: Vec<&Instance> = Vec::new();
+    let mut removed_units = 0.0;
+    for c in candidates {
+        let w = weight_of(types, &c.instance_type);
+        if removed_units + w > limits.max_scale_in_step || target - removed_units - w < limits.min_capacity {
+            continue;
+        }
+        let mut trial: Vec<&Instance> = victims.clone();
+        trial.push(c);
+        let keep: Vec<Instance> = instances
+            .iter()
+            .filter(|i| !i.draining && !trial.iter().any(|v| v.id == i.id))
+            .cloned()
+            .collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let moved: Vec<Resources> = trial.iter().flat_map(|v| v.tasks.iter().copied()).collect();
+        let p = pack(&moved, &keep, &[]);
+        if p.fit_existing < moved.len() {
+            continue;
+        }
+        // After the move, the remaining instances must still be at or below target.
+        let mut after = keep.clone();
+        let mut pool = moved.clone();
+        pool.sort_by_key(|t| std::cmp::Reverse((t.cpu.max(t.mem), t.cpu, t.mem)));
+        for t in pool {
+            if let Some(i) = after.iter_mut().find(|i| t.fits_in(i.remaining)) {
+                i.remaining = i.remaining.minus(t);
+            }
+        }
+        if reservation(&after) > limits.target_reservation {
+            continue;
+        }
+        removed_units += w;
+        victims.push(c);
+    }
+    victims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ty(name: &str, cpu: u32, mem: u32, weight: f64) -> InstanceType {
+        InstanceType { name: name.into(), resources: Resources::new(cpu, mem), weight }
+    }
+
+    fn inst(id: &str, ty: &InstanceType, tasks: &[(u32, u32)]) -> Instance {
+        let tasks: Vec<Resources> = tasks.iter().map(|(c, m)| Resources::new(*c, *m)).collect();
+        let used = tasks.iter().fold(Resources::default(), |a, t| a.plus(*t));
+        Instance {
+            id: id.into(),
+            instance_type: ty.name.clone(),
+            registered: ty.resources,
+            remaining: ty.resources.minus(used),
+            tasks,
+            draining: false,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            target_reservation: 80.0,
+            min_capacity: 1.0,
+            max_capacity: 40.0,
+            max_scale_out_step: 10.0,
+            max_scale_in_step: 2.0,
+            scale_out_cooldown: Duration::from_secs(60),
+            scale_in_cooldown: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn reservation_is_the_larger_of_cpu_and_memory() {
+        let t = ty("m", 2048, 4096, 1.0);
+        let obs = [inst("a", &t, &[(1024, 1024)]), inst("b", &t, &[(0, 2048)])];
+        // CPU 1024/4096 = 25 %, memory 3072/8192 = 37.5 %.
+        assert_eq!(reservation(&obs), 37.5);
+    }
+
+    #[test]
+    fn unplaced_tasks_fill_free_space_first_then_new_instances() {
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let instances = [inst("a", &t, &[(1024, 1024)])];
+        // One 1024-CPU task fits in a's free space; four more need two new instances.
+        let tasks = vec![Resources::new(1024, 1024); 5];
+        let p = pack(&tasks, &instances, std::slice::from_ref(&t));
+        assert_eq!((p.fit_existing, p.units, p.too_large), (1, 2.0, 0));
+        // Weighted: a type with weight 2 needs 2 units per instance.
+        let big = ty("c5.xlarge", 4096, 8192, 2.0);
+        let p = pack(&tasks, &instances, &[t.clone(), big.clone()]);
+        // c5.large: 2 instances = 2 units; c5.xlarge: 1 instance = 2 units.
+        assert_eq!(p.units, 2.0);
+        // A task larger than every type is reported, not packed.
+        let p = pack(&[Resources::new(9999, 1)], &[], &[t, big]);
+        assert_eq!((p.units, p.too_large), (0.0, 1));
+    }
+
+    #[test]
+    fn scale_out_decisions_are_bounded_and_explained() {
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let fleet = Fleet { target: 2.0, fulfilled: 2.0, types: vec![t.clone()] };
+        let full = [inst("a", &t, &[(2048, 1024)]), inst("b", &t, &[(2048, 1024)])];
+        let obs = Observation { instances: full.to_vec(), unplaced: vec![Resources::new(2048, 1024); 30] };
+        let d = decide(&obs, &fleet, &Memory::default(), &limits(), 1000.0);
+        assert_eq!(d.action, Action::ScaleOut { to: 12.0 }, "{}", d.reason);
+        assert!(d.reason.contains("bound by max_scale_out_step 10"), "{}", d.reason);
+        // Within the cooldown: hold, and say why.
+        let mem = Memory { last_scale_out: Some(970.0), ..Memory::default() };
+        let d = decide(&obs, &fleet, &mem, &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.reason.contains("scale-out cooldown has 30s left"), "{}", d.reason);
+        // Capacity already launching counts as present.
+        let fleet = Fleet { target: 32.0, fulfilled: 2.0, types: vec![t] };
+        let d = decide(&obs, &fleet, &Memory::default(), &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn scale_in_waits_for_the_cooldown_and_moves_tasks_first() {
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let fleet = Fleet { target: 4.0, fulfilled: 4.0, types: vec![t.clone()] };
+        let instances = vec![
+            inst("busy", &t, &[(512, 512), (512, 512)]),
+            inst("idle", &t, &[]),
+            inst("one", &t, &[(256, 256)]),
+            inst("two", &t, &[(256, 256), (256, 256)]),
+        ];
+        let obs = Observation { instances, unplaced: vec![] };
+        let early = Memory { below_target_since: Some(900.0), ..Memory::default() };
+        let d = decide(&obs, &fleet, &early, &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        assert!(d.reason.contains("scale-in cooldown"), "{}", d.reason);
+        let long = Memory { below_target_since: Some(0.0), ..Memory::default() };
+        let d = decide(&obs, &fleet, &long, &limits(), 1000.0);
+        // Fewest tasks first, at most the step (2 units).
+        assert_eq!(d.action, Action::ScaleIn { to: 2.0, victims: vec!["idle".into(), "one".into()] }, "{}", d.reason);
+        // Launching capacity blocks scale-in.
+        let launching = Fleet { target: 5.0, fulfilled: 4.0, types: vec![t] };
+        let d = decide(&obs, &launching, &long, &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    fn arb_task() -> impl Strategy<Value = Resources> {
+        (1u32..=4096, 1u32..=8192).prop_map(|(c, m)| Resources::new(c, m))
+    }
+
+    fn arb_types() -> impl Strategy<Value = Vec<InstanceType>> {
+        prop::collection::vec((1u32..=4, 1u32..=4, 1u32..=4), 1..=3).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (c, m, w))| ty(&format!("t{i}"), 1024 * c, 2048 * m, f64::from(w)))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whichever type the fleet launches for the units asked, the tasks fit.
+        #[test]
+        fn packing_never_under_provisions(tasks in prop::collection::vec(arb_task(), 0..40), types in arb_types()) {
+            let p = pack(&tasks, &[], &types);
+            let placeable: Vec<Resources> = tasks.iter().copied().filter(|t| types.iter().any(|ty| t.fits_in(ty.resources))).collect();
+            for ty in &types {
+                if placeable.iter().any(|t| !t.fits_in(ty.resources)) { continue; }
+                let n = (p.units / ty.weight).floor() as usize;
+                let new: Vec<Instance> = (0..n).map(|i| inst(&format!("n{i}"), ty, &[])).collect();
+                let check = pack(&placeable, &new, &[]);
+                prop_assert_eq!(check.fit_existing, placeable.len(), "type {} with {} instances", ty.name, n);
+            }
+        }
+
+        /// Decisions stay in [min, max], within the steps, respect cooldowns, and never scale in while
+        /// capacity is launching or tasks are unplaced.
+        #[test]
+        fn decisions_respect_the_limits(
+            n in 1usize..8,
+            per in prop::collection::vec(prop::collection::vec((1u32..=1024, 1u32..=2048), 0..4), 8),
+            unplaced in prop::collection::vec(arb_task(), 0..20),
+            launching in 0u32..3,
+            since in prop::option::of(0.0f64..2000.0),
+            last_out in prop::option::of(0.0f64..2000.0),
+            last_in in prop::option::of(0.0f64..2000.0),
+        ) {
+            let t = ty("m5.xlarge", 4096, 16384, 1.0);
+            let instances: Vec<Instance> = (0..n).map(|i| inst(&format!("i{i}"), &t, &per[i])).collect();
+            let fleet = Fleet { target: n as f64 + f64::from(launching), fulfilled: n as f64, types: vec![t] };
+            let mem = Memory { last_scale_out: last_out, last_scale_in: last_in, below_target_since: since };
+            let l = limits();
+            let now = 2000.0;
+            let obs = Observation { instances, unplaced };
+            let d = decide(&obs, &fleet, &mem, &l, now);
+            match &d.action {
+                Action::Hold => {}
+                Action::ScaleOut { to } => {
+                    prop_assert!(*to > fleet.target && *to <= l.max_capacity && *to >= l.min_capacity);
+                    prop_assert!(*to - fleet.target <= l.max_scale_out_step);
+                    prop_assert!(last_out.is_none_or(|t| now - t >= l.scale_out_cooldown.as_secs_f64()));
+                }
+                Action::ScaleIn { to, victims } => {
+                    prop_assert!(*to >= l.min_capacity && *to < fleet.target);
+                    prop_assert!(fleet.target - *to <= l.max_scale_in_step);
+                    prop_assert_eq!(launching, 0);
+                    prop_assert!(obs.unplaced.is_empty());
+                    prop_assert!(since.is_some_and(|s| now - s >= l.scale_in_cooldown.as_secs_f64()));
+                    prop_assert!(last_in.is_none_or(|t| now - t >= l.scale_in_cooldown.as_secs_f64()));
+                    prop_assert!(!victims.is_empty());
+                }
+            }
+            prop_assert!(!d.reason.is_empty());
+        }
+    }
+}
