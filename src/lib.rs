@@ -5,7 +5,7 @@
 //! - [`exit`]: the exit codes opsd promises to scripts.
 //! - [`config`]: the daemon config file + `OPSD_…` environment overrides, validated at load.
 //! - [`diag`]: `file:line:col: field: message` diagnostics for bad input.
-//! - [`job`]: job files: spec, units, schedules, loading with precise errors.
+//! - [`job`]: job files: spec, units, schedules and firing times, loading with precise errors.
 //! - [`aws`]: the one place that builds the AWS SDK config (timeouts, retries, endpoints).
 //! - [`fleet`]: EC2 target resolution: tags and states to hosts, paginated.
 //! - [`ssh`]: the only russh user: connect, host-key policy, auth, exec with caps and timeouts.
@@ -14,10 +14,17 @@
 //! - [`store`]: the embedded run history (SQLite, WAL).
 //! - [`tomlfile`]: TOML files deserialized with every bad key and value reported, located.
 //! - [`report`]: what a run prints: live view, summary, JSON document.
-//! - [`app`]: the commands (`run`, `validate`, `jobs`, `history`) assembled from the parts above.
+//! - [`execute`]: one recorded run over resolved hosts, shared by `opsd run` and the daemon.
+//! - [`daemon`]: `opsd daemon`: schedules, reload, sd_notify, graceful shutdown.
+//! - [`lifecycle`]: the Auto Scaling lifecycle-hook consumer (SQS, secondary ENIs).
+//! - [`capacity`]: the Spot Fleet capacity controller (so far its pure decision policy).
+//! - [`metrics`]: Prometheus series and the `/metrics` endpoint.
+//! - [`logging`]: the tracing subscriber (text or JSON).
+//! - [`app`]: the commands (`run`, `daemon`, `validate`, `jobs`, `history`, `lifecycle status`).
 
 pub mod app;
 pub mod aws;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod daemon;

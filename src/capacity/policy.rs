@@ -97,9 +97,14 @@ pub struct Limits {
 pub enum Action {
     Hold,
     /// Raise the target capacity to `to`.
-    ScaleOut { to: f64 },
+    ScaleOut {
+        to: f64,
+    },
     /// Drain and terminate exactly `victims`, then lower the target to `to`.
-    ScaleIn { to: f64, victims: Vec<String> },
+    ScaleIn {
+        to: f64,
+        victims: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +180,9 @@ pub fn pack(unplaced: &[Resources], instances: &[Instance], types: &[InstanceTyp
     if per_type.is_empty() && !rest.is_empty() {
         // No single type holds every task: each task in the smallest type that holds it, summed.
         for t in &rest {
-            if let Some(ty) = types.iter().filter(|ty| t.fits_in(ty.resources)).min_by(|a, b| a.weight.total_cmp(&b.weight)) {
+            if let Some(ty) =
+                types.iter().filter(|ty| t.fits_in(ty.resources)).min_by(|a, b| a.weight.total_cmp(&b.weight))
+            {
                 units += ty.weight;
             }
         }
@@ -201,8 +208,10 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
     // Scale out: room for the unplaced tasks, then back to the target reservation.
     let packing = pack(&obs.unplaced, &obs.instances, &fleet.types);
     let for_tasks = packing.units;
-    let for_target = units_for_target(&obs.instances, &fleet.types, target, &packing);
-    let needed = for_tasks + for_target - launching;
+    let for_target = units_for_target(&obs.instances, &obs.unplaced, &fleet.types, target);
+    // Both must hold: room for the tasks (discrete, bin-packed) and the reservation back at target
+    // once they run. Capacity still launching counts as present.
+    let needed = for_tasks.max(for_target) - launching;
     if needed > 0.0 {
         if let Some(t) = mem.last_scale_out {
             let wait = limits.scale_out_cooldown.as_secs_f64() - (now - t);
@@ -214,7 +223,10 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
         let mut to = wanted.min(fleet.target + limits.max_scale_out_step).min(limits.max_capacity);
         to = to.max(limits.min_capacity);
         if to <= fleet.target {
-            return hold(format!("needs {needed:.1} more units but capacity is at max_capacity {}", limits.max_capacity));
+            return hold(format!(
+                "needs {needed:.1} more units but capacity is at max_capacity {}",
+                limits.max_capacity
+            ));
         }
         let bound = if to < wanted {
             if to >= limits.max_capacity {
@@ -233,11 +245,15 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
                 obs.unplaced.len(),
                 packing.fit_existing,
                 packing.per_type.iter().map(|(n, b)| format!("{b} × {n}")).collect::<Vec<_>>().join(" or "),
-                if packing.too_large > 0 { format!(", {} fit no instance type", packing.too_large) } else { String::new() }
+                if packing.too_large > 0 {
+                    format!(", {} fit no instance type", packing.too_large)
+                } else {
+                    String::new()
+                }
             )
         };
         let reason = format!(
-            "{seen}: scale out to {to}: {tasks}{for_target:.1} units to bring reservation to target; {launching:.1} units already launching{bound}"
+            "{seen}: scale out to {to}: {tasks}{for_target:.1} units bring reservation to target once they run; {launching:.1} units already launching{bound}"
         );
         return Decision { action: Action::ScaleOut { to }, reason, reservation: res };
     }
@@ -270,7 +286,9 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
     }
     let victims = choose_victims(&obs.instances, &fleet.types, limits, fleet.target);
     if victims.is_empty() {
-        return hold("below target, but no instance's tasks fit elsewhere within the limits (min_capacity, step, target)".into());
+        return hold(
+            "below target, but no instance's tasks fit elsewhere within the limits (min_capacity, step, target)".into(),
+        );
     }
     let units: f64 = victims.iter().map(|v| weight_of(&fleet.types, &v.instance_type)).sum();
     let to = fleet.target - units;
@@ -278,30 +296,39 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
         "{seen}: scale in to {to}: below target for {below_for:.0}s; removing {} ({} tasks moved elsewhere){}",
         victims.iter().map(|v| v.id.as_str()).collect::<Vec<_>>().join(", "),
         victims.iter().map(|v| v.tasks.len()).sum::<usize>(),
-        if units >= limits.max_scale_in_step { format!("; bound by max_scale_in_step {}", limits.max_scale_in_step) } else { String::new() }
+        if units >= limits.max_scale_in_step {
+            format!("; bound by max_scale_in_step {}", limits.max_scale_in_step)
+        } else {
+            String::new()
+        }
     );
-    Decision { action: Action::ScaleIn { to, victims: victims.iter().map(|v| v.id.clone()).collect() }, reason, reservation: res }
+    Decision {
+        action: Action::ScaleIn { to, victims: victims.iter().map(|v| v.id.clone()).collect() },
+        reason,
+        reservation: res,
+    }
 }
 
 fn weight_of(types: &[InstanceType], name: &str) -> f64 {
     types.iter().find(|t| t.name == name).map(|t| t.weight).unwrap_or(1.0)
 }
 
-/// Units that bring the reservation (after the unplaced tasks are placed) down to the target.
-fn units_for_target(instances: &[Instance], types: &[InstanceType], target: f64, _p: &Packing) -> f64 {
+/// Units that bring the reservation, once the unplaced tasks run too, down to the target: per
+/// resource, what must be registered beyond today, in the fleet type with the fewest resources per
+/// unit (the worst case: enough whichever type the fleet launches).
+fn units_for_target(instances: &[Instance], unplaced: &[Resources], types: &[InstanceType], target: f64) -> f64 {
     let active: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
     let reg = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered));
     let used = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered.minus(i.remaining)));
-    if reg.cpu == 0 || target <= 0.0 {
+    let used = unplaced.iter().fold(used, |a, t| a.plus(*t));
+    if target <= 0.0 || (used.cpu == 0 && used.mem == 0) {
         return 0.0;
     }
-    // Registered resources needed so that used / registered <= target, per resource.
     let need = |u: u32, r: u32| (f64::from(u) * 100.0 / target - f64::from(r)).max(0.0);
     let (need_cpu, need_mem) = (need(used.cpu, reg.cpu), need(used.mem, reg.mem));
     if need_cpu == 0.0 && need_mem == 0.0 {
         return 0.0;
     }
-    // Worst case over the types: the fewest resources per unit.
     types
         .iter()
         .map(|t| {
@@ -315,7 +342,12 @@ fn units_for_target(instances: &[Instance], types: &[InstanceType], target: f64,
 
 /// Instances to remove: fewest tasks first, each only if its tasks fit in what the remaining
 /// instances have free, the reservation stays at or below target without it, the step and min hold.
-fn choose_victims<'a>(instances: &'a [Instance], types: &[InstanceType], limits: &Limits, target: f64) -> Vec<&'a Instance> {
+fn choose_victims<'a>(
+    instances: &'a [Instance],
+    types: &[InstanceType],
+    limits: &Limits,
+    target: f64,
+) -> Vec<&'a Instance> {
     let mut candidates: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
     candidates.sort_by_key(|i| (i.tasks.len(), std::cmp::Reverse(i.remaining.cpu)));
     let mut victims: Vec<&Instance> = Vec::new();
@@ -327,11 +359,8 @@ fn choose_victims<'a>(instances: &'a [Instance], types: &[InstanceType], limits:
         }
         let mut trial: Vec<&Instance> = victims.clone();
         trial.push(c);
-        let keep: Vec<Instance> = instances
-            .iter()
-            .filter(|i| !i.draining && !trial.iter().any(|v| v.id == i.id))
-            .cloned()
-            .collect();
+        let keep: Vec<Instance> =
+            instances.iter().filter(|i| !i.draining && !trial.iter().any(|v| v.id == i.id)).cloned().collect();
         if keep.is_empty() {
             continue;
         }
@@ -432,10 +461,22 @@ mod tests {
         let d = decide(&obs, &fleet, &mem, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold);
         assert!(d.reason.contains("scale-out cooldown has 30s left"), "{}", d.reason);
-        // Capacity already launching counts as present.
-        let fleet = Fleet { target: 32.0, fulfilled: 2.0, types: vec![t] };
-        let d = decide(&obs, &fleet, &Memory::default(), &limits(), 1000.0);
+        // Capacity already launching counts as present: 32 tasks' worth of CPU at 80 % needs 40 units.
+        let launching = Fleet { target: 40.0, fulfilled: 2.0, types: vec![t.clone()] };
+        let d = decide(&obs, &launching, &Memory::default(), &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        let launching = Fleet { target: 32.0, fulfilled: 2.0, types: vec![t.clone()] };
+        let d = decide(&obs, &launching, &Memory::default(), &limits(), 1000.0);
+        assert_eq!(d.action, Action::ScaleOut { to: 40.0 }, "{}", d.reason);
+        // No unplaced tasks, reservation above target: scale out for headroom alone.
+        let hot = Observation { instances: full.to_vec(), unplaced: vec![] };
+        let d = decide(&hot, &fleet, &Memory::default(), &limits(), 1000.0);
+        assert_eq!(d.action, Action::ScaleOut { to: 3.0 }, "{}", d.reason);
+        // At max_capacity: hold, and say so.
+        let at_max = Fleet { target: 40.0, fulfilled: 40.0, types: vec![t] };
+        let d = decide(&obs, &at_max, &Memory::default(), &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold);
+        assert!(d.reason.contains("max_capacity 40"), "{}", d.reason);
     }
 
     #[test]
