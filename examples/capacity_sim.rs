@@ -55,26 +55,44 @@ fn whole() -> Resources {
 
 fn traces() -> Vec<Trace> {
     vec![
-        Trace { name: "step (medium tasks, 20 → 100 → 20)", hours: 5.0, demand: |t| {
-            let n = if (3600.0..3.0 * 3600.0).contains(&t) { 100 } else { 20 };
-            vec![(n, medium())]
-        } },
-        Trace { name: "diurnal (mixed, 24 h)", hours: 24.0, demand: |t| {
-            let phase = (t / 86400.0 * std::f64::consts::TAU).sin();
-            let n = (60.0 + 50.0 * phase).round() as usize;
-            vec![(n / 2, medium()), (n - n / 2, small())]
-        } },
-        Trace { name: "spiky (large tasks, +24 for 10 min every 2 h)", hours: 8.0, demand: |t| {
-            let spike = (t % 7200.0) >= 3600.0 && (t % 7200.0) < 4200.0;
-            vec![(if spike { 30 } else { 6 }, large())]
-        } },
-        Trace { name: "many small (ramp to 600)", hours: 4.0, demand: |t| {
-            let n = ((t / 3600.0).min(2.0) * 300.0) as usize;
-            vec![(n, small())]
-        } },
-        Trace { name: "few large (0 → 16 whole-instance tasks)", hours: 4.0, demand: |t| {
-            vec![(if t >= 1800.0 && t < 3.0 * 3600.0 { 16 } else { 0 }, whole())]
-        } },
+        Trace {
+            name: "step (medium tasks, 20 → 100 → 20)",
+            hours: 5.0,
+            demand: |t| {
+                let n = if (3600.0..3.0 * 3600.0).contains(&t) { 100 } else { 20 };
+                vec![(n, medium())]
+            },
+        },
+        Trace {
+            name: "diurnal (mixed, 24 h)",
+            hours: 24.0,
+            demand: |t| {
+                let phase = (t / 86400.0 * std::f64::consts::TAU).sin();
+                let n = (60.0 + 50.0 * phase).round() as usize;
+                vec![(n / 2, medium()), (n - n / 2, small())]
+            },
+        },
+        Trace {
+            name: "spiky (large tasks, +24 for 10 min every 2 h)",
+            hours: 8.0,
+            demand: |t| {
+                let spike = (t % 7200.0) >= 3600.0 && (t % 7200.0) < 4200.0;
+                vec![(if spike { 30 } else { 6 }, large())]
+            },
+        },
+        Trace {
+            name: "many small (ramp to 600)",
+            hours: 4.0,
+            demand: |t| {
+                let n = ((t / 3600.0).min(2.0) * 300.0) as usize;
+                vec![(n, small())]
+            },
+        },
+        Trace {
+            name: "few large (0 → 16 whole-instance tasks)",
+            hours: 4.0,
+            demand: |t| vec![(if (1800.0..3.0 * 3600.0).contains(&t) { 16 } else { 0 }, whole())],
+        },
     ]
 }
 
@@ -293,7 +311,11 @@ impl Sim {
                 let m = if self.waiting.is_empty() {
                     self.nodes.iter().filter(|x| !x.tasks.is_empty()).count() as f64
                 } else {
-                    let p = policy::pack(&self.waiting.iter().map(|t| t.res).collect::<Vec<_>>(), &self.observe().instances, &self.types);
+                    let p = policy::pack(
+                        &self.waiting.iter().map(|t| t.res).collect::<Vec<_>>(),
+                        &self.observe().instances,
+                        &self.types,
+                    );
                     (self.nodes.len() as f64 + p.units).max(if n == 0.0 { 2.0 } else { 0.0 })
                 };
                 if m > n {
@@ -391,7 +413,10 @@ fn main() {
     let all = traces();
     for trace in &all {
         let results: Vec<(Controller, (f64, f64, u32))> =
-            [Controller::Opsd, Controller::Cas, Controller::TargetTracking].iter().map(|c| (*c, run(trace, *c))).collect();
+            [Controller::Opsd, Controller::Cas, Controller::TargetTracking]
+                .iter()
+                .map(|c| (*c, run(trace, *c)))
+                .collect();
         for (c, (u, h, n)) in &results {
             println!("| {} | {} | {:.0} | {:.1} | {} |", trace.name, c.name(), u, h, n);
         }
