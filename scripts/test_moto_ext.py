@@ -5,6 +5,7 @@ Run by scripts/test after `scripts/sandbox up`:  target/sandbox/venv/bin/python 
 Each test works in a VPC of its own (127.<n>.0.0/16: addresses that are loopback if anything ever
 used them) so it leaves the sandbox's fleet alone.
 """
+import base64
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ def client(name):
     return boto3.client(name, endpoint_url=ENDPOINT, region_name=REGION, config=CFG)
 
 
-ec2, asg, sqs = client("ec2"), client("autoscaling"), client("sqs")
+ec2, asg, sqs, ecs = client("ec2"), client("autoscaling"), client("sqs"), client("ecs")
 
 
 def network(zones=("us-east-1a", "us-east-1b")):
@@ -238,6 +239,110 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(list(states(self.group)), [notes[1]["EC2InstanceId"]])
         # The other times out (3 s): its DefaultResult terminates it too.
         wait("the second instance to go", lambda: not states(self.group), 8)
+
+
+def register(cluster, instance_type="m5.large", subnet=None, total=None):
+    args = dict(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, InstanceType=instance_type)
+    if subnet:
+        args["SubnetId"] = subnet
+    inst = ec2.run_instances(**args)["Instances"][0]["InstanceId"]
+    doc = json.dumps({"instanceId": inst})
+    kwargs = dict(cluster=cluster, instanceIdentityDocument=doc)
+    if total:
+        kwargs["totalResources"] = [{"name": k, "type": "INTEGER", "integerValue": v} for k, v in total.items()]
+    ci = ecs.register_container_instance(**kwargs)["containerInstance"]
+    return inst, ci["containerInstanceArn"]
+
+
+def resources(ci, which="registeredResources"):
+    return {r["name"]: r.get("integerValue") for r in ci[which] if r["name"] in ("CPU", "MEMORY")}
+
+
+def task_def(cpu, mem):
+    family = f"td-{uuid.uuid4().hex[:8]}"
+    return ecs.register_task_definition(
+        family=family, containerDefinitions=[{"name": "app", "image": "busybox", "cpu": cpu, "memory": mem}]
+    )["taskDefinition"]["taskDefinitionArn"]
+
+
+class Ecs(unittest.TestCase):
+    def setUp(self):
+        self.vpc, self.subnets = network()
+        self.cluster = f"c-{uuid.uuid4().hex[:10]}"
+        ecs.create_cluster(clusterName=self.cluster)
+
+    def describe(self, arns):
+        return ecs.describe_container_instances(cluster=self.cluster, containerInstances=arns)["containerInstances"]
+
+    def test_registered_resources_follow_the_type_or_the_request(self):
+        _, a = register(self.cluster, "m5.xlarge", self.subnets[0])
+        _, b = register(self.cluster, "m5.large", self.subnets[0], total={"CPU": 1024, "MEMORY": 2048})
+        ca, cb = sorted(self.describe([a, b]), key=lambda c: c["containerInstanceArn"] != a)
+        self.assertEqual(resources(ca), {"CPU": 4096, "MEMORY": 15576})
+        self.assertEqual(resources(cb), {"CPU": 1024, "MEMORY": 2048})
+
+    def test_run_task_reports_what_does_not_fit(self):
+        register(self.cluster, "t3.small", self.subnets[0])  # 2048 CPU, 1924 MiB
+        td = task_def(512, 1024)
+        r = ecs.run_task(cluster=self.cluster, taskDefinition=td, count=3)
+        self.assertEqual(len(r["tasks"]), 1)
+        self.assertEqual([f["reason"] for f in r["failures"]], ["RESOURCE:MEMORY"] * 2)
+        cpu_td = task_def(4096, 128)
+        r = ecs.run_task(cluster=self.cluster, taskDefinition=cpu_td, count=1)
+        self.assertEqual(r["failures"][0]["reason"], "RESOURCE:CPU")
+        # Tasks stay RUNNING however often they are described.
+        arn = ecs.list_tasks(cluster=self.cluster)["taskArns"][0]
+        for _ in range(5):
+            t = ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
+        self.assertEqual(t["lastStatus"], "RUNNING")
+
+    def test_services_place_tasks_report_the_rest_and_catch_up(self):
+        register(self.cluster, "m5.large", self.subnets[0])  # 2048 CPU
+        td = task_def(1024, 1024)
+        ecs.create_service(cluster=self.cluster, serviceName="web", taskDefinition=td, desiredCount=4)
+        svc = ecs.describe_services(cluster=self.cluster, services=["web"])["services"][0]
+        self.assertEqual((svc["runningCount"], svc["pendingCount"]), (2, 2))
+        msg = svc["events"][0]["message"]
+        self.assertIn("(service web) was unable to place a task because no container instance met all of its requirements", msg)
+        self.assertIn("has insufficient CPU units available", msg)
+        self.assertEqual(len(ecs.list_tasks(cluster=self.cluster, serviceName="web")["taskArns"]), 2)
+        register(self.cluster, "m5.large", self.subnets[0])
+        wait("the service to catch up", lambda: ecs.describe_services(cluster=self.cluster, services=["web"])["services"][0]["runningCount"] == 4)
+        ecs.update_service(cluster=self.cluster, service="web", desiredCount=1)
+        self.assertEqual(len(ecs.list_tasks(cluster=self.cluster, serviceName="web", desiredStatus="RUNNING")["taskArns"]), 1)
+
+    def test_draining_moves_service_tasks_and_takes_no_new_ones(self):
+        _, a = register(self.cluster, "m5.large", self.subnets[0])
+        td = task_def(512, 512)
+        ecs.create_service(cluster=self.cluster, serviceName="api", taskDefinition=td, desiredCount=2)
+        _, b = register(self.cluster, "m5.large", self.subnets[0])
+        ecs.update_container_instances_state(cluster=self.cluster, containerInstances=[a], status="DRAINING")
+        wait("a to be empty", lambda: self.describe([a])[0]["runningTasksCount"] == 0)
+        self.assertEqual(self.describe([b])[0]["runningTasksCount"], 2)
+        r = ecs.run_task(cluster=self.cluster, taskDefinition=td, count=1)
+        self.assertEqual(r["tasks"][0]["containerInstanceArn"], b)
+
+    def test_fleet_instances_register_and_deregister(self):
+        user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
+        spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "UserData": user_data, "WeightedCapacity": 2.0}
+        sfr = ec2.request_spot_fleet(SpotFleetRequestConfig={
+            "TargetCapacity": 4, "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "AllocationStrategy": "lowestPrice", "Type": "maintain", "LaunchSpecifications": [spec],
+        })["SpotFleetRequestId"]
+        arns = ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]
+        self.assertEqual(len(arns), 2)
+        self.assertEqual(resources(self.describe(arns)[0]), {"CPU": 2048, "MEMORY": 3704})
+        ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=2, ExcessCapacityTerminationPolicy="noTermination")
+        fleet = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[sfr])["SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]
+        self.assertEqual((fleet["TargetCapacity"], fleet["FulfilledCapacity"]), (2, 4.0))
+        victim = self.describe(arns)[0]["ec2InstanceId"]
+        ec2.terminate_instances(InstanceIds=[victim])
+        self.assertEqual(len(ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]), 1)
+        fleet = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[sfr])["SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]
+        self.assertEqual(fleet["FulfilledCapacity"], 2.0)
+        # "default" (as AWS spells it) terminates the excess.
+        ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=0, ExcessCapacityTerminationPolicy="default")
+        wait("the fleet to empty", lambda: not ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"])
 
 
 if __name__ == "__main__":

@@ -7,4 +7,4 @@ drives every extension with boto3.
 
 
 def apply() -> None:
-    from . import ec2_tags, eni, lifecycle  # noqa: F401  (importing applies the patches)
+    from . import ec2_tags, ecs, eni, lifecycle  # noqa: F401  (importing applies the patches)

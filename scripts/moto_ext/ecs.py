@@ -1,0 +1,365 @@
+"""ECS on EC2 capacity as the ECS developer guide documents it (moto 5.2.5 differs on each point).
+
+- A container instance's registered resources are what RegisterContainerInstance gives in
+  `totalResources`, else those of its instance type (CPU 1024 per vCPU; memory as the ECS agent
+  reports it: the type's memory less what the OS and agent keep), not a fixed 4096 CPU / 7482 MiB.
+- RunTask returns a `RESOURCE:CPU` / `RESOURCE:MEMORY` failure for each task no ACTIVE instance can
+  hold (moto returns fewer tasks and no failures, or raises when the cluster has no instance).
+- Services run their tasks: a scheduler (every second, and at once on Create/UpdateService) keeps each
+  service at its desired count, placing tasks where they fit (binpack on memory) and stopping extras.
+  Tasks that fit nowhere are reported in the service's events as AWS words it: "(service NAME) was
+  unable to place a task because no container instance met all of its requirements. The closest
+  matching (container-instance ID) has insufficient memory available. …". runningCount and
+  pendingCount follow (pending: tasks not placed).
+- DRAINING instances take no new tasks; the scheduler stops the service tasks on them and starts
+  replacements elsewhere, as ECS does. Standalone tasks keep running.
+- An instance launched with user data containing `ECS_CLUSTER=name` registers itself in that cluster
+  (as the ECS agent does at boot), and deregisters when it terminates (its tasks stop).
+- Tasks stay RUNNING until stopped: moto's state manager advanced them on every DescribeTasks.
+"""
+import base64
+import re
+import threading
+import time
+
+from moto.core.responses import ActionResult
+from moto.ec2.models import EC2Backend
+from moto.ecs.models import ContainerInstance, EC2ContainerServiceBackend, Task, ecs_backends
+from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.moto_api import state_manager
+
+# (vCPUs, memory MiB as registered by the ECS agent) of the types the tests use; others fall back.
+TYPES = {
+    "t3.micro": (2, 944),
+    "t3.small": (2, 1924),
+    "t3.medium": (2, 3907),
+    "m5.large": (2, 7680),
+    "m5.xlarge": (4, 15576),
+    "m5.2xlarge": (8, 31630),
+    "c5.large": (2, 3704),
+    "c5.xlarge": (4, 7624),
+    "r5.large": (2, 15739),
+}
+DEFAULT_TYPE = (2, 3800)
+
+_lock = threading.RLock()
+
+state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+
+
+def _set_resources(ci, cpu, mem):
+    for lst in (ci.registered_resources, ci.remaining_resources):
+        for r in lst:
+            if r["name"] == "CPU":
+                r["integerValue"] = cpu
+            elif r["name"] == "MEMORY":
+                r["integerValue"] = mem
+
+
+def _remaining(ci):
+    vals = {r["name"]: r.get("integerValue", 0) for r in ci.remaining_resources}
+    return vals.get("CPU", 0), vals.get("MEMORY", 0)
+
+
+_orig_ci_init = ContainerInstance.__init__
+
+
+def _ci_init(self, ec2_instance_id, account_id, region_name, cluster_name, backend):
+    _orig_ci_init(self, ec2_instance_id, account_id, region_name, cluster_name, backend)
+    vcpus, mem = TYPES.get(self.attributes.get("ecs.instance-type"), DEFAULT_TYPE)
+    _set_resources(self, 1024 * vcpus, mem)
+
+
+ContainerInstance.__init__ = _ci_init
+
+
+def _register_container_instance(self):
+    result = _orig_register_response(self)
+    total = self._get_param("totalResources") or []
+    given = {r.get("name"): r.get("integerValue") for r in total if r.get("integerValue") is not None}
+    if "CPU" in given or "MEMORY" in given:
+        ci = result.result["containerInstance"]
+        cpu = given.get("CPU", _remaining(ci)[0])
+        mem = given.get("MEMORY", _remaining(ci)[1])
+        _set_resources(ci, int(cpu), int(mem))
+    return result
+
+
+_orig_register_response = EC2ContainerServiceResponse.register_container_instance
+EC2ContainerServiceResponse.register_container_instance = _register_container_instance
+
+
+# --- RunTask failures ----------------------------------------------------------------------------
+
+
+def _shortage(backend, cluster_name, req):
+    """The reason AWS gives for a task no ACTIVE instance holds, and the closest instance's id."""
+    best, best_gap = None, None
+    for cid, ci in backend.container_instances.get(cluster_name, {}).items():
+        if ci.status != "ACTIVE":
+            continue
+        cpu, mem = _remaining(ci)
+        gap = max(req["CPU"] - cpu, 0) / 1024 + max(req["MEMORY"] - mem, 0) / 1024
+        if best_gap is None or gap < best_gap:
+            best, best_gap = (cid, cpu, mem), gap
+    if best is None:
+        return "RESOURCE:MEMORY", None
+    cid, cpu, mem = best
+    return ("RESOURCE:CPU" if req["CPU"] > cpu else "RESOURCE:MEMORY"), cid
+
+
+def _run_task_response(self):
+    count = self._get_int_param("count", 1)
+    cluster_str = self._get_param("cluster", "default")
+    backend = self.ecs_backend
+    cluster = backend._get_cluster(cluster_str)
+    launch_type = self._get_param("launchType")
+    if launch_type == "FARGATE" or not backend.container_instances.get(cluster.name):
+        if launch_type != "FARGATE":
+            td = backend.describe_task_definition(self._get_param("taskDefinition"))
+            req = backend._calculate_task_resource_requirements(td)
+            reason, _ = _shortage(backend, cluster.name, req)
+            return ActionResult({"tasks": [], "failures": [{"arn": cluster.arn, "reason": reason} for _ in range(count)]})
+        return _orig_run_task(self)
+    with _lock:
+        result = _orig_run_task(self)
+    tasks = result.result["tasks"]
+    failures = []
+    if len(tasks) < count:
+        td = backend.describe_task_definition(self._get_param("taskDefinition"))
+        req = backend._calculate_task_resource_requirements(td)
+        reason, cid = _shortage(backend, cluster.name, req)
+        arn = next(
+            (ci.container_instance_arn for k, ci in backend.container_instances[cluster.name].items() if k == cid),
+            cluster.arn,
+        )
+        failures = [{"arn": arn, "reason": reason} for _ in range(count - len(tasks))]
+    return ActionResult({"tasks": tasks, "failures": failures})
+
+
+_orig_run_task = EC2ContainerServiceResponse.run_task
+EC2ContainerServiceResponse.run_task = _run_task_response
+
+
+# --- services ------------------------------------------------------------------------------------
+
+
+def _service_tasks(backend, service):
+    group = f"service:{service.name}"
+    return [
+        t
+        for t in backend.tasks.get(service.cluster_name, {}).values()
+        if t.group == group and t.desired_status == "RUNNING"
+    ]
+
+
+def _instance_of(backend, cluster_name, task):
+    if not task.container_instance_arn:
+        return None
+    return backend.container_instances.get(cluster_name, {}).get(task.container_instance_arn.split("/")[-1])
+
+
+def _event(service, message):
+    last = service.events[0]["message"] if service.events else None
+    if last == message:
+        return
+    service.events.insert(
+        0, {"id": str(time.time_ns()), "createdAt": time.time(), "message": message}
+    )
+    del service.events[100:]
+
+
+def _reconcile(backend, service):
+    if service.status != "ACTIVE" or not service.task_definition:
+        return
+    cluster = backend.clusters.get(service.cluster_name)
+    if cluster is None:
+        return
+    td = backend.describe_task_definition(service.task_definition)
+    req = backend._calculate_task_resource_requirements(td)
+    running = _service_tasks(backend, service)
+    # Tasks on DRAINING (or vanished) instances are stopped and replaced elsewhere.
+    for t in running:
+        ci = _instance_of(backend, service.cluster_name, t)
+        if ci is None or ci.status != "ACTIVE":
+            backend.stop_task(service.cluster_name, t.task_arn, "Service task on a draining container instance")
+    running = _service_tasks(backend, service)
+    extra = len(running) - service.desired_count
+    for t in running[: max(extra, 0)]:
+        backend.stop_task(service.cluster_name, t.task_arn, "Service scaled in")
+    running = _service_tasks(backend, service)
+    missing = service.desired_count - len(running)
+    placed = 0
+    for _ in range(max(missing, 0)):
+        candidates = [
+            ci
+            for ci in backend.container_instances.get(cluster.name, {}).values()
+            if ci.status == "ACTIVE" and backend._can_be_placed(ci, req)
+        ]
+        if not candidates:
+            break
+        ci = min(candidates, key=lambda c: _remaining(c)[1])  # binpack on memory
+        task = Task(
+            cluster,
+            td,
+            ci.container_instance_arn,
+            req,
+            backend=backend,
+            group=f"service:{service.name}",
+            started_by=f"ecs-svc/{service.name}",
+            launch_type="EC2",
+        )
+        backend.update_container_instance_resources(ci, req)
+        backend.update_cluster_resources(cluster, 1)
+        backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+        placed += 1
+    unplaced = max(missing, 0) - placed
+    service.running_count = len(_service_tasks(backend, service))
+    service.pending_count = max(unplaced, 0)
+    for d in service.deployments:
+        d["runningCount"] = service.running_count
+        d["pendingCount"] = service.pending_count
+        d["desiredCount"] = service.desired_count
+    if unplaced > 0:
+        reason, cid = _shortage(backend, cluster.name, req)
+        kind = "CPU units" if reason == "RESOURCE:CPU" else "memory"
+        if cid is None:
+            msg = (f"(service {service.name}) was unable to place a task because no container instance met all "
+                   f"of its requirements. Reason: No Container Instances were found in your cluster. For more "
+                   f"information, see the Troubleshooting section of the Amazon ECS Developer Guide.")
+        else:
+            msg = (f"(service {service.name}) was unable to place a task because no container instance met all "
+                   f"of its requirements. The closest matching (container-instance {cid}) has insufficient {kind} "
+                   f"available. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.")
+        _event(service, msg)
+    elif missing <= 0 and service.running_count == service.desired_count:
+        _event(service, f"(service {service.name}) has reached a steady state.")
+
+
+def _reconcile_all():
+    for account in list(ecs_backends.keys()):
+        for region in list(ecs_backends[account].keys()):
+            backend = ecs_backends[account][region]
+            for service in list(backend.services.values()):
+                try:
+                    _reconcile(backend, service)
+                except Exception as e:  # keep the scheduler alive
+                    print(f"moto_ext.ecs: service {service.name}: {e}", flush=True)
+
+
+def _scheduler_loop():
+    while True:
+        time.sleep(1.0)
+        with _lock:
+            _reconcile_all()
+
+
+threading.Thread(target=_scheduler_loop, name="ecs-service-scheduler", daemon=True).start()
+
+
+def _wrap_service_call(orig):
+    def wrapped(self, *args, **kwargs):
+        with _lock:
+            service = orig(self, *args, **kwargs)
+            _reconcile(self, service)
+            return service
+
+    return wrapped
+
+
+EC2ContainerServiceBackend.create_service = _wrap_service_call(EC2ContainerServiceBackend.create_service)
+EC2ContainerServiceBackend.update_service = _wrap_service_call(EC2ContainerServiceBackend.update_service)
+
+_orig_list_tasks = EC2ContainerServiceBackend.list_tasks
+
+
+def _list_tasks(self, cluster_str=None, container_instance=None, family=None, started_by=None, service_name=None, desiredStatus=None):
+    tasks = _orig_list_tasks(self, cluster_str, container_instance, family, started_by, None, desiredStatus)
+    if service_name:
+        tasks = [t for t in tasks if t.group == f"service:{service_name.split('/')[-1]}"]
+    return tasks
+
+
+EC2ContainerServiceBackend.list_tasks = _list_tasks
+
+
+# --- instances register themselves from ECS_CLUSTER= in their user data; deregister at termination --
+
+
+def _cluster_from_user_data(user_data):
+    if not user_data:
+        return None
+    raw = user_data[0] if isinstance(user_data, list) else user_data
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    for text in (raw, _b64(raw)):
+        m = re.search(r"ECS_CLUSTER=([A-Za-z0-9_-]+)", text or "")
+        if m:
+            return m.group(1)
+    return None
+
+
+def _b64(s):
+    try:
+        return base64.b64decode(s).decode("utf-8", "replace")
+    except Exception:
+        return ""
+
+
+_orig_add_instances = EC2Backend.run_instances
+
+
+def _run_instances(self, *args, **kwargs):
+    reservation = _orig_add_instances(self, *args, **kwargs)
+    for inst in reservation.instances:
+        name = _cluster_from_user_data(getattr(inst, "user_data", None))
+        if not name:
+            continue
+        ecs = ecs_backends[self.account_id][self.region_name]
+        if name in ecs.clusters:
+            with _lock:
+                ecs.register_container_instance(name, inst.id)
+    return reservation
+
+
+EC2Backend.run_instances = _run_instances
+
+_orig_terminate = EC2Backend.terminate_instances
+
+
+def _terminate_instances(self, instance_ids):
+    result = _orig_terminate(self, instance_ids)
+    ecs = ecs_backends[self.account_id][self.region_name]
+    with _lock:
+        for cluster_name, cis in ecs.container_instances.items():
+            for cid, ci in list(cis.items()):
+                if ci.ec2_instance_id in instance_ids:
+                    for t in list(ecs.tasks.get(cluster_name, {}).values()):
+                        if t.container_instance_arn == ci.container_instance_arn and t.desired_status == "RUNNING":
+                            ecs.stop_task(cluster_name, t.task_arn, "Host EC2 instance terminated")
+                    del cis[cid]
+                    ecs.clusters[cluster_name].registered_container_instances_count -= 1
+    return result
+
+
+EC2Backend.terminate_instances = _terminate_instances
+
+
+# --- Spot Fleet: ExcessCapacityTerminationPolicy as AWS spells it -----------------------------------
+# AWS takes "default" and "noTermination"; moto compares with "Default", so a request that says
+# "default" never terminated anything. (Lowering the target with noTermination keeps every instance.)
+from moto.ec2.responses.spot_fleets import SpotFleets  # noqa: E402
+
+
+
+def _modify_spot_fleet_request(self):
+    policy = self._get_param("ExcessCapacityTerminationPolicy", if_none="Default")
+    self.ec2_backend.modify_spot_fleet_request(
+        self._get_param("SpotFleetRequestId"),
+        self._get_int_param("TargetCapacity"),
+        "Default" if policy in ("default", "Default") else policy,
+    )
+    return ActionResult({"Return": True})
+
+
+SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
