@@ -301,7 +301,7 @@ class Ecs(unittest.TestCase):
         td = task_def(1024, 1024)
         ecs.create_service(cluster=self.cluster, serviceName="web", taskDefinition=td, desiredCount=4)
         svc = ecs.describe_services(cluster=self.cluster, services=["web"])["services"][0]
-        self.assertEqual((svc["runningCount"], svc["pendingCount"]), (2, 2))
+        self.assertEqual((svc["desiredCount"], svc["runningCount"], svc["pendingCount"]), (4, 2, 0))
         msg = svc["events"][0]["message"]
         self.assertIn("(service web) was unable to place a task because no container instance met all of its requirements", msg)
         self.assertIn("has insufficient CPU units available", msg)

@@ -36,6 +36,9 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
         Command::Lifecycle(crate::cli::LifecycleCommand::Status { limit, output }) => {
             lifecycle_status(&config, limit, output).await
         }
+        Command::Capacity(crate::cli::CapacityCommand::Status { limit, output }) => {
+            capacity_status(&config, limit, output).await
+        }
     }
 }
 
@@ -459,4 +462,97 @@ async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -
         }
     }
     Exit::Ok
+}
+
+async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) -> Exit {
+    let Some(c) = &config.capacity else {
+        eprintln!("opsd: the config has no [capacity] section; add one with cluster and spot_fleet_request_id");
+        return Exit::Usage;
+    };
+    let store = match Store::open(&config.state_dir).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Software;
+        }
+    };
+    let decisions = match store.decisions(limit).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Software;
+        }
+    };
+    let sdk = match crate::aws::load(&config.aws).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Usage;
+        }
+    };
+    let clients = crate::capacity::clients(&sdk);
+    let seen = match crate::capacity::observe::observe(&clients, &c.cluster, &c.spot_fleet_request_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opsd: {e}");
+            return Exit::Unavailable;
+        }
+    };
+    // What the policy would decide now, without the daemon's memory of cooldowns.
+    let now = crate::capacity::decide(&seen, &crate::capacity::policy::Memory::default(), c, 0.0);
+    let (cpu, mem) = reservation_parts(&seen.observation.instances);
+    match output {
+        OutputFormat::Json => outln!(
+            "{}",
+            serde_json::json!({
+                "cluster": c.cluster,
+                "spot_fleet_request_id": c.spot_fleet_request_id,
+                "reservation": { "cpu": cpu, "memory": mem, "max": now.reservation },
+                "instances": seen.observation.instances.len(),
+                "unplaced_tasks": seen.observation.unplaced.len(),
+                "short_services": seen.short_services.iter().map(|(n, m)| serde_json::json!({"service": n, "missing": m})).collect::<Vec<_>>(),
+                "capacity": { "target": seen.fleet.target, "fulfilled": seen.fleet.fulfilled, "state": seen.fleet_state },
+                "decision_now": { "action": format!("{:?}", now.action), "reason": now.reason },
+                "decisions": decisions,
+            })
+        ),
+        OutputFormat::Text => {
+            outln!("cluster {} on fleet {} ({})", c.cluster, c.spot_fleet_request_id, seen.fleet_state);
+            outln!("reservation: CPU {cpu:.1}%, memory {mem:.1}% (target {}%)", c.target_reservation.0);
+            outln!(
+                "unplaced tasks: {}{}",
+                seen.observation.unplaced.len(),
+                seen.short_services.iter().map(|(n, m)| format!(", service {n} short {m}")).collect::<String>()
+            );
+            outln!("capacity: target {}, fulfilled {}", seen.fleet.target, seen.fleet.fulfilled);
+            outln!("now: {:?}: {}", now.action, now.reason);
+            outln!("\nlast decisions:");
+            for d in decisions {
+                outln!(
+                    "{} {:<9} {:>5} → {:<5} {:<8} {}{}",
+                    d.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    d.action,
+                    d.from_capacity,
+                    d.to_capacity,
+                    d.outcome,
+                    d.reason,
+                    d.error.map(|e| format!(" [error: {e}]")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Exit::Ok
+}
+
+/// CPU and memory reservation, percent, over ACTIVE container instances.
+fn reservation_parts(instances: &[crate::capacity::policy::Instance]) -> (f64, f64) {
+    let (mut rc, mut rm, mut uc, mut um) = (0u64, 0u64, 0u64, 0u64);
+    for i in instances.iter().filter(|i| !i.draining) {
+        rc += u64::from(i.registered.cpu);
+        rm += u64::from(i.registered.mem);
+        uc += u64::from(i.registered.cpu.saturating_sub(i.remaining.cpu));
+        um += u64::from(i.registered.mem.saturating_sub(i.remaining.mem));
+    }
+    let pct = |u: u64, r: u64| if r == 0 { 0.0 } else { 100.0 * u as f64 / r as f64 };
+    (pct(uc, rc), pct(um, rm))
 }

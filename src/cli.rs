@@ -43,6 +43,9 @@ pub enum Command {
     /// The Auto Scaling lifecycle-hook consumer ([lifecycle] in the config).
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// The Spot Fleet capacity controller ([capacity] in the config).
+    #[command(subcommand)]
+    Capacity(CapacityCommand),
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"
@@ -85,6 +88,22 @@ pub enum LifecycleCommand {
     Status {
         /// How many recent actions to show.
         #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CapacityCommand {
+    /// Reservation, unplaced demand, current and desired capacity now, and the last decisions with
+    /// their reasons: "why is it not scaling?" answered.
+    #[command(
+        after_help = "Examples:\n  opsd capacity status\n  opsd capacity status --limit 50 --output json\n\nExit codes:\n  0   shown\n  64  no [capacity] section in the config\n  69  the cluster or fleet could not be read\n  70  the history could not be read"
+    )]
+    Status {
+        /// How many recent decisions to show.
+        #[arg(long, default_value_t = 10)]
         limit: usize,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,

@@ -30,6 +30,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `opsd daemon`: the Auto Scaling lifecycle-hook consumer (secondary ENIs); off when absent.
     pub lifecycle: Option<LifecycleSettings>,
+    /// `opsd daemon`: the Spot Fleet capacity controller for an ECS cluster; off when absent.
+    pub capacity: Option<CapacitySettings>,
     /// The file this config came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -47,6 +49,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             metrics_listen: None,
             lifecycle: None,
+            capacity: None,
             source: None,
         }
     }
@@ -72,6 +75,82 @@ pub struct LifecycleSettings {
     pub sweep_grace: HumanDuration,
     #[serde(default)]
     pub eni: EniSettings,
+}
+
+/// `[capacity]`: keep an ECS cluster's reservation near a target with its Spot Fleet's capacity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySettings {
+    pub cluster: String,
+    pub spot_fleet_request_id: String,
+    /// Percent: the larger of CPU and memory reservation is held near it.
+    #[serde(default = "default_target_reservation")]
+    pub target_reservation: Percent,
+    /// In the fleet's capacity units (weighted capacity is honoured).
+    #[serde(default = "default_min_capacity")]
+    pub min_capacity: u32,
+    pub max_capacity: u32,
+    #[serde(default = "default_out_step")]
+    pub max_scale_out_step: u32,
+    #[serde(default = "default_in_step")]
+    pub max_scale_in_step: u32,
+    #[serde(default = "default_out_cooldown")]
+    pub scale_out_cooldown: HumanDuration,
+    #[serde(default = "default_in_cooldown")]
+    pub scale_in_cooldown: HumanDuration,
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Drain the chosen container instances before terminating them (their tasks move first).
+    #[serde(default = "default_true")]
+    pub drain_before_scale_in: bool,
+    /// How long a drain may take before the scale-in is given up (the instances are set ACTIVE again).
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: HumanDuration,
+    /// Decide and log, never act.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A percentage in (0, 100].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = f64::deserialize(d)?;
+        if !(n > 0.0 && n <= 100.0) {
+            return Err(serde::de::Error::custom(format!("{n}: use a percentage above 0 and at most 100, like 80")));
+        }
+        Ok(Percent(n))
+    }
+}
+
+fn default_target_reservation() -> Percent {
+    Percent(80.0)
+}
+fn default_min_capacity() -> u32 {
+    1
+}
+fn default_out_step() -> u32 {
+    10
+}
+fn default_in_step() -> u32 {
+    2
+}
+fn default_out_cooldown() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_in_cooldown() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 /// `[lifecycle.eni]`: the interface each launching instance gets (NotificationMetadata may override
@@ -231,6 +310,7 @@ const ENV_KEYS: &[&str] = &[
     "ssh__",
     "run__",
     "lifecycle__",
+    "capacity__",
 ];
 
 impl Config {
@@ -296,6 +376,12 @@ impl Config {
             }
             if let Some(p) = cfg.ssh.identity_file.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
+            }
+        }
+        if let Some(c) = &cfg.capacity {
+            if c.min_capacity > c.max_capacity {
+                let msg = format!("min_capacity {} is above max_capacity {}; lower it", c.min_capacity, c.max_capacity);
+                return Err(vec![Diagnostic::field(&shown, &text, "capacity.min_capacity", msg)]);
             }
         }
         if !(5..=1000).contains(&cfg.aws.page_size) {

@@ -45,6 +45,11 @@ pub struct Metrics {
     lifecycle_duration: Family<Labels, Histogram, fn() -> Histogram>,
     lifecycle_heartbeats: Counter,
     lifecycle_enis: Family<Labels, Counter>,
+    capacity_reservation: Gauge<f64, AtomicU64>,
+    capacity_unplaced: Gauge,
+    capacity_target: Gauge<f64, AtomicU64>,
+    capacity_fulfilled: Gauge<f64, AtomicU64>,
+    capacity_decisions: Family<Labels, Counter>,
 }
 
 fn action_buckets() -> Histogram {
@@ -73,6 +78,11 @@ impl Metrics {
             lifecycle_duration: Family::new_with_constructor(action_buckets),
             lifecycle_heartbeats: Counter::default(),
             lifecycle_enis: Family::default(),
+            capacity_reservation: Gauge::default(),
+            capacity_unplaced: Gauge::default(),
+            capacity_target: Gauge::default(),
+            capacity_fulfilled: Gauge::default(),
+            capacity_decisions: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Runs by job and outcome", m.runs.clone());
@@ -113,6 +123,23 @@ impl Metrics {
             "lifecycle_enis",
             "Interfaces opsd created, deleted (termination, failed launch) and swept (orphans)",
             m.lifecycle_enis.clone(),
+        );
+        registry.register(
+            "capacity_reservation_percent",
+            "The cluster's reservation: the larger of CPU and memory, percent",
+            m.capacity_reservation.clone(),
+        );
+        registry.register(
+            "capacity_unplaced_tasks",
+            "Tasks that have no room in the cluster",
+            m.capacity_unplaced.clone(),
+        );
+        registry.register("capacity_target_units", "The fleet's target capacity", m.capacity_target.clone());
+        registry.register("capacity_fulfilled_units", "The fleet's fulfilled capacity", m.capacity_fulfilled.clone());
+        registry.register(
+            "capacity_decisions",
+            "Capacity decisions by action (hold, scale_out, scale_in) and outcome",
+            m.capacity_decisions.clone(),
         );
         let info: prometheus_client::metrics::info::Info<Labels> =
             prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]);
@@ -162,6 +189,19 @@ impl Metrics {
     /// `op`: `created`, `deleted` or `swept`.
     pub fn lifecycle_eni(&self, op: &str) {
         self.lifecycle_enis.get_or_create(&vec![("op", op.to_string())]).inc();
+    }
+
+    pub fn capacity_observed(&self, reservation: f64, unplaced: usize, target: f64, fulfilled: f64) {
+        self.capacity_reservation.set(reservation);
+        self.capacity_unplaced.set(unplaced as i64);
+        self.capacity_target.set(target);
+        self.capacity_fulfilled.set(fulfilled);
+    }
+
+    pub fn capacity_decision(&self, action: &str, outcome: &str) {
+        self.capacity_decisions
+            .get_or_create(&vec![("action", action.to_string()), ("outcome", outcome.to_string())])
+            .inc();
     }
 
     pub fn set_jobs_loaded(&self, n: usize) {

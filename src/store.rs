@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +92,25 @@ pub struct ActionRecord {
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
+}
+
+/// One capacity decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    pub at: DateTime<Utc>,
+    /// `hold`, `scale_out` or `scale_in`.
+    pub action: String,
+    pub from_capacity: f64,
+    pub to_capacity: f64,
+    /// EC2 instance ids, comma-separated.
+    pub victims: String,
+    pub reservation: f64,
+    pub unplaced: i64,
+    pub reason: String,
+    /// `acted`, `held`, `dry_run` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub dry_run: bool,
 }
 
 /// How a run was started.
@@ -220,6 +239,57 @@ impl Store {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn record_decision(&self, d: DecisionRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO capacity_decisions (at, action, from_capacity, to_capacity, victims, reservation, unplaced,
+                 reason, outcome, error, dry_run) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                params![
+                    ts(d.at),
+                    d.action,
+                    d.from_capacity,
+                    d.to_capacity,
+                    d.victims,
+                    d.reservation,
+                    d.unplaced,
+                    d.reason,
+                    d.outcome,
+                    d.error,
+                    d.dry_run
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The most recent capacity decisions, newest first.
+    pub async fn decisions(&self, limit: usize) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome, error,
+                 dry_run FROM capacity_decisions ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit as i64], |r| {
+                Ok(DecisionRecord {
+                    at: parse_ts(&r.get::<_, String>(0)?),
+                    action: r.get(1)?,
+                    from_capacity: r.get(2)?,
+                    to_capacity: r.get(3)?,
+                    victims: r.get(4)?,
+                    reservation: r.get(5)?,
+                    unplaced: r.get(6)?,
+                    reason: r.get(7)?,
+                    outcome: r.get(8)?,
+                    error: r.get(9)?,
+                    dry_run: r.get(10)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -486,16 +556,29 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
-    // v3: lifecycle actions worked by the SQS consumer.
+    if v < 3 {
+        // v3: lifecycle actions worked by the SQS consumer.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS lifecycle_actions (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               message_id TEXT NOT NULL, asg TEXT NOT NULL, hook TEXT NOT NULL, instance_id TEXT NOT NULL,
+               transition TEXT NOT NULL, result TEXT NOT NULL, outcome TEXT NOT NULL,
+               eni_id TEXT, error TEXT, started_at TEXT NOT NULL, ended_at TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS lifecycle_by_instance ON lifecycle_actions (instance_id);
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    // v4: the capacity controller's decisions.
     c.execute_batch(
         "BEGIN IMMEDIATE;
-         CREATE TABLE IF NOT EXISTS lifecycle_actions (
-           id INTEGER PRIMARY KEY AUTOINCREMENT,
-           message_id TEXT NOT NULL, asg TEXT NOT NULL, hook TEXT NOT NULL, instance_id TEXT NOT NULL,
-           transition TEXT NOT NULL, result TEXT NOT NULL, outcome TEXT NOT NULL,
-           eni_id TEXT, error TEXT, started_at TEXT NOT NULL, ended_at TEXT NOT NULL);
-         CREATE INDEX IF NOT EXISTS lifecycle_by_instance ON lifecycle_actions (instance_id);
-         PRAGMA user_version = 3;
+         CREATE TABLE IF NOT EXISTS capacity_decisions (
+           id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, action TEXT NOT NULL,
+           from_capacity REAL NOT NULL, to_capacity REAL NOT NULL, victims TEXT NOT NULL,
+           reservation REAL NOT NULL, unplaced INTEGER NOT NULL, reason TEXT NOT NULL,
+           outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL);
+         PRAGMA user_version = 4;
          COMMIT;",
     )
 }

@@ -27,21 +27,7 @@ struct Aws {
 
 fn aws() -> Aws {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let creds = aws_sdk_ec2::config::Credentials::new(
-        env("AWS_ACCESS_KEY_ID"),
-        env("AWS_SECRET_ACCESS_KEY"),
-        None,
-        None,
-        "sandbox",
-    );
-    let sdk = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(env("AWS_ENDPOINT_URL"))
-            .region(aws_config::Region::new(env("AWS_REGION")))
-            .credentials_provider(creds)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-            .load(),
-    );
+    let sdk = sdk_config(&rt);
     Aws {
         ec2: aws_sdk_ec2::Client::new(&sdk),
         asg: aws_sdk_autoscaling::Client::new(&sdk),

@@ -9,8 +9,8 @@
   service at its desired count, placing tasks where they fit (binpack on memory) and stopping extras.
   Tasks that fit nowhere are reported in the service's events as AWS words it: "(service NAME) was
   unable to place a task because no container instance met all of its requirements. The closest
-  matching (container-instance ID) has insufficient memory available. …". runningCount and
-  pendingCount follow (pending: tasks not placed).
+  matching (container-instance ID) has insufficient memory available. …". runningCount follows;
+  tasks not placed are in neither runningCount nor pendingCount, as in AWS.
 - DRAINING instances take no new tasks; the scheduler stops the service tasks on them and starts
   replacements elsewhere, as ECS does. Standalone tasks keep running.
 - An instance launched with user data containing `ECS_CLUSTER=name` registers itself in that cluster
@@ -214,8 +214,10 @@ def _reconcile(backend, service):
         backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
         placed += 1
     unplaced = max(missing, 0) - placed
+    # As in AWS: placed tasks count as running (they start at once here); tasks that could not be
+    # placed are in neither count, so desired > running + pending shows them.
     service.running_count = len(_service_tasks(backend, service))
-    service.pending_count = max(unplaced, 0)
+    service.pending_count = 0
     for d in service.deployments:
         d["runningCount"] = service.running_count
         d["pendingCount"] = service.pending_count

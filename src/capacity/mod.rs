@@ -1,6 +1,178 @@
-//! The Spot Fleet capacity controller (in progress): keeps an ECS cluster's reservation near a target
-//! by moving the fleet's target capacity. So far: the decision policy ([`policy`]), a pure function
-//! of an observation, the fleet's state and the last actions. Observing ECS and acting on the fleet
-//! come next.
+//! The Spot Fleet capacity controller: every `interval`, observe the ECS cluster and the fleet
+//! ([`observe`]), decide ([`policy`], pure), record the decision, and act ([`act`]) unless `dry_run`.
+//! Runs inside `opsd daemon` when the config has a `[capacity]` section. One decision at a time: a
+//! scale-in's drain finishes (or is given up) before the next observation.
 
+pub mod act;
+pub mod observe;
 pub mod policy;
+
+use crate::config::CapacitySettings;
+use crate::metrics::Metrics;
+use crate::store::{DecisionRecord, Store};
+use observe::{Clients, Seen};
+use policy::{Action, Decision, Limits, Memory};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The longest wait between attempts while AWS fails (the interval doubles up to it).
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub fn clients(sdk: &aws_config::SdkConfig) -> Clients {
+    Clients { ecs: aws_sdk_ecs::Client::new(sdk), ec2: aws_sdk_ec2::Client::new(sdk) }
+}
+
+pub fn limits(s: &CapacitySettings) -> Limits {
+    Limits {
+        target_reservation: s.target_reservation.0,
+        min_capacity: f64::from(s.min_capacity),
+        max_capacity: f64::from(s.max_capacity),
+        max_scale_out_step: f64::from(s.max_scale_out_step),
+        max_scale_in_step: f64::from(s.max_scale_in_step),
+        scale_out_cooldown: s.scale_out_cooldown.0,
+        scale_in_cooldown: s.scale_in_cooldown.0,
+    }
+}
+
+/// Decide on one observation (also what `opsd capacity status` shows).
+pub fn decide(seen: &Seen, mem: &Memory, s: &CapacitySettings, now: f64) -> Decision {
+    let mut d = policy::decide(&seen.observation, &seen.fleet, mem, &limits(s), now);
+    if seen.fleet_state == "modifying" && d.action != Action::Hold {
+        d.reason = format!("{}; held: the fleet request is still modifying from the last change", d.reason);
+        d.action = Action::Hold;
+    }
+    d
+}
+
+pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
+    tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, dry_run = s.dry_run, "capacity controller started");
+    let clock = Instant::now();
+    let mut mem = Memory::default();
+    let mut delay = Duration::ZERO;
+    let mut backoff = s.interval.0;
+    // Holds are recorded at most this often (every decision that acts is recorded).
+    const HOLD_RECORD_EVERY: Duration = Duration::from_secs(300);
+    let mut last_hold: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => break,
+        }
+        delay = s.interval.0;
+        let seen = match observe::observe(&clients, &s.cluster, &s.spot_fleet_request_id).await {
+            Ok(seen) => {
+                backoff = s.interval.0;
+                seen
+            }
+            Err(e) => {
+                tracing::error!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: {e}; retrying in {backoff:?}");
+                metrics.capacity_decision("none", "observe_failed");
+                delay = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let now = clock.elapsed().as_secs_f64();
+        let res = policy::reservation(&seen.observation.instances);
+        if res < s.target_reservation.0 && seen.observation.unplaced.is_empty() {
+            mem.below_target_since.get_or_insert(now);
+        } else {
+            mem.below_target_since = None;
+        }
+        let d = decide(&seen, &mem, &s, now);
+        metrics.capacity_observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
+        let (kind, to, victims) = match &d.action {
+            Action::Hold => ("hold", seen.fleet.target, Vec::new()),
+            Action::ScaleOut { to } => ("scale_out", *to, Vec::new()),
+            Action::ScaleIn { to, victims } => ("scale_in", *to, victims.clone()),
+        };
+        if kind == "hold" {
+            tracing::debug!(cluster = %s.cluster, "capacity: {}", d.reason);
+            metrics.capacity_decision(kind, "held");
+            if last_hold.is_none_or(|t| t.elapsed() >= HOLD_RECORD_EVERY) {
+                last_hold = Some(Instant::now());
+                record(&store, &seen, &d, kind, to, &victims, "held", None, s.dry_run).await;
+            }
+            continue;
+        }
+        last_hold = None;
+        if s.dry_run {
+            tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity (dry_run, nothing done): {}", d.reason);
+            metrics.capacity_decision(kind, "dry_run");
+            record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
+            continue;
+        }
+        tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: {}", d.reason);
+        let target = to.ceil().max(0.0) as u32;
+        let result = match &d.action {
+            Action::ScaleOut { .. } => {
+                act::set_target(&clients, &s.spot_fleet_request_id, target, false).await.map_err(act::ActError::from)
+            }
+            Action::ScaleIn { victims, .. } => {
+                let members: Vec<observe::Member> =
+                    victims.iter().filter_map(|v| seen.members.get(v).cloned()).collect();
+                let plan = act::ScaleIn {
+                    cluster: &s.cluster,
+                    fleet: &s.spot_fleet_request_id,
+                    to: target,
+                    victims: &members,
+                    drain: s.drain_before_scale_in,
+                    drain_timeout: s.drain_timeout.0,
+                };
+                act::scale_in(&clients, plan, &stop).await
+            }
+            Action::Hold => Ok(()),
+        };
+        match &result {
+            Ok(()) => {
+                match d.action {
+                    Action::ScaleOut { .. } => mem.last_scale_out = Some(now),
+                    _ => {
+                        mem.last_scale_in = Some(clock.elapsed().as_secs_f64());
+                        mem.below_target_since = None;
+                    }
+                }
+                metrics.capacity_decision(kind, "acted");
+                record(&store, &seen, &d, kind, to, &victims, "acted", None, false).await;
+            }
+            Err(e) => {
+                tracing::error!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: acting on the decision failed: {e}");
+                metrics.capacity_decision(kind, "failed");
+                record(&store, &seen, &d, kind, to, &victims, "failed", Some(e.to_string()), false).await;
+            }
+        }
+    }
+    tracing::info!("capacity controller stopped");
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    store: &Store,
+    seen: &Seen,
+    d: &Decision,
+    action: &str,
+    to: f64,
+    victims: &[String],
+    outcome: &str,
+    error: Option<String>,
+    dry_run: bool,
+) {
+    let r = DecisionRecord {
+        at: chrono::Utc::now(),
+        action: action.into(),
+        from_capacity: seen.fleet.target,
+        to_capacity: to,
+        victims: victims.join(","),
+        reservation: d.reservation,
+        unplaced: seen.observation.unplaced.len() as i64,
+        reason: d.reason.clone(),
+        outcome: outcome.into(),
+        error,
+        dry_run,
+    };
+    if let Err(e) = store.record_decision(r).await {
+        tracing::error!("capacity: cannot record the decision: {e}");
+    }
+}

@@ -90,6 +90,10 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         let lctx = crate::lifecycle::context(&sdk, &l, ctx.store.clone(), metrics.clone(), ctx.abort.clone());
         tracker.spawn(crate::lifecycle::run(lctx, l, cancel.clone()));
     }
+    if let Some(c) = config.capacity.clone() {
+        let clients = crate::capacity::clients(&sdk);
+        tracker.spawn(crate::capacity::run(c, clients, ctx.store.clone(), metrics.clone(), cancel.clone()));
+    }
     let mut table = Table::default();
     let mut reloads = reload::watch(&config.jobs_dir, cancel.clone());
     load(&mut table, &config, &ctx).await;
@@ -107,6 +111,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         endpoint = endpoint.as_deref().unwrap_or("AWS default"),
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         lifecycle_queue = config.lifecycle.as_ref().map(|l| l.queue_url.as_str()).unwrap_or("off"),
+        capacity = %config.capacity.as_ref().map(|c| format!("{} on {}", c.cluster, c.spot_fleet_request_id)).unwrap_or_else(|| "off".into()),
         "opsd daemon started"
     );
     systemd::ready(status(&table)).await;
@@ -294,6 +299,7 @@ fn reload_config(old: Config) -> Config {
                 ("log_format", old.log_format != new.log_format),
                 ("aws", format!("{:?}", old.aws) != format!("{:?}", new.aws)),
                 ("[lifecycle]", format!("{:?}", old.lifecycle) != format!("{:?}", new.lifecycle)),
+                ("[capacity]", format!("{:?}", old.capacity) != format!("{:?}", new.capacity)),
             ];
             for (key, changed) in fixed {
                 if changed {
@@ -307,6 +313,7 @@ fn reload_config(old: Config) -> Config {
                 log_format: old.log_format,
                 aws: old.aws,
                 lifecycle: old.lifecycle,
+                capacity: old.capacity,
                 ..new
             }
         }

@@ -220,3 +220,22 @@ pub fn wait_for_remote(command: &str, want: usize, tries: usize) -> usize {
     }
     n
 }
+
+/// The AWS SDK configuration for the sandbox's moto (no retries: a failing call fails the test at once).
+pub fn sdk_config(rt: &tokio::runtime::Runtime) -> aws_config::SdkConfig {
+    let creds = aws_sdk_ec2::config::Credentials::new(
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "sandbox",
+    );
+    rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(env("AWS_ENDPOINT_URL"))
+            .region(aws_config::Region::new(env("AWS_REGION")))
+            .credentials_provider(creds)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .load(),
+    )
+}
