@@ -17,7 +17,7 @@
 //! - [`execute`]: one recorded run over resolved hosts, shared by `opsd run` and the daemon.
 //! - [`daemon`]: `opsd daemon`: schedules, reload, sd_notify, graceful shutdown.
 //! - [`lifecycle`]: the Auto Scaling lifecycle-hook consumer (SQS, secondary ENIs).
-//! - [`capacity`]: the Spot Fleet capacity controller (so far its pure decision policy).
+//! - [`capacity`]: the Spot Fleet capacity controller: observe ECS, decide (pure), act on the fleet.
 //! - [`metrics`]: Prometheus series and the `/metrics` endpoint.
 //! - [`logging`]: the tracing subscriber (text or JSON).
 //! - [`app`]: the commands (`run`, `daemon`, `validate`, `jobs`, `history`, `lifecycle status`).
