@@ -416,7 +416,10 @@ fn main() {
     let mut lines = Vec::new();
     for trace in traces() {
         let results: Vec<(Controller, (f64, f64, u32))> =
-            [Controller::Opsd, Controller::Cas, Controller::TargetTracking].iter().map(|c| (*c, run(&trace, *c))).collect();
+            [Controller::Opsd, Controller::Cas, Controller::TargetTracking]
+                .iter()
+                .map(|c| (*c, run(&trace, *c)))
+                .collect();
         for (c, (u, h, n)) in &results {
             println!("| {} | {} | {:.0} | {:.1} | {} |", trace.name, c.name(), u, h, n);
         }
