@@ -236,6 +236,8 @@ impl Sim {
                         remaining: self.free(n),
                         tasks: n.tasks.iter().map(|t| t.res).collect(),
                         draining: n.draining,
+                        pinned: false,
+                        in_fleet: true,
                     }
                 })
                 .collect(),

@@ -466,7 +466,7 @@ async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -
 
 async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) -> Exit {
     let Some(c) = &config.capacity else {
-        eprintln!("opsd: the config has no [capacity] section; add one with cluster and spot_fleet_request_id");
+        eprintln!("opsd: the config has no [capacity] section; add one with cluster and spot_fleet_request_id or auto_scaling_group");
         return Exit::Usage;
     };
     let store = match Store::open(&config.state_dir).await {
@@ -491,7 +491,7 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
         }
     };
     let clients = crate::capacity::clients(&sdk);
-    let seen = match crate::capacity::observe::observe(&clients, &c.cluster, &c.spot_fleet_request_id).await {
+    let seen = match crate::capacity::observe::observe(&clients, &c.cluster, &c.target()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("opsd: {e}");
@@ -506,7 +506,7 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             "{}",
             serde_json::json!({
                 "cluster": c.cluster,
-                "spot_fleet_request_id": c.spot_fleet_request_id,
+                "target": c.target().to_string(),
                 "reservation": { "cpu": cpu, "memory": mem, "max": now.reservation },
                 "instances": seen.observation.instances.len(),
                 "unplaced_tasks": seen.observation.unplaced.len(),
@@ -517,7 +517,7 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             })
         ),
         OutputFormat::Text => {
-            outln!("cluster {} on fleet {} ({})", c.cluster, c.spot_fleet_request_id, seen.fleet_state);
+            outln!("cluster {} on {} ({})", c.cluster, c.target(), seen.fleet_state);
             outln!("reservation: CPU {cpu:.1}%, memory {mem:.1}% (target {}%)", c.target_reservation.0);
             outln!(
                 "unplaced tasks: {}{}",

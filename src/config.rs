@@ -82,7 +82,11 @@ pub struct LifecycleSettings {
 #[serde(deny_unknown_fields)]
 pub struct CapacitySettings {
     pub cluster: String,
-    pub spot_fleet_request_id: String,
+    /// What provides the cluster's instances: exactly one of these.
+    pub spot_fleet_request_id: Option<String>,
+    pub auto_scaling_group: Option<String>,
+    /// EC2 Fleet (ModifyFleet): not supported yet; named so the error can say so.
+    pub fleet_id: Option<String>,
     /// Percent: the larger of CPU and memory reservation is held near it.
     #[serde(default = "default_target_reservation")]
     pub target_reservation: Percent,
@@ -109,6 +113,48 @@ pub struct CapacitySettings {
     /// Decide and log, never act.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// What the capacity controller moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapacityTarget {
+    /// ModifySpotFleetRequest on its TargetCapacity.
+    SpotFleet(String),
+    /// SetDesiredCapacity; scale-in by TerminateInstanceInAutoScalingGroup.
+    AutoScalingGroup(String),
+}
+
+impl std::fmt::Display for CapacityTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapacityTarget::SpotFleet(id) => write!(f, "Spot Fleet request {id}"),
+            CapacityTarget::AutoScalingGroup(name) => write!(f, "Auto Scaling group {name}"),
+        }
+    }
+}
+
+impl CapacitySettings {
+    /// The one capacity target the section names (validated at load).
+    pub fn target(&self) -> CapacityTarget {
+        match (&self.spot_fleet_request_id, &self.auto_scaling_group) {
+            (Some(id), _) => CapacityTarget::SpotFleet(id.clone()),
+            (None, Some(name)) => CapacityTarget::AutoScalingGroup(name.clone()),
+            (None, None) => CapacityTarget::SpotFleet(String::new()),
+        }
+    }
+
+    fn check_target(&self) -> Result<(), String> {
+        if self.fleet_id.is_some() {
+            return Err("EC2 Fleet (fleet_id, ModifyFleet) is not supported yet; use spot_fleet_request_id or auto_scaling_group".into());
+        }
+        match (&self.spot_fleet_request_id, &self.auto_scaling_group) {
+            (Some(_), Some(_)) => Err("give one of spot_fleet_request_id and auto_scaling_group, not both".into()),
+            (None, None) => {
+                Err("no capacity to move; set spot_fleet_request_id = \"sfr-…\" or auto_scaling_group = \"…\"".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A percentage in (0, 100].
@@ -379,6 +425,9 @@ impl Config {
             }
         }
         if let Some(c) = &cfg.capacity {
+            if let Err(msg) = c.check_target() {
+                return Err(vec![Diagnostic::field(&shown, &text, "capacity", msg)]);
+            }
             if c.min_capacity > c.max_capacity {
                 let msg = format!("min_capacity {} is above max_capacity {}; lower it", c.min_capacity, c.max_capacity);
                 return Err(vec![Diagnostic::field(&shown, &text, "capacity.min_capacity", msg)]);

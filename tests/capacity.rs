@@ -256,6 +256,21 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
     a.service(&c, "api", &td, 8);
     assert_eq!(a.running(&c, "api"), 8);
     a.set_desired(&c, "api", 2);
+    // A standalone task (RunTask, not a service's): a drain would not move it, so its instance stays.
+    let batch = a.task_def(256, 256);
+    let run = a.rt.block_on(a.ecs.run_task().cluster(&c.name).task_definition(&batch).count(1).send()).unwrap();
+    let pinned_arn = run.tasks()[0].container_instance_arn().unwrap().to_string();
+    let pinned = a.rt.block_on(async {
+        let out = a
+            .ecs
+            .describe_container_instances()
+            .cluster(&c.name)
+            .container_instances(&pinned_arn)
+            .send()
+            .await
+            .unwrap();
+        out.container_instances()[0].ec2_instance_id().unwrap().to_string()
+    });
     let before = a.members(&c);
     let ctx = ctx_for(&c, "");
     let d = Daemon::start(&ctx, &[]);
@@ -277,6 +292,7 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
     let after = a.members(&c);
     let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
     assert_eq!(gone.len(), 2);
+    assert!(after.contains(&pinned), "the instance of the standalone task was removed");
     for g in &gone {
         assert!(victims.contains(g), "{g} was terminated but not chosen: {victims:?}");
         assert_eq!(a.state(g), "terminated");
@@ -324,4 +340,56 @@ fn dry_run_and_a_missing_fleet() {
     });
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// The same controller on an Auto Scaling group: SetDesiredCapacity to scale out, and scale-in by
+/// TerminateInstanceInAutoScalingGroup of exactly the drained instances.
+#[test]
+fn an_auto_scaling_group_scales_out_and_in() {
+    let a = aws();
+    let c = cluster(&a, 0);
+    let group = unique("asg");
+    let asg = aws_sdk_autoscaling::Client::new(&sdk_config(&a.rt));
+    a.rt.block_on(async {
+        let user_data = base64_encode(&format!("#!/bin/bash\necho ECS_CLUSTER={} >> /etc/ecs/ecs.config\n", c.name));
+        asg.create_launch_configuration()
+            .launch_configuration_name(&group)
+            .image_id("ami-760aaa0f")
+            .instance_type("c5.large")
+            .user_data(user_data)
+            .send()
+            .await
+            .unwrap();
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .launch_configuration_name(&group)
+            .min_size(0)
+            .max_size(10)
+            .desired_capacity(1)
+            .vpc_zone_identifier(&c.subnet)
+            .send()
+            .await
+            .unwrap();
+    });
+    let desired = || {
+        let out = a.rt.block_on(asg.describe_auto_scaling_groups().auto_scaling_group_names(&group).send()).unwrap();
+        out.auto_scaling_groups()[0].desired_capacity().unwrap()
+    };
+    assert_eq!(a.members(&c).len(), 1);
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 6);
+    let ctx = Ctx::with_config_extra(&format!(
+        "[capacity]\ncluster = \"{}\"\nauto_scaling_group = \"{group}\"\nmax_capacity = 10\nscale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\ninterval = \"1s\"\ndrain_timeout = \"30s\"\n",
+        c.name
+    ));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("all six tasks running", 30, &d, || a.running(&c, "api") == 6);
+    assert_eq!((desired(), a.members(&c).len()), (4, 4));
+    a.set_desired(&c, "api", 2);
+    wait_for("the group at 2", 60, &d, || desired() == 2 && a.members(&c).len() == 2);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(a.running(&c, "api"), 2);
+    let reasons = a.stopped_reasons(&c);
+    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
 }

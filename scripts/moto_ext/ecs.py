@@ -74,6 +74,11 @@ ContainerInstance.__init__ = _ci_init
 
 
 def _register_container_instance(self):
+    with _lock:  # the scheduler must not place a task before the resources are set
+        return _register_locked(self)
+
+
+def _register_locked(self):
     result = _orig_register_response(self)
     total = self._get_param("totalResources") or []
     given = {r.get("name"): r.get("integerValue") for r in total if r.get("integerValue") is not None}
@@ -169,8 +174,25 @@ def _event(service, message):
     del service.events[100:]
 
 
+def _stop(backend, cluster_name, task, reason):
+    """Stop a task once (moto's stop_task would release its resources again on a second call); a task
+    whose instance is gone has no resources to release."""
+    if task.desired_status != "RUNNING":
+        return
+    if _instance_of(backend, cluster_name, task) is None:
+        task.last_status = task.desired_status = "STOPPED"
+        task.stopped_reason = reason
+        return
+    backend.stop_task(cluster_name, task.task_arn, reason)
+
+
 def _reconcile(backend, service):
-    if service.status != "ACTIVE" or not service.task_definition:
+    if service.status != "ACTIVE":
+        # A deleted service's tasks stop, as in ECS.
+        for t in _service_tasks(backend, service):
+            _stop(backend, service.cluster_name, t, "Service deleted")
+        return
+    if not service.task_definition:
         return
     cluster = backend.clusters.get(service.cluster_name)
     if cluster is None:
@@ -182,11 +204,11 @@ def _reconcile(backend, service):
     for t in running:
         ci = _instance_of(backend, service.cluster_name, t)
         if ci is None or ci.status != "ACTIVE":
-            backend.stop_task(service.cluster_name, t.task_arn, "Service task on a draining container instance")
+            _stop(backend, service.cluster_name, t, "Service task on a draining container instance")
     running = _service_tasks(backend, service)
     extra = len(running) - service.desired_count
     for t in running[: max(extra, 0)]:
-        backend.stop_task(service.cluster_name, t.task_arn, "Service scaled in")
+        _stop(backend, service.cluster_name, t, "Service scaled in")
     running = _service_tasks(backend, service)
     missing = service.desired_count - len(running)
     placed = 0
@@ -272,6 +294,33 @@ def _wrap_service_call(orig):
 EC2ContainerServiceBackend.create_service = _wrap_service_call(EC2ContainerServiceBackend.create_service)
 EC2ContainerServiceBackend.update_service = _wrap_service_call(EC2ContainerServiceBackend.update_service)
 
+
+def _locked(orig):
+    def wrapped(self, *args, **kwargs):
+        with _lock:
+            return orig(self, *args, **kwargs)
+
+    return wrapped
+
+
+# Every other change of tasks and instances takes the scheduler's lock too.
+for _name in ("update_container_instances_state", "delete_service", "deregister_container_instance", "run_task", "start_task"):
+    setattr(EC2ContainerServiceBackend, _name, _locked(getattr(EC2ContainerServiceBackend, _name)))
+
+_orig_stop_task = EC2ContainerServiceBackend.stop_task
+
+
+def _stop_task(self, cluster_str, task_str, reason):
+    with _lock:
+        cluster = self._get_cluster(cluster_str)
+        for arn, t in self.tasks.get(cluster.name, {}).items():
+            if arn.endswith(task_str.split("/")[-1]) and t.desired_status != "RUNNING":
+                return t  # already stopped: nothing to release twice
+        return _orig_stop_task(self, cluster_str, task_str, reason)
+
+
+EC2ContainerServiceBackend.stop_task = _stop_task
+
 _orig_list_tasks = EC2ContainerServiceBackend.list_tasks
 
 
@@ -292,8 +341,12 @@ def _cluster_from_user_data(user_data):
     if not user_data:
         return None
     raw = user_data[0] if isinstance(user_data, list) else user_data
+    if hasattr(raw, "_encoded_string"):  # moto's Base64EncodedString (launch configurations)
+        raw = raw._encoded_string
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return None
     for text in (raw, _b64(raw)):
         m = re.search(r"ECS_CLUSTER=([A-Za-z0-9_-]+)", text or "")
         if m:
@@ -337,8 +390,8 @@ def _terminate_instances(self, instance_ids):
             for cid, ci in list(cis.items()):
                 if ci.ec2_instance_id in instance_ids:
                     for t in list(ecs.tasks.get(cluster_name, {}).values()):
-                        if t.container_instance_arn == ci.container_instance_arn and t.desired_status == "RUNNING":
-                            ecs.stop_task(cluster_name, t.task_arn, "Host EC2 instance terminated")
+                        if t.container_instance_arn == ci.container_instance_arn:
+                            _stop(ecs, cluster_name, t, "Host EC2 instance terminated")
                     del cis[cid]
                     ecs.clusters[cluster_name].registered_container_instances_count -= 1
     return result

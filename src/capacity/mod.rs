@@ -21,7 +21,11 @@ use tokio_util::sync::CancellationToken;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub fn clients(sdk: &aws_config::SdkConfig) -> Clients {
-    Clients { ecs: aws_sdk_ecs::Client::new(sdk), ec2: aws_sdk_ec2::Client::new(sdk) }
+    Clients {
+        ecs: aws_sdk_ecs::Client::new(sdk),
+        ec2: aws_sdk_ec2::Client::new(sdk),
+        asg: aws_sdk_autoscaling::Client::new(sdk),
+    }
 }
 
 pub fn limits(s: &CapacitySettings) -> Limits {
@@ -47,9 +51,10 @@ pub fn decide(seen: &Seen, mem: &Memory, s: &CapacitySettings, now: f64) -> Deci
 }
 
 pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
-    tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, dry_run = s.dry_run, "capacity controller started");
+    let target = s.target();
+    tracing::info!(cluster = %s.cluster, target = %target, dry_run = s.dry_run, "capacity controller started");
     let clock = Instant::now();
-    let mut mem = Memory::default();
+    let mut mem = remembered(&store).await;
     let mut delay = Duration::ZERO;
     let mut backoff = s.interval.0;
     // Holds are recorded at most this often (every decision that acts is recorded).
@@ -61,13 +66,13 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
             _ = stop.cancelled() => break,
         }
         delay = s.interval.0;
-        let seen = match observe::observe(&clients, &s.cluster, &s.spot_fleet_request_id).await {
+        let seen = match observe::observe(&clients, &s.cluster, &target).await {
             Ok(seen) => {
                 backoff = s.interval.0;
                 seen
             }
             Err(e) => {
-                tracing::error!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: {e}; retrying in {backoff:?}");
+                tracing::error!(cluster = %s.cluster, target = %target, "capacity: {e}; retrying in {backoff:?}");
                 metrics.capacity_decision("none", "observe_failed");
                 delay = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -99,24 +104,28 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         }
         last_hold = None;
         if s.dry_run {
-            tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity (dry_run, nothing done): {}", d.reason);
+            tracing::info!(cluster = %s.cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
             metrics.capacity_decision(kind, "dry_run");
             record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
             continue;
         }
-        tracing::info!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: {}", d.reason);
-        let target = to.ceil().max(0.0) as u32;
+        tracing::info!(cluster = %s.cluster, target = %target, "capacity: {}", d.reason);
+        // Capacity is whole units: up when adding, down when removing (rounding a scale-in up would
+        // leave the fleet short of its target after the termination, and it would launch again).
+        let to_units = match d.action {
+            Action::ScaleIn { .. } => to.floor().max(0.0) as u32,
+            _ => to.ceil().max(0.0) as u32,
+        };
         let result = match &d.action {
-            Action::ScaleOut { .. } => {
-                act::set_target(&clients, &s.spot_fleet_request_id, target, false).await.map_err(act::ActError::from)
-            }
+            Action::ScaleOut { .. } => act::set_target(&clients, &target, to_units).await.map_err(act::ActError::from),
             Action::ScaleIn { victims, .. } => {
                 let members: Vec<observe::Member> =
                     victims.iter().filter_map(|v| seen.members.get(v).cloned()).collect();
                 let plan = act::ScaleIn {
                     cluster: &s.cluster,
-                    fleet: &s.spot_fleet_request_id,
-                    to: target,
+                    target: &target,
+                    from: seen.raw_target.round().max(0.0) as u32,
+                    to: to_units,
                     victims: &members,
                     drain: s.drain_before_scale_in,
                     drain_timeout: s.drain_timeout.0,
@@ -125,26 +134,47 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
             }
             Action::Hold => Ok(()),
         };
+        // A scale-in attempt starts the cooldown whatever came of it: a drain that timed out is not
+        // retried at once, and a half-done one is not followed by another.
+        if let Action::ScaleIn { .. } = d.action {
+            mem.last_scale_in = Some(clock.elapsed().as_secs_f64());
+            mem.below_target_since = None;
+        }
         match &result {
             Ok(()) => {
-                match d.action {
-                    Action::ScaleOut { .. } => mem.last_scale_out = Some(now),
-                    _ => {
-                        mem.last_scale_in = Some(clock.elapsed().as_secs_f64());
-                        mem.below_target_since = None;
-                    }
+                if let Action::ScaleOut { .. } = d.action {
+                    mem.last_scale_out = Some(now);
                 }
                 metrics.capacity_decision(kind, "acted");
                 record(&store, &seen, &d, kind, to, &victims, "acted", None, false).await;
             }
             Err(e) => {
-                tracing::error!(cluster = %s.cluster, fleet = %s.spot_fleet_request_id, "capacity: acting on the decision failed: {e}");
+                tracing::error!(cluster = %s.cluster, target = %target, "capacity: acting on the decision failed: {e}");
                 metrics.capacity_decision(kind, "failed");
                 record(&store, &seen, &d, kind, to, &victims, "failed", Some(e.to_string()), false).await;
+                delay = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
     tracing::info!("capacity controller stopped");
+}
+
+/// Cooldowns survive a restart: the last scale-out and scale-in acted on, from the store, on this
+/// process's clock (seconds since start, so an earlier one is negative).
+async fn remembered(store: &Store) -> Memory {
+    let mut mem = Memory::default();
+    let Ok(decisions) = store.decisions(200).await else { return mem };
+    let now = chrono::Utc::now();
+    let ago = |at: chrono::DateTime<chrono::Utc>| -((now - at).num_milliseconds() as f64 / 1000.0);
+    for d in decisions.iter().filter(|d| d.outcome == "acted" || d.outcome == "failed") {
+        match d.action.as_str() {
+            "scale_out" if mem.last_scale_out.is_none() && d.outcome == "acted" => mem.last_scale_out = Some(ago(d.at)),
+            "scale_in" if mem.last_scale_in.is_none() => mem.last_scale_in = Some(ago(d.at)),
+            _ => {}
+        }
+    }
+    mem
 }
 
 #[allow(clippy::too_many_arguments)]

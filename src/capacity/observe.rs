@@ -4,6 +4,7 @@
 
 use super::policy::{Fleet, Instance, InstanceType, Observation, Resources};
 use crate::aws::{call_error, CallError};
+use crate::config::CapacityTarget;
 use std::collections::HashMap;
 
 /// ECS reports a little less memory than the instance type has (the OS and agent keep some). For a
@@ -32,6 +33,11 @@ pub struct Seen {
     pub short_services: Vec<(String, usize)>,
     /// The fleet's request state (`active`, `modifying`, …).
     pub fleet_state: String,
+    /// The fleet's own figures (`fleet` above is adjusted: its target is the larger of the two, and
+    /// only instances registered in the cluster count as fulfilled, so one started but not yet
+    /// registered counts as launching).
+    pub raw_target: f64,
+    pub raw_fulfilled: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,17 +46,21 @@ pub enum ObserveError {
     Aws(#[from] CallError),
     #[error("ECS cluster {0} was not found; check [capacity] cluster and the region")]
     NoCluster(String),
-    #[error("Spot Fleet request {0} was not found; check [capacity] spot_fleet_request_id and the region")]
-    NoFleet(String),
+    #[error("{0} was not found; check [capacity] and the region")]
+    NoTarget(CapacityTarget),
 }
 
 pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub asg: aws_sdk_autoscaling::Client,
 }
 
-pub async fn observe(c: &Clients, cluster: &str, fleet_id: &str) -> Result<Seen, ObserveError> {
-    let (fleet, fleet_state) = fleet(c, fleet_id).await?;
+pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Result<Seen, ObserveError> {
+    let (fleet, fleet_state) = match target {
+        CapacityTarget::SpotFleet(id) => spot_fleet(c, id).await?,
+        CapacityTarget::AutoScalingGroup(name) => group(c, name).await?,
+    };
     let arns = container_instance_arns(c, cluster).await?;
     let mut members = HashMap::new();
     let mut instances = Vec::new();
@@ -81,11 +91,13 @@ pub async fn observe(c: &Clients, cluster: &str, fleet_id: &str) -> Result<Seen,
             by_arn.insert(arn.clone(), instances.len());
             instances.push(Instance {
                 id: ec2_id.clone(),
+                in_fleet: fleet.members.contains_key(&ec2_id),
                 instance_type,
                 registered: resources(ci.registered_resources()),
                 remaining: resources(ci.remaining_resources()),
                 tasks: Vec::new(),
                 draining: status == "DRAINING",
+                pinned: false,
             });
             members.insert(
                 ec2_id.clone(),
@@ -93,71 +105,169 @@ pub async fn observe(c: &Clients, cluster: &str, fleet_id: &str) -> Result<Seen,
             );
         }
     }
-    // Tasks: on their instances, or (PROVISIONING without an instance) unplaced.
+    // Tasks: on their instances, or (PROVISIONING without an instance) unplaced. Fargate tasks need
+    // no instance and are not this fleet's business.
     let mut defs = TaskDefs::default();
     let mut unplaced = Vec::new();
+    let mut provisioning: HashMap<String, i32> = HashMap::new();
     for task in running_tasks(c, cluster).await? {
+        if fargate(task.launch_type(), task.capacity_provider_name()) {
+            continue;
+        }
         let Some(def) = task.task_definition_arn() else { continue };
         let res = defs.resources(c, def).await?;
+        let group = task.group().unwrap_or_default();
         match task.container_instance_arn().and_then(|a| by_arn.get(a)) {
-            Some(i) => instances[*i].tasks.push(res),
-            None if matches!(task.last_status(), Some("PROVISIONING") | Some("PENDING")) => unplaced.push(res),
+            Some(i) => {
+                instances[*i].tasks.push(res);
+                // A drain moves service tasks; a standalone task keeps its instance.
+                if !group.starts_with("service:") {
+                    instances[*i].pinned = true;
+                }
+            }
+            None if matches!(task.last_status(), Some("PROVISIONING") | Some("PENDING")) => {
+                unplaced.push(res);
+                if let Some(svc) = group.strip_prefix("service:") {
+                    *provisioning.entry(svc.to_string()).or_default() += 1;
+                }
+            }
             None => {}
         }
     }
-    // Services short of their desired count: the tasks ECS could not place.
+    // Services short of their desired count: the tasks ECS could not place (less those already
+    // counted as PROVISIONING above).
     let mut short_services = Vec::new();
     for svc in services(c, cluster).await? {
-        let missing = svc.desired_count() - svc.running_count() - svc.pending_count();
+        if fargate(svc.launch_type(), svc.capacity_provider_strategy().first().map(|s| s.capacity_provider())) {
+            continue;
+        }
+        let name = svc.service_name().unwrap_or_default().to_string();
+        let missing = svc.desired_count()
+            - svc.running_count()
+            - svc.pending_count()
+            - provisioning.get(&name).copied().unwrap_or(0);
         if missing <= 0 {
             continue;
         }
         let Some(def) = svc.task_definition() else { continue };
         let res = defs.resources(c, def).await?;
         unplaced.extend(std::iter::repeat_n(res, missing as usize));
-        short_services.push((svc.service_name().unwrap_or_default().to_string(), missing as usize));
+        short_services.push((name, missing as usize));
     }
     // Instance types: as registered where one is, else from DescribeInstanceTypes.
     let mut types = Vec::new();
-    for (name, weight) in fleet.types {
+    for (name, weight) in &fleet.types {
         let seen_res =
-            instances.iter().filter(|i| i.instance_type == name).map(|i| i.registered).min_by_key(|r| (r.mem, r.cpu));
+            instances.iter().filter(|i| &i.instance_type == name).map(|i| i.registered).min_by_key(|r| (r.mem, r.cpu));
         let resources = match seen_res {
             Some(r) => r,
-            None => instance_type(c, &name).await?,
+            None => instance_type(c, name).await?,
         };
-        types.push(InstanceType { name, resources, weight });
+        types.push(InstanceType { name: name.clone(), resources, weight: *weight });
     }
+    // Present: the fleet's instances registered in the cluster. Started but not yet registered
+    // (the ECS agent takes a minute or two) counts as launching, not as nothing.
+    let weight = |t: &str| fleet.types.iter().find(|(n, _)| n == t).map(|(_, w)| *w).unwrap_or(1.0);
+    let present: f64 = instances.iter().filter(|i| i.in_fleet).map(|i| weight(&i.instance_type)).sum();
     Ok(Seen {
         observation: Observation { instances, unplaced },
-        fleet: Fleet { target: fleet.target, fulfilled: fleet.fulfilled, types },
+        fleet: Fleet { target: fleet.target.max(fleet.fulfilled), fulfilled: present, types },
         members,
         short_services,
         fleet_state,
+        raw_target: fleet.target,
+        raw_fulfilled: fleet.fulfilled,
     })
+}
+
+fn fargate(launch_type: Option<&aws_sdk_ecs::types::LaunchType>, provider: Option<&str>) -> bool {
+    launch_type.is_some_and(|l| l.as_str() == "FARGATE") || provider.is_some_and(|p| p.starts_with("FARGATE"))
 }
 
 struct FleetRaw {
     target: f64,
     fulfilled: f64,
     types: Vec<(String, f64)>,
+    /// The fleet's instances: EC2 id → instance type.
+    members: HashMap<String, String>,
 }
 
-async fn fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
+/// An Auto Scaling group as a fleet: desired capacity is the target, instances in service (or
+/// launching past Pending) the fulfilled capacity, every instance of weight 1 (or its override's).
+async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveError> {
+    let out = c
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(|e| call_error("DescribeAutoScalingGroups", e))?;
+    let Some(g) = out.auto_scaling_groups().first() else {
+        return Err(ObserveError::NoTarget(CapacityTarget::AutoScalingGroup(name.into())));
+    };
+    let weight_of = |t: &str| -> f64 {
+        g.mixed_instances_policy()
+            .and_then(|m| m.launch_template())
+            .map(|lt| lt.overrides())
+            .and_then(|o| o.iter().find(|o| o.instance_type() == Some(t)).and_then(|o| o.weighted_capacity()))
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(1.0)
+    };
+    let mut types: Vec<(String, f64)> = Vec::new();
+    let mut fulfilled = 0.0;
+    let mut members = HashMap::new();
+    for i in g.instances() {
+        let t = i.instance_type().unwrap_or_default().to_string();
+        members.insert(i.instance_id().unwrap_or_default().to_string(), t.clone());
+        let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
+        if state == "InService" {
+            fulfilled += weight_of(&t);
+        }
+        if !t.is_empty() && !types.iter().any(|(n, _)| *n == t) {
+            types.push((t.clone(), weight_of(&t)));
+        }
+    }
+    if let Some(lc) = g.launch_configuration_name() {
+        let out = c
+            .asg
+            .describe_launch_configurations()
+            .launch_configuration_names(lc)
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeLaunchConfigurations", e))?;
+        if let Some(t) = out.launch_configurations().first().and_then(|l| l.instance_type()) {
+            if !types.iter().any(|(n, _)| n == t) {
+                types.push((t.to_string(), 1.0));
+            }
+        }
+    }
+    for o in g.mixed_instances_policy().and_then(|m| m.launch_template()).map(|lt| lt.overrides()).unwrap_or_default() {
+        if let Some(t) = o.instance_type() {
+            if !types.iter().any(|(n, _)| n == t) {
+                types.push((t.to_string(), weight_of(t)));
+            }
+        }
+    }
+    let raw = FleetRaw { target: f64::from(g.desired_capacity().unwrap_or(0)), fulfilled, types, members };
+    Ok((raw, "active".into()))
+}
+
+async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
     let out = c.ec2.describe_spot_fleet_requests().spot_fleet_request_ids(id).send().await;
     let out = match out {
         Ok(o) => o,
         Err(e) => {
             let e = call_error("DescribeSpotFleetRequests", e);
             if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c == "InvalidSpotFleetRequestId.Malformed") {
-                return Err(ObserveError::NoFleet(id.into()));
+                return Err(ObserveError::NoTarget(CapacityTarget::SpotFleet(id.into())));
             }
             return Err(e.into());
         }
     };
-    let Some(cfg) = out.spot_fleet_request_configs().first() else { return Err(ObserveError::NoFleet(id.into())) };
+    let missing = || ObserveError::NoTarget(CapacityTarget::SpotFleet(id.into()));
+    let Some(cfg) = out.spot_fleet_request_configs().first() else { return Err(missing()) };
     let state = cfg.spot_fleet_request_state().map(|s| s.as_str().to_string()).unwrap_or_default();
-    let Some(conf) = cfg.spot_fleet_request_config() else { return Err(ObserveError::NoFleet(id.into())) };
+    let Some(conf) = cfg.spot_fleet_request_config() else { return Err(missing()) };
     let mut types: Vec<(String, f64)> = Vec::new();
     for spec in conf.launch_specifications() {
         if let Some(t) = spec.instance_type() {
@@ -176,10 +286,32 @@ async fn fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError
             }
         }
     }
+    let mut members = HashMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = c
+            .ec2
+            .describe_spot_fleet_instances()
+            .spot_fleet_request_id(id)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeSpotFleetInstances", e))?;
+        for i in page.active_instances() {
+            if let Some(iid) = i.instance_id() {
+                members.insert(iid.to_string(), i.instance_type().unwrap_or_default().to_string());
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
     let raw = FleetRaw {
         target: f64::from(conf.target_capacity().unwrap_or(0)),
         fulfilled: conf.fulfilled_capacity().unwrap_or(0.0),
         types,
+        members,
     };
     Ok((raw, state))
 }
@@ -277,14 +409,15 @@ impl TaskDefs {
 }
 
 /// A task definition's CPU and memory: task-level values when set, else the sum over containers
-/// (memory, or memoryReservation where no hard limit is given).
+/// (memoryReservation, which placement reserves, or memory where no reservation is given).
 pub fn task_resources(td: &aws_sdk_ecs::types::TaskDefinition) -> Resources {
     let task_cpu = td.cpu().and_then(|c| c.parse::<u32>().ok());
     let task_mem = td.memory().and_then(|m| m.parse::<u32>().ok());
     let (mut cpu, mut mem) = (0u32, 0u32);
     for c in td.container_definitions() {
         cpu += c.cpu().max(0) as u32;
-        mem += c.memory().or(c.memory_reservation()).unwrap_or(0).max(0) as u32;
+        // Placement reserves the soft limit when one is given, else the hard limit.
+        mem += c.memory_reservation().or(c.memory()).unwrap_or(0).max(0) as u32;
     }
     Resources::new(task_cpu.unwrap_or(cpu), task_mem.unwrap_or(mem))
 }

@@ -43,6 +43,10 @@ pub struct Instance {
     pub tasks: Vec<Resources>,
     /// DRAINING instances take no new tasks and are on their way out.
     pub draining: bool,
+    /// Runs tasks a drain does not move (started by RunTask, not by a service): never a victim.
+    pub pinned: bool,
+    /// Launched by the fleet (or group) the controller moves: only these can be victims.
+    pub in_fleet: bool,
 }
 
 /// One instance type the fleet may launch.
@@ -205,10 +209,22 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
     );
     let hold = |why: String| Decision { action: Action::Hold, reason: format!("{seen}: {why}"), reservation: res };
 
+    // Below min_capacity (set by hand, or by someone else): back to it first.
+    if fleet.target < limits.min_capacity {
+        let to = limits.min_capacity;
+        return Decision {
+            action: Action::ScaleOut { to },
+            reason: format!("{seen}: scale out to {to}: capacity is below min_capacity {}", limits.min_capacity),
+            reservation: res,
+        };
+    }
+    // Tasks no instance type can hold are reported, but no capacity is bought or held for them.
+    let helpable: Vec<Resources> =
+        obs.unplaced.iter().copied().filter(|t| fleet.types.iter().any(|ty| t.fits_in(ty.resources))).collect();
     // Scale out: room for the unplaced tasks, then back to the target reservation.
     let packing = pack(&obs.unplaced, &obs.instances, &fleet.types);
     let for_tasks = packing.units;
-    let for_target = units_for_target(&obs.instances, &obs.unplaced, &fleet.types, target);
+    let for_target = units_for_target(&obs.instances, &helpable, &fleet.types, target);
     // Both must hold: room for the tasks (discrete, bin-packed) and the reservation back at target
     // once they run. Capacity still launching counts as present.
     let needed = for_tasks.max(for_target) - launching;
@@ -257,10 +273,10 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
         );
         return Decision { action: Action::ScaleOut { to }, reason, reservation: res };
     }
-    if !obs.unplaced.is_empty() {
+    if !helpable.is_empty() {
         return hold(format!(
             "{} unplaced tasks fit in free space or in the {launching:.1} units already launching",
-            obs.unplaced.len()
+            helpable.len()
         ));
     }
 
@@ -348,7 +364,7 @@ fn choose_victims<'a>(
     limits: &Limits,
     target: f64,
 ) -> Vec<&'a Instance> {
-    let mut candidates: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
+    let mut candidates: Vec<&Instance> = instances.iter().filter(|i| !i.draining && !i.pinned && i.in_fleet).collect();
     candidates.sort_by_key(|i| (i.tasks.len(), std::cmp::Reverse(i.remaining.cpu)));
     let mut victims: Vec<&Instance> = Vec::new();
     let mut removed_units = 0.0;
@@ -406,6 +422,8 @@ mod tests {
             remaining: ty.resources.minus(used),
             tasks,
             draining: false,
+            pinned: false,
+            in_fleet: true,
         }
     }
 

@@ -111,7 +111,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         endpoint = endpoint.as_deref().unwrap_or("AWS default"),
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         lifecycle_queue = config.lifecycle.as_ref().map(|l| l.queue_url.as_str()).unwrap_or("off"),
-        capacity = %config.capacity.as_ref().map(|c| format!("{} on {}", c.cluster, c.spot_fleet_request_id)).unwrap_or_else(|| "off".into()),
+        capacity = %config.capacity.as_ref().map(|c| format!("{} on {}", c.cluster, c.target())).unwrap_or_else(|| "off".into()),
         "opsd daemon started"
     );
     systemd::ready(status(&table)).await;
