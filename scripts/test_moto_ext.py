@@ -344,6 +344,33 @@ class Ecs(unittest.TestCase):
         ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=0, ExcessCapacityTerminationPolicy="default")
         wait("the fleet to empty", lambda: not ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"])
 
+    def test_ec2_fleet_modify(self):
+        user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
+        lt = ec2.create_launch_template(
+            LaunchTemplateName=f"lt-{uuid.uuid4().hex[:8]}",
+            LaunchTemplateData={"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "UserData": user_data},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        fleet = ec2.create_fleet(
+            Type="maintain",
+            TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "on-demand"},
+            LaunchTemplateConfigs=[{
+                "LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Latest"},
+                "Overrides": [{"InstanceType": "c5.large", "SubnetId": self.subnets[0], "WeightedCapacity": 1.0}],
+            }],
+        )["FleetId"]
+        self.assertEqual(len(ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]), 1)
+        ec2.modify_fleet(FleetId=fleet, TargetCapacitySpecification={"TotalTargetCapacity": 3})
+        self.assertEqual(len(ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]), 3)
+        ec2.modify_fleet(FleetId=fleet, TargetCapacitySpecification={"TotalTargetCapacity": 2}, ExcessCapacityTerminationPolicy="no-termination")
+        f = ec2.describe_fleets(FleetIds=[fleet])["Fleets"][0]
+        self.assertEqual((f["TargetCapacitySpecification"]["TotalTargetCapacity"], f["FulfilledCapacity"]), (2, 3.0))
+        ids = [i["InstanceId"] for i in ec2.describe_fleet_instances(FleetId=fleet)["ActiveInstances"]]
+        ec2.terminate_instances(InstanceIds=ids[:1])
+        f = ec2.describe_fleets(FleetIds=[fleet])["Fleets"][0]
+        self.assertEqual(f["FulfilledCapacity"], 2.0)
+        with self.assertRaises(ClientError):
+            ec2.modify_fleet(FleetId="fleet-00000000-0000-0000-0000-000000000000", TargetCapacitySpecification={"TotalTargetCapacity": 1})
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -85,7 +85,7 @@ pub struct CapacitySettings {
     /// What provides the cluster's instances: exactly one of these.
     pub spot_fleet_request_id: Option<String>,
     pub auto_scaling_group: Option<String>,
-    /// EC2 Fleet (ModifyFleet): not supported yet; named so the error can say so.
+    /// An EC2 Fleet of type maintain (ModifyFleet).
     pub fleet_id: Option<String>,
     /// Percent: the larger of CPU and memory reservation is held near it.
     #[serde(default = "default_target_reservation")]
@@ -122,6 +122,8 @@ pub enum CapacityTarget {
     SpotFleet(String),
     /// SetDesiredCapacity; scale-in by TerminateInstanceInAutoScalingGroup.
     AutoScalingGroup(String),
+    /// ModifyFleet on its TotalTargetCapacity.
+    Ec2Fleet(String),
 }
 
 impl std::fmt::Display for CapacityTarget {
@@ -129,6 +131,7 @@ impl std::fmt::Display for CapacityTarget {
         match self {
             CapacityTarget::SpotFleet(id) => write!(f, "Spot Fleet request {id}"),
             CapacityTarget::AutoScalingGroup(name) => write!(f, "Auto Scaling group {name}"),
+            CapacityTarget::Ec2Fleet(id) => write!(f, "EC2 Fleet {id}"),
         }
     }
 }
@@ -136,23 +139,23 @@ impl std::fmt::Display for CapacityTarget {
 impl CapacitySettings {
     /// The one capacity target the section names (validated at load).
     pub fn target(&self) -> CapacityTarget {
-        match (&self.spot_fleet_request_id, &self.auto_scaling_group) {
-            (Some(id), _) => CapacityTarget::SpotFleet(id.clone()),
-            (None, Some(name)) => CapacityTarget::AutoScalingGroup(name.clone()),
-            (None, None) => CapacityTarget::SpotFleet(String::new()),
+        match (&self.spot_fleet_request_id, &self.auto_scaling_group, &self.fleet_id) {
+            (Some(id), _, _) => CapacityTarget::SpotFleet(id.clone()),
+            (None, Some(name), _) => CapacityTarget::AutoScalingGroup(name.clone()),
+            (None, None, Some(id)) => CapacityTarget::Ec2Fleet(id.clone()),
+            (None, None, None) => CapacityTarget::SpotFleet(String::new()),
         }
     }
 
     fn check_target(&self) -> Result<(), String> {
-        if self.fleet_id.is_some() {
-            return Err("EC2 Fleet (fleet_id, ModifyFleet) is not supported yet; use spot_fleet_request_id or auto_scaling_group".into());
-        }
-        match (&self.spot_fleet_request_id, &self.auto_scaling_group) {
-            (Some(_), Some(_)) => Err("give one of spot_fleet_request_id and auto_scaling_group, not both".into()),
-            (None, None) => {
-                Err("no capacity to move; set spot_fleet_request_id = \"sfr-…\" or auto_scaling_group = \"…\"".into())
-            }
-            _ => Ok(()),
+        let given = [&self.spot_fleet_request_id, &self.auto_scaling_group, &self.fleet_id]
+            .iter()
+            .filter(|t| t.is_some())
+            .count();
+        match given {
+            1 => Ok(()),
+            0 => Err("no capacity to move; set spot_fleet_request_id = \"sfr-…\", fleet_id = \"fleet-…\" or auto_scaling_group = \"…\"".into()),
+            _ => Err("give one of spot_fleet_request_id, fleet_id and auto_scaling_group, not several".into()),
         }
     }
 }
@@ -520,6 +523,28 @@ mod tests {
         let (_d, p) = write("[lifecycle]\nworkers = 4\n");
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
         assert!(e[0].message.contains("queue_url"), "{e:?}");
+    }
+
+    #[test]
+    fn capacity_names_exactly_one_target() {
+        let base = "[capacity]\ncluster = \"c\"\nmax_capacity = 4\n";
+        for (extra, want) in [
+            ("spot_fleet_request_id = \"sfr-1\"\n", Some(CapacityTarget::SpotFleet("sfr-1".into()))),
+            ("fleet_id = \"fleet-1\"\n", Some(CapacityTarget::Ec2Fleet("fleet-1".into()))),
+            ("auto_scaling_group = \"g\"\n", Some(CapacityTarget::AutoScalingGroup("g".into()))),
+            ("", None),
+            ("fleet_id = \"fleet-1\"\nauto_scaling_group = \"g\"\n", None),
+        ] {
+            let (_d, p) = write(&format!("{base}{extra}"));
+            match (Config::load_with_env(Some(&p), &[]), want) {
+                (Ok(c), Some(w)) => assert_eq!(c.capacity.unwrap().target(), w),
+                (Err(e), None) => assert_eq!(e[0].field, "capacity", "{e:?}"),
+                (r, w) => panic!("{extra:?}: got {:?}, wanted {w:?}", r.map(|c| c.capacity.map(|c| c.target()))),
+            }
+        }
+        let (_d, p) = write(&format!("{base}fleet_id = \"f\"\nmin_capacity = 5\n"));
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
+        assert_eq!(e[0].field, "capacity.min_capacity", "{e:?}");
     }
 
     #[test]

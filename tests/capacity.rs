@@ -393,3 +393,79 @@ fn an_auto_scaling_group_scales_out_and_in() {
     let reasons = a.stopped_reasons(&c);
     assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
 }
+
+/// The same controller on an EC2 Fleet of type maintain (ModifyFleet).
+#[test]
+fn an_ec2_fleet_scales_out_and_in() {
+    use aws_sdk_ec2::types::{
+        DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
+        FleetLaunchTemplateSpecificationRequest, FleetType, InstanceType, RequestLaunchTemplateData,
+        TargetCapacitySpecificationRequest,
+    };
+    let a = aws();
+    let c = cluster(&a, 0);
+    let fleet = a.rt.block_on(async {
+        let user_data = base64_encode(&format!("#!/bin/bash\necho ECS_CLUSTER={} >> /etc/ecs/ecs.config\n", c.name));
+        let data = RequestLaunchTemplateData::builder()
+            .image_id("ami-760aaa0f")
+            .instance_type(InstanceType::C5Large)
+            .user_data(user_data)
+            .build();
+        let lt = a
+            .ec2
+            .create_launch_template()
+            .launch_template_name(unique("lt"))
+            .launch_template_data(data)
+            .send()
+            .await
+            .unwrap();
+        let lt = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+        let cfg = FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(
+                FleetLaunchTemplateSpecificationRequest::builder().launch_template_id(lt).version("$Latest").build(),
+            )
+            .overrides(
+                FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(InstanceType::C5Large)
+                    .subnet_id(&c.subnet)
+                    .weighted_capacity(1.0)
+                    .build(),
+            )
+            .build();
+        let out = a
+            .ec2
+            .create_fleet()
+            .r#type(FleetType::Maintain)
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(1)
+                    .default_target_capacity_type(DefaultTargetCapacityType::OnDemand)
+                    .build(),
+            )
+            .launch_template_configs(cfg)
+            .send()
+            .await
+            .unwrap();
+        out.fleet_id().unwrap().to_string()
+    });
+    let target = || {
+        let out = a.rt.block_on(a.ec2.describe_fleets().fleet_ids(&fleet).send()).unwrap();
+        out.fleets()[0].target_capacity_specification().unwrap().total_target_capacity().unwrap()
+    };
+    assert_eq!(a.members(&c).len(), 1);
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 6);
+    let ctx = Ctx::with_config_extra(&format!(
+        "[capacity]\ncluster = \"{}\"\nfleet_id = \"{fleet}\"\nmax_capacity = 10\nscale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\ninterval = \"1s\"\ndrain_timeout = \"30s\"\n",
+        c.name
+    ));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("all six tasks running", 30, &d, || a.running(&c, "api") == 6);
+    assert_eq!((target(), a.members(&c).len()), (4, 4));
+    a.set_desired(&c, "api", 2);
+    wait_for("the fleet at 2", 60, &d, || target() == 2 && a.members(&c).len() == 2);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    let reasons = a.stopped_reasons(&c);
+    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+}

@@ -16,6 +16,9 @@
 - An instance launched with user data containing `ECS_CLUSTER=name` registers itself in that cluster
   (as the ECS agent does at boot), and deregisters when it terminates (its tasks stop).
 - Tasks stay RUNNING until stopped: moto's state manager advanced them on every DescribeTasks.
+- EC2 Fleet: ModifyFleet (a maintain fleet's TotalTargetCapacity, launching or, with
+  ExcessCapacityTerminationPolicy=termination, terminating the difference); Spot Fleet's
+  ExcessCapacityTerminationPolicy="default" terminates as AWS's does.
 """
 import base64
 import re
@@ -418,3 +421,41 @@ def _modify_spot_fleet_request(self):
 
 
 SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
+
+
+# --- EC2 Fleet: ModifyFleet (moto 5.2.5 has CreateFleet and DescribeFleets, not ModifyFleet) --------
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+from moto.ec2.responses.fleets import Fleets  # noqa: E402
+
+
+class _FleetError(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"  # moto finds an error's service from the module name
+
+
+def _modify_fleet(self):
+    fleet_id = self._get_param("FleetId")
+    fleet = self.ec2_backend.get_fleet(fleet_id)
+    if fleet is None:
+        raise _FleetError("InvalidFleetId.NotFound", f"The fleet ID '{fleet_id}' does not exist")
+    if fleet.fleet_type != "maintain":
+        raise _FleetError("UnsupportedOperation", "You can only modify an EC2 Fleet of type maintain.")
+    spec = self._get_param("TargetCapacitySpecification") or {}
+    policy = self._get_param("ExcessCapacityTerminationPolicy") or fleet.excess_capacity_termination_policy
+    with _lock:
+        if "TotalTargetCapacity" in spec:
+            total = int(spec["TotalTargetCapacity"])
+            fleet.target_capacity = total
+            fleet.target_capacity_specification["TotalTargetCapacity"] = total
+            delta = total - fleet.fulfilled_capacity
+            default = fleet.target_capacity_specification.get("DefaultTargetCapacityType") or "on-demand"
+            if delta > 0:
+                if default == "spot":
+                    fleet.create_spot_requests(delta)
+                else:
+                    fleet.create_on_demand_requests(delta)
+            elif delta < 0 and policy == "termination":
+                fleet.terminate_instances()
+    return ActionResult({"Return": True})
+
+
+Fleets.modify_fleet = _modify_fleet

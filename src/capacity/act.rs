@@ -40,6 +40,21 @@ pub async fn set_target(c: &Clients, target: &CapacityTarget, to: u32) -> Result
                 .await
                 .map_err(|e| call_error("ModifySpotFleetRequest", e))?;
         }
+        CapacityTarget::Ec2Fleet(id) => {
+            let spec = aws_sdk_ec2::types::TargetCapacitySpecificationRequest::builder()
+                .total_target_capacity(to as i32)
+                .build();
+            c.ec2
+                .modify_fleet()
+                .fleet_id(id)
+                .target_capacity_specification(spec)
+                .excess_capacity_termination_policy(
+                    aws_sdk_ec2::types::FleetExcessCapacityTerminationPolicy::NoTermination,
+                )
+                .send()
+                .await
+                .map_err(|e| call_error("ModifyFleet", e))?;
+        }
         CapacityTarget::AutoScalingGroup(name) => {
             c.asg
                 .set_desired_capacity()
@@ -89,7 +104,7 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
         return Err(e);
     }
     let done = match target {
-        CapacityTarget::SpotFleet(_) => {
+        CapacityTarget::SpotFleet(_) | CapacityTarget::Ec2Fleet(_) => {
             set_target(c, target, to).await?;
             let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
             let r = c.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;

@@ -60,6 +60,7 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let (fleet, fleet_state) = match target {
         CapacityTarget::SpotFleet(id) => spot_fleet(c, id).await?,
         CapacityTarget::AutoScalingGroup(name) => group(c, name).await?,
+        CapacityTarget::Ec2Fleet(id) => ec2_fleet(c, id).await?,
     };
     let arns = container_instance_arns(c, cluster).await?;
     let mut members = HashMap::new();
@@ -250,6 +251,86 @@ async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveErr
     }
     let raw = FleetRaw { target: f64::from(g.desired_capacity().unwrap_or(0)), fulfilled, types, members };
     Ok((raw, "active".into()))
+}
+
+/// An EC2 Fleet: TotalTargetCapacity, FulfilledCapacity, the types of its overrides (or of its launch
+/// template), its instances from DescribeFleetInstances.
+async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
+    let missing = || ObserveError::NoTarget(CapacityTarget::Ec2Fleet(id.into()));
+    let out = c.ec2.describe_fleets().fleet_ids(id).send().await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let e = call_error("DescribeFleets", e);
+            if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c.contains("Malformed")) {
+                return Err(missing());
+            }
+            return Err(e.into());
+        }
+    };
+    let Some(f) = out.fleets().first() else { return Err(missing()) };
+    let state = f.fleet_state().map(|s| s.as_str().to_string()).unwrap_or_default();
+    let mut types: Vec<(String, f64)> = Vec::new();
+    for cfg in f.launch_template_configs() {
+        let mut any = false;
+        for o in cfg.overrides() {
+            if let Some(t) = o.instance_type() {
+                any = true;
+                if !types.iter().any(|(n, _)| n == t.as_str()) {
+                    types.push((t.as_str().to_string(), o.weighted_capacity().unwrap_or(1.0)));
+                }
+            }
+        }
+        if !any {
+            // No override names a type: the launch template's own.
+            if let Some(spec) = cfg.launch_template_specification() {
+                let mut req = c.ec2.describe_launch_template_versions();
+                req = match (spec.launch_template_id(), spec.launch_template_name()) {
+                    (Some(lt), _) => req.launch_template_id(lt),
+                    (None, Some(name)) => req.launch_template_name(name),
+                    _ => continue,
+                };
+                let v = req
+                    .versions(spec.version().unwrap_or("$Default"))
+                    .send()
+                    .await
+                    .map_err(|e| call_error("DescribeLaunchTemplateVersions", e))?;
+                let t = v
+                    .launch_template_versions()
+                    .first()
+                    .and_then(|v| v.launch_template_data()?.instance_type().cloned());
+                if let Some(t) = t {
+                    if !types.iter().any(|(n, _)| n == t.as_str()) {
+                        types.push((t.as_str().to_string(), 1.0));
+                    }
+                }
+            }
+        }
+    }
+    let mut members = HashMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = c
+            .ec2
+            .describe_fleet_instances()
+            .fleet_id(id)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeFleetInstances", e))?;
+        for i in page.active_instances() {
+            if let Some(iid) = i.instance_id() {
+                members.insert(iid.to_string(), i.instance_type().unwrap_or_default().to_string());
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity()).unwrap_or(0);
+    let raw = FleetRaw { target: f64::from(target), fulfilled: f.fulfilled_capacity().unwrap_or(0.0), types, members };
+    Ok((raw, state))
 }
 
 async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
