@@ -387,7 +387,7 @@ impl Sim {
 
 fn run(trace: &Trace, c: Controller) -> (f64, f64, u32) {
     let limits = Limits {
-        target_reservation: 80.0,
+        target_reservation: std::env::var("SIM_TARGET").ok().and_then(|v| v.parse().ok()).unwrap_or(80.0),
         min_capacity: 1.0,
         max_capacity: 200.0,
         max_scale_out_step: 50.0,
