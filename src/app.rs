@@ -187,6 +187,19 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
             }
         }
     };
+    if let Some(path) = &args.hosts_file {
+        let hosts = match fleet::hosts_file(path) {
+            Ok(h) => h,
+            Err(d) => {
+                print_diags(&[d]);
+                return Exit::Usage;
+            }
+        };
+        return match prepared {
+            None => dry_run(&job, &hosts, args.output),
+            Some((store, connector)) => execute(&job, hosts, store, connector, args.output, cancel).await,
+        };
+    }
     let sdk = match crate::aws::load(&config.aws).await {
         Ok(s) => s,
         Err(e) => {

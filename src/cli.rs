@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Override the job's max_concurrency (hosts at once).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrency: Option<u64>,
+    /// Run on the hosts listed in FILE instead of resolving the job's target in EC2: one host per
+    /// line, `ADDRESS` or `INSTANCE_ID ADDRESS`; `#` starts a comment. (Benchmarks, break-glass.)
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<std::path::PathBuf>,
     /// text: live lines and a summary; json: one document with every host's result on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -119,3 +119,34 @@ where
         }
     }
 }
+
+/// Hosts from a hosts file: one per line, `ADDRESS` or `INSTANCE_ID ADDRESS`; blank lines and
+/// `#` comments are skipped. A malformed line is a `file:line` diagnostic.
+pub fn hosts_file(path: &std::path::Path) -> Result<Vec<Host>, crate::diag::Diagnostic> {
+    use crate::diag::Diagnostic;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::file(path, format!("cannot read the hosts file: {e}; check --hosts-file")))?;
+    let mut hosts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (instance_id, address) = match fields[..] {
+            [a] => (None, a),
+            [id, a] => (Some(id.to_string()), a),
+            _ => {
+                return Err(Diagnostic {
+                    file: path.to_path_buf(),
+                    line: i + 1,
+                    col: 1,
+                    field: "-".into(),
+                    message: format!("{line:?}: write ADDRESS or INSTANCE_ID ADDRESS, one host per line"),
+                })
+            }
+        };
+        hosts.push(Host { instance_id, address: Some(address.to_string()), name: None });
+    }
+    Ok(hosts)
+}

@@ -536,3 +536,31 @@ fn closed_stdout_does_not_abort_a_run() {
     assert_eq!(h["runs"][0]["outcome"], "succeeded");
     assert_eq!(h["runs"][0]["hosts_ok"], 2);
 }
+
+/// `--hosts-file`: the hosts listed, EC2 never asked (here AWS is unreachable), results as usual;
+/// a malformed line is reported with file and line.
+#[test]
+fn hosts_file_skips_ec2() {
+    let ctx = Ctx::new();
+    let tag = unique("hostsfile");
+    let h = fleet(2, &[("T", &tag)], &[]);
+    ctx.write_job("hf", &job("T", "nothing-has-this-tag", &["echo from-file"], "", ""));
+    let file = ctx.dir.path().join("hosts");
+    std::fs::write(&file, format!("# the fleet\n{} {}\n\n{}  # no id\n", h[0].id, h[0].address, h[1].address)).unwrap();
+    let out = ctx
+        .opsd()
+        .args(["run", "hf", "--output", "json", "--hosts-file", &path_str(&file)])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts = doc["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{doc}");
+    assert!(hosts.iter().all(|x| x["status"] == "ok" && x["commands"][0]["stdout"] == "from-file\n"), "{doc}");
+    assert_eq!(hosts.iter().filter(|x| x["host"]["instance_id"].is_null()).count(), 1, "{doc}");
+    std::fs::write(&file, format!("{}\na b c\n", h[0].address)).unwrap();
+    let out = ctx.run(&["run", "hf", "--hosts-file", &path_str(&file)]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hosts:2:1"), "{}", String::from_utf8_lossy(&out.stderr));
+}
