@@ -182,7 +182,6 @@ fn reload_applies_changes_and_keeps_the_last_good_version() {
         runs(&ctx, "d").len() >= 2 && last_command("b") == "echo b2"
     });
     // A few more firings after the reload, to see that nothing stalls.
-    let settle = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
@@ -203,7 +202,6 @@ fn reload_applies_changes_and_keeps_the_last_good_version() {
     let late_c =
         runs(&ctx, "c").iter().filter(|r| ts(&r["scheduled_for"]) > changed_at + chrono::Duration::seconds(2)).count();
     assert_eq!(late_c, 0, "c kept firing after its file was removed");
-    assert!(settle.elapsed() >= Duration::from_secs(3));
 }
 
 /// SIGHUP re-reads the config: a job that failed under the old [ssh] settings succeeds under the new.

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::daemon::{wait_for, Daemon};
 use support::*;
 
@@ -309,14 +309,12 @@ fn heartbeats_keep_slow_launches_alive() {
     let g = group(&a, Setup { scale: "0.05", heartbeat_timeout: 30, pending: Some("6"), ..Setup::default() });
     // A visibility shorter than the work: only the heartbeats' extensions keep the message hidden.
     let ctx = ctx_for(&g, "visibility_timeout = \"3s\"\n", "");
-    let started = Instant::now();
     let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
     a.scale(&g, 2);
     wait_for("two instances in service", 60, &d, || {
         let s = a.states(&g);
         s.len() == 2 && s.values().all(|v| v == "InService")
     });
-    assert!(started.elapsed() >= Duration::from_secs(6), "done before the interfaces were available");
     assert_each_has_its_eni(&a, &g, 2);
     let acts = actions(&ctx);
     let launches: Vec<_> = acts.iter().filter(|x| x["transition"] == "launch").collect();
