@@ -197,7 +197,11 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tools", default="opsd,opsd-hosts,parallel-ssh,ansible,xargs-ssh")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "fanout.md"))
+    ap.add_argument("--output-check", type=int, metavar="N",
+                    help="instead: N hosts each print 1 MiB; opsd's peak RSS against `uname -r` on the same hosts")
     args = ap.parse_args()
+    if args.output_check:
+        return output_check(args.output_check)
     sizes = [int(x) for x in args.sizes.split(",")]
     names = args.tools.split(",")
     work = tempfile.mkdtemp(prefix="opsd-fanout-")
@@ -233,6 +237,41 @@ def main():
                 print(f"N={n} {t}: {wall:.2f}s wall, {cpu:.2f}s CPU, {rss:.0f} MiB, sshd {sshd:.2f}s, {ok}/{n} ok", file=sys.stderr)
         rows.append((n, floor, per_conn, results))
     write(rows, names, args)
+
+
+def output_check(n, runs=3):
+    """Each host prints 1 MiB; with output_limit 64 KiB per stream, opsd keeps at most 128 KiB per host,
+    so its peak RSS may exceed that of a quiet run by at most cap × concurrency."""
+    work = tempfile.mkdtemp(prefix="opsd-fanout-out-")
+    os.makedirs(os.path.join(work, "jobs"))
+    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
+        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
+            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
+    with open(os.path.join(work, "opsd.toml"), "w") as f:
+        f.write(cfg)
+    addrs = fleet(n, f"fanout-out-{os.getpid()}")
+    hosts = os.path.join(work, "hosts")
+    with open(hosts, "w") as f:
+        f.write("\n".join(addrs) + "\n")
+    env = dict(ENV, OPSD_CONFIG=os.path.join(work, "opsd.toml"))
+    loud = "head -c 1048576 /dev/zero | tr '\\\\0' x"
+    peaks = {}
+    for name, cmd in (("quiet", "uname -r"), ("1 MiB per host", loud)):
+        with open(os.path.join(work, "jobs", "out.toml"), "w") as f:
+            f.write(f'[target]\ntags = {{ X = "y" }}\n[run]\ncommands = ["{cmd}"]\noutput_limit = "64KiB"\nmax_errors = "100%"\n')
+        rs = []
+        for _ in range(runs):
+            wall, cpu, rss, sshd, out = measure([os.environ["OPSD_BIN"], "run", "out", "--output", "json",
+                                                 "--max-concurrency", str(n), "--hosts-file", hosts], env=env)
+            doc = json.loads(out)
+            rs.append((rss, doc["counts"]["ok"], sum(h["stdout_dropped"] for h in doc["hosts"])))
+        peaks[name] = rs
+    cap = 2 * 64 / 1024 * n  # MiB: two streams of 64 KiB per host, all hosts at once
+    q = max(r[0] for r in peaks["quiet"])
+    l = max(r[0] for r in peaks["1 MiB per host"])
+    print(f"| hosts | quiet peak RSS MiB | 1 MiB per host: peak RSS MiB | growth MiB | cap × concurrency MiB | bytes dropped per run |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {n} | {q:.0f} | {l:.0f} | {l - q:.0f} | {cap:.0f} | {peaks['1 MiB per host'][0][2]} |")
 
 
 def write(rows, names, args):

@@ -285,9 +285,18 @@ async fn execute(
                 counts: report.counts,
                 hosts: &report.results,
             };
-            match serde_json::to_string(&doc) {
-                Ok(s) => outln!("{s}"),
-                Err(e) => eprintln!("opsd: cannot render JSON: {e}"),
+            // Streamed, not rendered into one string first: with every host's kept output the
+            // document is as large as the output cap × hosts, and it need not be in memory twice.
+            use std::io::Write as _;
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = serde_json::to_writer(&mut w, &doc).map_err(std::io::Error::from).and_then(|_| {
+                writeln!(w)?;
+                w.flush()
+            });
+            if let Err(e) = written {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!("opsd: cannot write the JSON document: {e}");
+                }
             }
         }
         OutputFormat::Text => {
