@@ -37,6 +37,16 @@ def write_jobs(d, n):
             f.write(JOB.format(i=i, m=i % 60, h=(i // 60) % 24))
 
 
+def workspace(prefix, jobs, extra=""):
+    """A temp dir with `jobs` job files and a config pointing at them; returns (dir, config path)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    write_jobs(os.path.join(work, "jobs"), jobs)
+    cfg = os.path.join(work, "opsd.toml")
+    with open(cfg, "w") as f:
+        f.write(f'jobs_dir = "{work}/jobs"\nstate_dir = "{work}/state"\n{extra}')
+    return work, cfg
+
+
 def stat(pid):
     with open(f"/proc/{pid}/stat") as f:
         s = f.read()
@@ -45,11 +55,7 @@ def stat(pid):
 
 
 def daemon_idle(jobs=200, seconds=60):
-    work = tempfile.mkdtemp(prefix="opsd-daemon-bench-")
-    write_jobs(os.path.join(work, "jobs"), jobs)
-    cfg = os.path.join(work, "opsd.toml")
-    with open(cfg, "w") as f:
-        f.write(f'jobs_dir = "{work}/jobs"\nstate_dir = "{work}/state"\n[aws]\nregion = "us-east-1"\n')
+    work, cfg = workspace("opsd-daemon-bench-", jobs, '[aws]\nregion = "us-east-1"\n')
     sock_path = os.path.join(work, "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
@@ -76,11 +82,7 @@ def daemon_idle(jobs=200, seconds=60):
 
 
 def validate(n=1000, runs=5):
-    work = tempfile.mkdtemp(prefix="opsd-validate-bench-")
-    write_jobs(os.path.join(work, "jobs"), n)
-    cfg = os.path.join(work, "opsd.toml")
-    with open(cfg, "w") as f:
-        f.write(f'jobs_dir = "{work}/jobs"\nstate_dir = "{work}/state"\n')
+    _, cfg = workspace("opsd-validate-bench-", n)
     times = []
     for _ in range(runs):
         start = time.monotonic()

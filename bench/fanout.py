@@ -181,6 +181,18 @@ print(ok)
 '''
 
 
+def workspace(prefix):
+    """A temp dir with an empty jobs dir and the sandbox's config pointed at it (and its own state)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(os.path.join(work, "jobs"))
+    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
+        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
+            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
+    with open(os.path.join(work, "opsd.toml"), "w") as f:
+        f.write(cfg)
+    return work
+
+
 def floor_per_connection(addrs, k=30):
     """sshd CPU per connection, connections made one at a time (nothing competing)."""
     before = sshd_cpu()
@@ -204,14 +216,7 @@ def main():
         return output_check(args.output_check)
     sizes = [int(x) for x in args.sizes.split(",")]
     names = args.tools.split(",")
-    work = tempfile.mkdtemp(prefix="opsd-fanout-")
-    os.makedirs(os.path.join(work, "jobs"))
-    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
-        base = f.read()
-    cfg = base.replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
-        f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
-    with open(os.path.join(work, "opsd.toml"), "w") as f:
-        f.write(cfg)
+    work = workspace("opsd-fanout-")
     with open(os.path.join(work, "pssh_run.py"), "w") as f:
         f.write(PSSH % (USER, KEY, PORT))
     rows = []
@@ -242,13 +247,7 @@ def main():
 def output_check(n, runs=3):
     """Each host prints 1 MiB; with output_limit 64 KiB per stream, opsd keeps at most 128 KiB per host,
     so its peak RSS may exceed that of a quiet run by at most cap × concurrency."""
-    work = tempfile.mkdtemp(prefix="opsd-fanout-out-")
-    os.makedirs(os.path.join(work, "jobs"))
-    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
-        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
-            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
-    with open(os.path.join(work, "opsd.toml"), "w") as f:
-        f.write(cfg)
+    work = workspace("opsd-fanout-out-")
     addrs = fleet(n, f"fanout-out-{os.getpid()}")
     hosts = os.path.join(work, "hosts")
     with open(hosts, "w") as f:

@@ -64,6 +64,22 @@ pub async fn cancel_on_signals(cancel: CancellationToken, what: &'static str) {
     std::process::exit(130);
 }
 
+/// The run history, or the exit code (70) once the reason is printed.
+async fn open_store(config: &Config) -> Result<Store, Exit> {
+    Store::open(&config.state_dir).await.map_err(|e| {
+        eprintln!("opsd: {e}");
+        Exit::Software
+    })
+}
+
+/// The AWS SDK configuration, or the exit code (64: no region) once the reason is printed.
+async fn load_sdk(config: &Config) -> Result<aws_config::SdkConfig, Exit> {
+    crate::aws::load(&config.aws).await.map_err(|e| {
+        eprintln!("opsd: {e}");
+        Exit::Usage
+    })
+}
+
 fn print_diags(diags: &[Diagnostic]) {
     for d in diags {
         eprintln!("{d}");
@@ -172,12 +188,9 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
     let prepared = if args.dry_run {
         None
     } else {
-        let store = match Store::open(&config.state_dir).await {
+        let store = match open_store(config).await {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("opsd: {e}");
-                return Exit::Software;
-            }
+            Err(exit) => return exit,
         };
         match Connector::new(&job.ssh, Arc::new(store.clone())) {
             Ok(c) => Some((store, Arc::new(c))),
@@ -200,12 +213,9 @@ async fn run(config: &Config, args: RunArgs, cancel: CancellationToken) -> Exit 
             Some((store, connector)) => execute(&job, hosts, store, connector, args.output, cancel).await,
         };
     }
-    let sdk = match crate::aws::load(&config.aws).await {
+    let sdk = match load_sdk(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let hosts = tokio::select! {
@@ -317,12 +327,9 @@ async fn execute(
 }
 
 async fn history(config: &Config, args: HistoryArgs) -> Exit {
-    let store = match Store::open(&config.state_dir).await {
+    let store = match open_store(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Software;
-        }
+        Err(exit) => return exit,
     };
     if let Some(id) = args.run {
         let (run, hosts) = match store.run(id).await {
@@ -424,12 +431,9 @@ async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -
         eprintln!("opsd: the config has no [lifecycle] section; add one with queue_url to consume lifecycle hooks");
         return Exit::Usage;
     };
-    let store = match Store::open(&config.state_dir).await {
+    let store = match open_store(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Software;
-        }
+        Err(exit) => return exit,
     };
     let actions = match store.actions(limit).await {
         Ok(a) => a,
@@ -438,12 +442,9 @@ async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -
             return Exit::Software;
         }
     };
-    let sdk = match crate::aws::load(&config.aws).await {
+    let sdk = match load_sdk(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let (_, _, sqs) = crate::lifecycle::clients(&sdk);
     let (visible, in_flight) = match crate::lifecycle::queue_depth(&sqs, &l.queue_url).await {
@@ -491,12 +492,9 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
         eprintln!("opsd: the config has no [capacity] section; add one with cluster and spot_fleet_request_id or auto_scaling_group");
         return Exit::Usage;
     };
-    let store = match Store::open(&config.state_dir).await {
+    let store = match open_store(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Software;
-        }
+        Err(exit) => return exit,
     };
     let decisions = match store.decisions(limit).await {
         Ok(d) => d,
@@ -505,12 +503,9 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             return Exit::Software;
         }
     };
-    let sdk = match crate::aws::load(&config.aws).await {
+    let sdk = match load_sdk(config).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("opsd: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let clients = crate::capacity::clients(&sdk);
     let seen = match crate::capacity::observe::observe(&clients, &c.cluster, &c.target()).await {

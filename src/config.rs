@@ -56,7 +56,7 @@ impl Default for Config {
 }
 
 /// `[lifecycle]`: where lifecycle notifications arrive and how they are worked.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleSettings {
     /// The SQS queue the hooks notify (directly, through SNS or through EventBridge).
@@ -78,7 +78,7 @@ pub struct LifecycleSettings {
 }
 
 /// `[capacity]`: keep an ECS cluster's reservation near a target with its Spot Fleet's capacity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySettings {
     pub cluster: String,
@@ -204,7 +204,7 @@ fn default_drain_timeout() -> HumanDuration {
 
 /// `[lifecycle.eni]`: the interface each launching instance gets (NotificationMetadata may override
 /// the subnets and security groups per hook).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EniSettings {
     /// One subnet per Availability Zone: the interface goes in the one of the instance's zone.
@@ -283,7 +283,7 @@ pub enum LogFormat {
 
 /// AWS settings; anything unset falls back to the SDK's standard chain (env, profile, instance role),
 /// and endpoints to `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_EC2`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSettings {
     pub region: Option<String>,

@@ -261,17 +261,22 @@ def _put_lifecycle_hook(self):
 AutoScalingResponse.put_lifecycle_hook = _put_lifecycle_hook
 
 
+def _requested_action(response):
+    """The active action a Complete or Heartbeat request names (by token or instance id)."""
+    return _find(
+        response.autoscaling_backend,
+        response._get_param("AutoScalingGroupName"),
+        response._get_param("LifecycleHookName"),
+        response._get_param("LifecycleActionToken"),
+        response._get_param("InstanceId"),
+    )
+
+
 def _complete_lifecycle_action(self):
     result = self._get_param("LifecycleActionResult")
     if result not in ("CONTINUE", "ABANDON"):
         raise ValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
-    action = _find(
-        self.autoscaling_backend,
-        self._get_param("AutoScalingGroupName"),
-        self._get_param("LifecycleHookName"),
-        self._get_param("LifecycleActionToken"),
-        self._get_param("InstanceId"),
-    )
+    action = _requested_action(self)
     with _lock:
         if _actions.pop(action.token, None) is None:
             raise ValidationError(f"No active Lifecycle Action found with token {action.token}")
@@ -280,13 +285,7 @@ def _complete_lifecycle_action(self):
 
 
 def _record_lifecycle_action_heartbeat(self):
-    action = _find(
-        self.autoscaling_backend,
-        self._get_param("AutoScalingGroupName"),
-        self._get_param("LifecycleHookName"),
-        self._get_param("LifecycleActionToken"),
-        self._get_param("InstanceId"),
-    )
+    action = _requested_action(self)
     with _lock:
         action.heartbeat_deadline = time.time() + action.hook.heartbeat_timeout
     return EmptyResult()

@@ -4,7 +4,7 @@
 //! picks no victims of its own), drain the chosen container instances, wait until their tasks have
 //! stopped, then terminate exactly those. An instance that still runs tasks is never terminated.
 
-use super::observe::{Clients, Member};
+use super::observe::{self, Clients, Member};
 use crate::aws::{call_error, CallError};
 use crate::config::CapacityTarget;
 use aws_sdk_ec2::types::ExcessCapacityTerminationPolicy;
@@ -173,16 +173,8 @@ async fn set_state(
 /// (connection draining, stop timeout): the tasks' last status is what counts, not the counts.
 async fn busy(c: &Clients, cluster: &str, arns: &[String]) -> Result<Vec<String>, CallError> {
     use aws_sdk_ecs::types::DesiredStatus;
-    let out = c
-        .ecs
-        .describe_container_instances()
-        .cluster(cluster)
-        .set_container_instances(Some(arns.to_vec()))
-        .send()
-        .await
-        .map_err(|e| call_error("DescribeContainerInstances", e))?;
     let mut busy = Vec::new();
-    for ci in out.container_instances() {
+    for ci in &observe::describe_container_instances(c, cluster, arns).await? {
         let arn = ci.container_instance_arn().unwrap_or_default();
         let mut task_arns = Vec::new();
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
@@ -197,18 +189,11 @@ async fn busy(c: &Clients, cluster: &str, arns: &[String]) -> Result<Vec<String>
                 .map_err(|e| call_error("ListTasks", e))?;
             task_arns.extend(l.task_arns().iter().cloned());
         }
-        let mut live = ci.running_tasks_count() + ci.pending_tasks_count() > 0;
-        for chunk in task_arns.chunks(100) {
-            let d = c
-                .ecs
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| call_error("DescribeTasks", e))?;
-            live |= d.tasks().iter().any(|t| t.last_status() != Some("STOPPED"));
-        }
+        let live = ci.running_tasks_count() + ci.pending_tasks_count() > 0
+            || observe::describe_tasks(c, cluster, &task_arns)
+                .await?
+                .iter()
+                .any(|t| t.last_status() != Some("STOPPED"));
         if live {
             busy.push(ci.ec2_instance_id().unwrap_or_default().to_string());
         }

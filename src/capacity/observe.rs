@@ -66,45 +66,35 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let mut members = HashMap::new();
     let mut instances = Vec::new();
     let mut by_arn: HashMap<String, usize> = HashMap::new();
-    for chunk in arns.chunks(100) {
-        let out = c
-            .ecs
-            .describe_container_instances()
-            .cluster(cluster)
-            .set_container_instances(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeContainerInstances", e))?;
-        for ci in out.container_instances() {
-            let status = ci.status().unwrap_or_default().to_string();
-            if status != "ACTIVE" && status != "DRAINING" {
-                continue;
-            }
-            let ec2_id = ci.ec2_instance_id().unwrap_or_default().to_string();
-            let arn = ci.container_instance_arn().unwrap_or_default().to_string();
-            let instance_type = ci
-                .attributes()
-                .iter()
-                .find(|a| a.name() == "ecs.instance-type")
-                .and_then(|a| a.value())
-                .unwrap_or_default()
-                .to_string();
-            by_arn.insert(arn.clone(), instances.len());
-            instances.push(Instance {
-                id: ec2_id.clone(),
-                in_fleet: fleet.members.contains_key(&ec2_id),
-                instance_type,
-                registered: resources(ci.registered_resources()),
-                remaining: resources(ci.remaining_resources()),
-                tasks: Vec::new(),
-                draining: status == "DRAINING",
-                pinned: false,
-            });
-            members.insert(
-                ec2_id.clone(),
-                Member { arn, ec2_id, running: ci.running_tasks_count(), pending: ci.pending_tasks_count(), status },
-            );
+    for ci in &describe_container_instances(c, cluster, &arns).await? {
+        let status = ci.status().unwrap_or_default().to_string();
+        if status != "ACTIVE" && status != "DRAINING" {
+            continue;
         }
+        let ec2_id = ci.ec2_instance_id().unwrap_or_default().to_string();
+        let arn = ci.container_instance_arn().unwrap_or_default().to_string();
+        let instance_type = ci
+            .attributes()
+            .iter()
+            .find(|a| a.name() == "ecs.instance-type")
+            .and_then(|a| a.value())
+            .unwrap_or_default()
+            .to_string();
+        by_arn.insert(arn.clone(), instances.len());
+        instances.push(Instance {
+            id: ec2_id.clone(),
+            in_fleet: fleet.members.contains_key(&ec2_id),
+            instance_type,
+            registered: resources(ci.registered_resources()),
+            remaining: resources(ci.remaining_resources()),
+            tasks: Vec::new(),
+            draining: status == "DRAINING",
+            pinned: false,
+        });
+        members.insert(
+            ec2_id.clone(),
+            Member { arn, ec2_id, running: ci.running_tasks_count(), pending: ci.pending_tasks_count(), status },
+        );
     }
     // Tasks: on their instances, or (PROVISIONING without an instance) unplaced. Fargate tasks need
     // no instance and are not this fleet's business.
@@ -224,8 +214,8 @@ async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveErr
         if state == "InService" {
             fulfilled += weight_of(&t);
         }
-        if !t.is_empty() && !types.iter().any(|(n, _)| *n == t) {
-            types.push((t.clone(), weight_of(&t)));
+        if !t.is_empty() {
+            add_type(&mut types, &t, weight_of(&t));
         }
     }
     if let Some(lc) = g.launch_configuration_name() {
@@ -237,16 +227,12 @@ async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveErr
             .await
             .map_err(|e| call_error("DescribeLaunchConfigurations", e))?;
         if let Some(t) = out.launch_configurations().first().and_then(|l| l.instance_type()) {
-            if !types.iter().any(|(n, _)| n == t) {
-                types.push((t.to_string(), 1.0));
-            }
+            add_type(&mut types, t, 1.0);
         }
     }
     for o in g.mixed_instances_policy().and_then(|m| m.launch_template()).map(|lt| lt.overrides()).unwrap_or_default() {
         if let Some(t) = o.instance_type() {
-            if !types.iter().any(|(n, _)| n == t) {
-                types.push((t.to_string(), weight_of(t)));
-            }
+            add_type(&mut types, t, weight_of(t));
         }
     }
     let raw = FleetRaw { target: f64::from(g.desired_capacity().unwrap_or(0)), fulfilled, types, members };
@@ -276,9 +262,7 @@ async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveE
         for o in cfg.overrides() {
             if let Some(t) = o.instance_type() {
                 any = true;
-                if !types.iter().any(|(n, _)| n == t.as_str()) {
-                    types.push((t.as_str().to_string(), o.weighted_capacity().unwrap_or(1.0)));
-                }
+                add_type(&mut types, t.as_str(), o.weighted_capacity().unwrap_or(1.0));
             }
         }
         if !any {
@@ -300,37 +284,68 @@ async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveE
                     .first()
                     .and_then(|v| v.launch_template_data()?.instance_type().cloned());
                 if let Some(t) = t {
-                    if !types.iter().any(|(n, _)| n == t.as_str()) {
-                        types.push((t.as_str().to_string(), 1.0));
-                    }
+                    add_type(&mut types, t.as_str(), 1.0);
                 }
             }
         }
     }
+    let members = fleet_members(c, FleetKind::Ec2(id)).await?;
+    let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity()).unwrap_or(0);
+    let raw = FleetRaw { target: f64::from(target), fulfilled: f.fulfilled_capacity().unwrap_or(0.0), types, members };
+    Ok((raw, state))
+}
+
+enum FleetKind<'a> {
+    Spot(&'a str),
+    Ec2(&'a str),
+}
+
+/// A fleet's active instances, EC2 id → instance type, every page followed.
+async fn fleet_members(c: &Clients, kind: FleetKind<'_>) -> Result<HashMap<String, String>, CallError> {
     let mut members = HashMap::new();
     let mut token: Option<String> = None;
     loop {
-        let page = c
-            .ec2
-            .describe_fleet_instances()
-            .fleet_id(id)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeFleetInstances", e))?;
-        for i in page.active_instances() {
+        let (instances, next) = match kind {
+            FleetKind::Spot(id) => {
+                let p = c
+                    .ec2
+                    .describe_spot_fleet_instances()
+                    .spot_fleet_request_id(id)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| call_error("DescribeSpotFleetInstances", e))?;
+                (p.active_instances().to_vec(), p.next_token().map(str::to_string))
+            }
+            FleetKind::Ec2(id) => {
+                let p = c
+                    .ec2
+                    .describe_fleet_instances()
+                    .fleet_id(id)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| call_error("DescribeFleetInstances", e))?;
+                (p.active_instances().to_vec(), p.next_token().map(str::to_string))
+            }
+        };
+        for i in instances {
             if let Some(iid) = i.instance_id() {
                 members.insert(iid.to_string(), i.instance_type().unwrap_or_default().to_string());
             }
         }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(members),
         }
     }
-    let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity()).unwrap_or(0);
-    let raw = FleetRaw { target: f64::from(target), fulfilled: f.fulfilled_capacity().unwrap_or(0.0), types, members };
-    Ok((raw, state))
+}
+
+/// Add an instance type the first time it is named.
+fn add_type(types: &mut Vec<(String, f64)>, name: &str, weight: f64) {
+    if !types.iter().any(|(n, _)| n == name) {
+        types.push((name.to_string(), weight));
+    }
 }
 
 async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
@@ -352,42 +367,17 @@ async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), Observe
     let mut types: Vec<(String, f64)> = Vec::new();
     for spec in conf.launch_specifications() {
         if let Some(t) = spec.instance_type() {
-            let w = spec.weighted_capacity().unwrap_or(1.0);
-            if !types.iter().any(|(n, _)| n == t.as_str()) {
-                types.push((t.as_str().to_string(), w));
-            }
+            add_type(&mut types, t.as_str(), spec.weighted_capacity().unwrap_or(1.0));
         }
     }
     for ltc in conf.launch_template_configs() {
         for o in ltc.overrides() {
             if let Some(t) = o.instance_type() {
-                if !types.iter().any(|(n, _)| n == t.as_str()) {
-                    types.push((t.as_str().to_string(), o.weighted_capacity().unwrap_or(1.0)));
-                }
+                add_type(&mut types, t.as_str(), o.weighted_capacity().unwrap_or(1.0));
             }
         }
     }
-    let mut members = HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = c
-            .ec2
-            .describe_spot_fleet_instances()
-            .spot_fleet_request_id(id)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeSpotFleetInstances", e))?;
-        for i in page.active_instances() {
-            if let Some(iid) = i.instance_id() {
-                members.insert(iid.to_string(), i.instance_type().unwrap_or_default().to_string());
-            }
-        }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
-        }
-    }
+    let members = fleet_members(c, FleetKind::Spot(id)).await?;
     let raw = FleetRaw {
         target: f64::from(conf.target_capacity().unwrap_or(0)),
         fulfilled: conf.fulfilled_capacity().unwrap_or(0.0),
@@ -428,9 +418,39 @@ async fn running_tasks(c: &Clients, cluster: &str) -> Result<Vec<aws_sdk_ecs::ty
     while let Some(page) = pages.next().await {
         arns.extend(page.map_err(|e| call_error("ListTasks", e))?.task_arns().iter().cloned());
     }
-    let mut tasks = Vec::new();
+    Ok(describe_tasks(c, cluster, &arns).await?)
+}
+
+/// DescribeContainerInstances over any number of ARNs (100 per call).
+pub(super) async fn describe_container_instances(
+    c: &Clients,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<aws_sdk_ecs::types::ContainerInstance>, CallError> {
+    let mut out = Vec::new();
     for chunk in arns.chunks(100) {
-        let out = c
+        let r = c
+            .ecs
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeContainerInstances", e))?;
+        out.extend(r.container_instances().iter().cloned());
+    }
+    Ok(out)
+}
+
+/// DescribeTasks over any number of ARNs (100 per call).
+pub(super) async fn describe_tasks(
+    c: &Clients,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<aws_sdk_ecs::types::Task>, CallError> {
+    let mut out = Vec::new();
+    for chunk in arns.chunks(100) {
+        let r = c
             .ecs
             .describe_tasks()
             .cluster(cluster)
@@ -438,9 +458,9 @@ async fn running_tasks(c: &Clients, cluster: &str) -> Result<Vec<aws_sdk_ecs::ty
             .send()
             .await
             .map_err(|e| call_error("DescribeTasks", e))?;
-        tasks.extend(out.tasks().iter().cloned());
+        out.extend(r.tasks().iter().cloned());
     }
-    Ok(tasks)
+    Ok(out)
 }
 
 async fn services(c: &Clients, cluster: &str) -> Result<Vec<aws_sdk_ecs::types::Service>, ObserveError> {

@@ -297,9 +297,9 @@ fn reload_config(old: Config) -> Config {
                 ("jobs_dir", old.jobs_dir != new.jobs_dir),
                 ("metrics_listen", old.metrics_listen != new.metrics_listen),
                 ("log_format", old.log_format != new.log_format),
-                ("aws", format!("{:?}", old.aws) != format!("{:?}", new.aws)),
-                ("[lifecycle]", format!("{:?}", old.lifecycle) != format!("{:?}", new.lifecycle)),
-                ("[capacity]", format!("{:?}", old.capacity) != format!("{:?}", new.capacity)),
+                ("aws", old.aws != new.aws),
+                ("[lifecycle]", old.lifecycle != new.lifecycle),
+                ("[capacity]", old.capacity != new.capacity),
             ];
             for (key, changed) in fixed {
                 if changed {
