@@ -104,6 +104,10 @@ pub struct CapacitySettings {
     pub scale_in_cooldown: HumanDuration,
     #[serde(default = "default_interval")]
     pub interval: HumanDuration,
+    /// How long new capacity takes to take tasks (launch, boot, ECS agent registration): demand
+    /// that keeps rising is projected this far ahead. "0s" turns the look-ahead off.
+    #[serde(default = "default_lead_time")]
+    pub lead_time: HumanDuration,
     /// Drain the chosen container instances before terminating them (their tasks move first).
     #[serde(default = "default_true")]
     pub drain_before_scale_in: bool,
@@ -191,6 +195,9 @@ fn default_out_cooldown() -> HumanDuration {
 }
 fn default_in_cooldown() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
+}
+fn default_lead_time() -> HumanDuration {
+    HumanDuration(Duration::from_secs(180))
 }
 fn default_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))

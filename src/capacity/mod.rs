@@ -37,6 +37,7 @@ pub fn limits(s: &CapacitySettings) -> Limits {
         max_scale_in_step: f64::from(s.max_scale_in_step),
         scale_out_cooldown: s.scale_out_cooldown.0,
         scale_in_cooldown: s.scale_in_cooldown.0,
+        lead_time: s.lead_time.0,
     }
 }
 
@@ -86,6 +87,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         } else {
             mem.below_target_since = None;
         }
+        mem.trend.push(now, policy::demand(&seen.observation, &seen.fleet.types));
         let d = decide(&seen, &mem, &s, now);
         metrics.capacity_observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
         let (kind, to, victims) = match &d.action {

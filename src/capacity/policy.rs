@@ -83,6 +83,59 @@ pub struct Memory {
     pub last_scale_in: Option<f64>,
     /// Since when the reservation has been below target without a break.
     pub below_target_since: Option<f64>,
+    /// The demand of the last few decisions, for the look-ahead.
+    pub trend: Trend,
+}
+
+/// The cluster's demand (resources of the tasks running on ACTIVE instances and of the unplaced
+/// tasks an instance type can hold) at the last `TREND_SAMPLES` decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Trend {
+    /// (seconds on the caller's clock, demand), oldest first.
+    samples: [Option<(f64, Resources)>; TREND_SAMPLES],
+}
+
+/// Demand must have grown over each of `TREND_SAMPLES - 1` consecutive intervals to be projected.
+pub const TREND_SAMPLES: usize = 3;
+
+impl Trend {
+    /// Record the demand seen at `now` (a sample not later than the last one is ignored).
+    pub fn push(&mut self, now: f64, demand: Resources) {
+        if self.samples[TREND_SAMPLES - 1].is_some_and(|(t, _)| now <= t) {
+            return;
+        }
+        self.samples.rotate_left(1);
+        self.samples[TREND_SAMPLES - 1] = Some((now, demand));
+    }
+
+    /// The sustained growth, per second (CPU units, MiB): per resource, the smallest growth rate
+    /// over the recorded intervals, so a one-off jump (a deploy, a spike) projects nothing and only
+    /// demand that rose in every interval does. None until every sample is there.
+    pub fn rate(&self) -> Option<(f64, f64)> {
+        let s: Vec<(f64, Resources)> = self.samples.iter().flatten().copied().collect();
+        if s.len() < TREND_SAMPLES {
+            return None;
+        }
+        let mut rate = (f64::INFINITY, f64::INFINITY);
+        for w in s.windows(2) {
+            let dt = w[1].0 - w[0].0;
+            let cpu = (f64::from(w[1].1.cpu) - f64::from(w[0].1.cpu)) / dt;
+            let mem = (f64::from(w[1].1.mem) - f64::from(w[0].1.mem)) / dt;
+            rate = (rate.0.min(cpu), rate.1.min(mem));
+        }
+        Some((rate.0.max(0.0), rate.1.max(0.0)))
+    }
+}
+
+/// What the look-ahead counts as demand: tasks on ACTIVE instances plus the unplaced tasks some
+/// instance type can hold.
+pub fn demand(obs: &Observation, types: &[InstanceType]) -> Resources {
+    let used = obs
+        .instances
+        .iter()
+        .filter(|i| !i.draining)
+        .fold(Resources::default(), |a, i| a.plus(i.registered.minus(i.remaining)));
+    obs.unplaced.iter().filter(|t| types.iter().any(|ty| t.fits_in(ty.resources))).fold(used, |a, t| a.plus(*t))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +148,9 @@ pub struct Limits {
     pub max_scale_in_step: f64,
     pub scale_out_cooldown: Duration,
     pub scale_in_cooldown: Duration,
+    /// How long new capacity takes to run tasks: demand that keeps rising is projected this far
+    /// ahead when scaling out. Zero turns the look-ahead off.
+    pub lead_time: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,7 +280,16 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
     // Scale out: room for the unplaced tasks, then back to the target reservation.
     let packing = pack(&obs.unplaced, &obs.instances, &fleet.types);
     let for_tasks = packing.units;
-    let for_target = units_for_target(&obs.instances, &helpable, &fleet.types, target);
+    // Demand that rose in every recent interval is projected over the lead time: what it will be
+    // by the time capacity raised now can take it.
+    let lead = limits.lead_time.as_secs_f64();
+    let ahead = match mem.trend.rate() {
+        Some((cpu, mem_rate)) if lead > 0.0 && (cpu > 0.0 || mem_rate > 0.0) => {
+            Resources::new((cpu * lead).ceil() as u32, (mem_rate * lead).ceil() as u32)
+        }
+        _ => Resources::default(),
+    };
+    let for_target = units_for_target(&obs.instances, &helpable, ahead, &fleet.types, target);
     // Both must hold: room for the tasks (discrete, bin-packed) and the reservation back at target
     // once they run. Capacity still launching counts as present.
     let needed = for_tasks.max(for_target) - launching;
@@ -268,8 +333,18 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
                 }
             )
         };
+        let rising = if ahead == Resources::default() {
+            String::new()
+        } else {
+            format!(
+                " (demand rising: {} CPU units and {} MiB more expected within the {}s lead time)",
+                ahead.cpu,
+                ahead.mem,
+                limits.lead_time.as_secs()
+            )
+        };
         let reason = format!(
-            "{seen}: scale out to {to}: {tasks}{for_target:.1} units bring reservation to target once they run; {launching:.1} units already launching{bound}"
+            "{seen}: scale out to {to}: {tasks}{for_target:.1} units bring reservation to target once they run{rising}; {launching:.1} units already launching{bound}"
         );
         return Decision { action: Action::ScaleOut { to }, reason, reservation: res };
     }
@@ -283,6 +358,9 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
     // Scale in: below target for the whole cooldown, nothing launching, never below min.
     if res >= target {
         return hold("at or above target: nothing to remove".into());
+    }
+    if ahead != Resources::default() {
+        return hold(format!("demand rose in each of the last {} intervals: nothing to remove", TREND_SAMPLES - 1));
     }
     if launching > 0.0 {
         return hold(format!("{launching:.1} units still launching: no scale-in until they are in"));
@@ -329,14 +407,20 @@ fn weight_of(types: &[InstanceType], name: &str) -> f64 {
     types.iter().find(|t| t.name == name).map(|t| t.weight).unwrap_or(1.0)
 }
 
-/// Units that bring the reservation, once the unplaced tasks run too, down to the target: per
-/// resource, what must be registered beyond today, in the fleet type with the fewest resources per
-/// unit (the worst case: enough whichever type the fleet launches).
-fn units_for_target(instances: &[Instance], unplaced: &[Resources], types: &[InstanceType], target: f64) -> f64 {
+/// Units that bring the reservation, once the unplaced tasks run too (and the demand `ahead`
+/// arrives), down to the target: per resource, what must be registered beyond today, in the fleet
+/// type with the fewest resources per unit (the worst case: enough whichever type the fleet launches).
+fn units_for_target(
+    instances: &[Instance],
+    unplaced: &[Resources],
+    ahead: Resources,
+    types: &[InstanceType],
+    target: f64,
+) -> f64 {
     let active: Vec<&Instance> = instances.iter().filter(|i| !i.draining).collect();
     let reg = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered));
     let used = active.iter().fold(Resources::default(), |a, i| a.plus(i.registered.minus(i.remaining)));
-    let used = unplaced.iter().fold(used, |a, t| a.plus(*t));
+    let used = unplaced.iter().fold(used, |a, t| a.plus(*t)).plus(ahead);
     if target <= 0.0 || (used.cpu == 0 && used.mem == 0) {
         return 0.0;
     }
@@ -436,7 +520,61 @@ mod tests {
             max_scale_in_step: 2.0,
             scale_out_cooldown: Duration::from_secs(60),
             scale_in_cooldown: Duration::from_secs(600),
+            lead_time: Duration::from_secs(180),
         }
+    }
+
+    fn trend(samples: &[(f64, u32)]) -> Trend {
+        let mut t = Trend::default();
+        for (at, cpu) in samples {
+            t.push(*at, Resources::new(*cpu, *cpu));
+        }
+        t
+    }
+
+    #[test]
+    fn only_demand_rising_in_every_interval_is_projected() {
+        // Too few samples: no rate yet.
+        assert_eq!(trend(&[(0.0, 100), (30.0, 200)]).rate(), None);
+        // A steady ramp: the smallest growth rate (3 units per second).
+        assert_eq!(trend(&[(0.0, 100), (30.0, 190), (60.0, 310)]).rate(), Some((3.0, 3.0)));
+        // A one-off jump (a deploy) then flat: nothing.
+        assert_eq!(trend(&[(0.0, 100), (30.0, 2000), (60.0, 2000)]).rate(), Some((0.0, 0.0)));
+        // Falling: nothing.
+        assert_eq!(trend(&[(0.0, 300), (30.0, 200), (60.0, 100)]).rate(), Some((0.0, 0.0)));
+        // Only the last samples count; a sample out of order is ignored.
+        let t = trend(&[(0.0, 0), (30.0, 5000), (60.0, 5030), (90.0, 5060), (80.0, 0)]);
+        assert_eq!(t.rate(), Some((1.0, 1.0)));
+    }
+
+    #[test]
+    fn a_steady_ramp_scales_out_before_the_reservation_reaches_target() {
+        // 2 instances, 50 % reserved: nothing to do on the reservation alone.
+        let t = ty("m5.xlarge", 4096, 16384, 1.0);
+        let fleet = Fleet { target: 2.0, fulfilled: 2.0, types: vec![t.clone()] };
+        let obs = Observation { instances: vec![inst("a", &t, &[(4096, 4096)]), inst("b", &t, &[])], unplaced: vec![] };
+        let flat = Memory { trend: trend(&[(940.0, 4096), (970.0, 4096), (1000.0, 4096)]), ..Memory::default() };
+        let d = decide(&obs, &fleet, &flat, &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // Demand rising 512 CPU units every 30 s: 3072 more within the 180 s lead time, so 7168 of
+        // 8192 (87.5 %) → a third instance now.
+        let rising = Memory { trend: trend(&[(940.0, 3072), (970.0, 3584), (1000.0, 4096)]), ..Memory::default() };
+        let d = decide(&obs, &fleet, &rising, &limits(), 1000.0);
+        assert_eq!(d.action, Action::ScaleOut { to: 3.0 }, "{}", d.reason);
+        assert!(d.reason.contains("demand rising: 3072 CPU units"), "{}", d.reason);
+        // The look-ahead off.
+        let off = Limits { lead_time: Duration::ZERO, ..limits() };
+        let d = decide(&obs, &fleet, &rising, &off, 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        // Below target for long, but rising: nothing is removed.
+        let rising_long = Memory { below_target_since: Some(0.0), ..rising };
+        let idle = Observation { instances: vec![inst("a", &t, &[(256, 256)]), inst("b", &t, &[])], unplaced: vec![] };
+        let slow = Memory { trend: trend(&[(940.0, 200), (970.0, 228), (1000.0, 256)]), ..rising_long };
+        let d = decide(&idle, &fleet, &slow, &limits(), 1000.0);
+        assert_eq!(d.action, Action::Hold, "{}", d.reason);
+        assert!(d.reason.contains("demand rose"), "{}", d.reason);
+        let d = decide(&idle, &fleet, &Memory { trend: Trend::default(), ..slow }, &limits(), 1000.0);
+        assert!(matches!(d.action, Action::ScaleIn { .. }), "{}", d.reason);
     }
 
     #[test]
@@ -551,7 +689,7 @@ mod tests {
         }
 
         /// Decisions stay in [min, max], within the steps, respect cooldowns, and never scale in while
-        /// capacity is launching or tasks are unplaced.
+        /// capacity is launching, tasks are unplaced or demand is rising.
         #[test]
         fn decisions_respect_the_limits(
             n in 1usize..8,
@@ -561,11 +699,13 @@ mod tests {
             since in prop::option::of(0.0f64..2000.0),
             last_out in prop::option::of(0.0f64..2000.0),
             last_in in prop::option::of(0.0f64..2000.0),
+            demand in prop::collection::vec(0u32..20000, 0..=TREND_SAMPLES),
         ) {
             let t = ty("m5.xlarge", 4096, 16384, 1.0);
             let instances: Vec<Instance> = (0..n).map(|i| inst(&format!("i{i}"), &t, &per[i])).collect();
             let fleet = Fleet { target: n as f64 + f64::from(launching), fulfilled: n as f64, types: vec![t] };
-            let mem = Memory { last_scale_out: last_out, last_scale_in: last_in, below_target_since: since };
+            let samples: Vec<(f64, u32)> = demand.iter().enumerate().map(|(i, d)| (1900.0 + 30.0 * i as f64, *d)).collect();
+            let mem = Memory { last_scale_out: last_out, last_scale_in: last_in, below_target_since: since, trend: trend(&samples) };
             let l = limits();
             let now = 2000.0;
             let obs = Observation { instances, unplaced };
@@ -585,6 +725,7 @@ mod tests {
                     prop_assert!(since.is_some_and(|s| now - s >= l.scale_in_cooldown.as_secs_f64()));
                     prop_assert!(last_in.is_none_or(|t| now - t >= l.scale_in_cooldown.as_secs_f64()));
                     prop_assert!(!victims.is_empty());
+                    prop_assert!(mem.trend.rate().is_none_or(|r| r == (0.0, 0.0)), "no scale-in while demand rises");
                 }
             }
             prop_assert!(!d.reason.is_empty());
