@@ -515,8 +515,10 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             return Exit::Unavailable;
         }
     };
-    // What the policy would decide now, without the daemon's memory of cooldowns.
-    let now = crate::capacity::decide(&seen, &crate::capacity::policy::Memory::default(), c, 0.0);
+    // What the policy would decide now, with the cooldowns of the decisions recorded (how long the
+    // reservation has been low, and the demand's trend, only the running daemon knows).
+    let mem = crate::capacity::remembered(&store).await;
+    let now = crate::capacity::decide(&seen, &mem, c, 0.0);
     let (cpu, mem) = reservation_parts(&seen.observation.instances);
     match output {
         OutputFormat::Json => outln!(

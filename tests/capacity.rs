@@ -164,8 +164,10 @@ impl Aws {
 }
 
 fn ctx_for(c: &Cluster, extra: &str) -> Ctx {
+    // `extra` may set scale_out_cooldown itself.
+    let out_cooldown = if extra.contains("scale_out_cooldown") { "" } else { "scale_out_cooldown = \"1s\"\n" };
     Ctx::with_config_extra(&format!(
-        "[capacity]\ncluster = \"{}\"\nspot_fleet_request_id = \"{}\"\ntarget_reservation = 80\nmin_capacity = 1\nmax_capacity = 10\nmax_scale_out_step = 10\nmax_scale_in_step = 2\nscale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\ninterval = \"1s\"\ndrain_timeout = \"30s\"\n{extra}\n",
+        "[capacity]\ncluster = \"{}\"\nspot_fleet_request_id = \"{}\"\ntarget_reservation = 80\nmin_capacity = 1\nmax_capacity = 10\nmax_scale_out_step = 10\nmax_scale_in_step = 2\n{out_cooldown}scale_in_cooldown = \"2s\"\ninterval = \"1s\"\ndrain_timeout = \"30s\"\n{extra}\n",
         c.name, c.fleet
     ))
 }
@@ -230,7 +232,7 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     let td = a.task_def(1024, 1024);
     a.service(&c, "api", &td, 6);
     assert_eq!(a.running(&c, "api"), 2);
-    let ctx = ctx_for(&c, "");
+    let ctx = ctx_for(&c, "scale_out_cooldown = \"10m\"");
     let d = Daemon::start(&ctx, &[]);
     wait_for("all six tasks running", 30, &d, || a.running(&c, "api") == 6);
     // 4 tasks of 1024 CPU need 2 more c5.large; the 80 % target asks for 6144 / 0.8 = 7680 CPU
@@ -244,6 +246,12 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     assert_eq!(acted.len(), 1, "{s}");
     assert_eq!((acted[0]["action"].as_str(), acted[0]["to_capacity"].as_f64()), (Some("scale_out"), Some(4.0)));
     assert!(acted[0]["reason"].as_str().unwrap().contains("4 unplaced tasks"), "{}", acted[0]);
+    // More demand within the cooldown: `opsd capacity status` knows the recorded scale-out and says
+    // the controller would wait, not scale out at once.
+    a.rt.block_on(a.ecs.update_service().cluster(&c.name).service("api").desired_count(12).send()).unwrap();
+    let s = status(&ctx);
+    assert_eq!(s["decision_now"]["action"], "Hold", "{s}");
+    assert!(s["decision_now"]["reason"].as_str().unwrap().contains("scale-out cooldown"), "{s}");
 }
 
 /// Test 4: scale in with draining: the chosen instances drain, their tasks move, exactly those are

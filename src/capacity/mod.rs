@@ -164,7 +164,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
 
 /// Cooldowns survive a restart: the last scale-out and scale-in acted on, from the store, on this
 /// process's clock (seconds since start, so an earlier one is negative).
-async fn remembered(store: &Store) -> Memory {
+pub async fn remembered(store: &Store) -> Memory {
     let mut mem = Memory::default();
     let Ok(decisions) = store.decisions(200).await else { return mem };
     let now = chrono::Utc::now();
