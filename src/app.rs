@@ -462,23 +462,27 @@ async fn lifecycle_status(config: &Config, limit: usize, output: OutputFormat) -
         OutputFormat::Text => {
             outln!("queue {}: {visible} waiting, {in_flight} being worked (in flight)", l.queue_url);
             outln!(
-                "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} ERROR",
+                "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} {:>8} {:>8} ERROR",
                 "ENDED",
                 "KIND",
                 "INSTANCE",
                 "RESULT",
                 "OUTCOME",
-                "INTERFACE"
+                "INTERFACE",
+                "TOOK_MS",
+                "AWS_MS"
             );
             for a in actions {
                 outln!(
-                    "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} {}",
+                    "{:<24} {:<10} {:<20} {:<9} {:<16} {:<22} {:>8} {:>8} {}",
                     a.ended_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     a.transition,
                     a.instance_id,
                     a.result,
                     a.outcome,
                     a.eni_id.as_deref().unwrap_or("-"),
+                    (a.ended_at - a.started_at).num_milliseconds(),
+                    a.aws_ms.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                     a.error.as_deref().unwrap_or("")
                 );
             }

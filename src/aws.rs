@@ -111,3 +111,100 @@ where
         _ => CallError { operation, code: None, message: describe(&e) },
     }
 }
+
+type Intervals = std::cell::RefCell<Vec<(std::time::Instant, std::time::Instant)>>;
+
+tokio::task_local! {
+    /// The AWS calls made by the task inside `timed`: when each started and ended.
+    static AWS_CALLS: Intervals;
+}
+
+/// Runs `f`, noting when its AWS calls run (calls through clients built with [`CallTimer`]; calls
+/// made by tasks it spawns are not counted).
+pub async fn timed<F: std::future::Future>(f: F) -> F::Output {
+    AWS_CALLS.scope(Intervals::default(), f).await
+}
+
+/// The time of the current `timed` scope so far during which at least one AWS call was in flight
+/// (calls made at once count once). None outside a scope.
+pub fn aws_time() -> Option<Duration> {
+    AWS_CALLS
+        .try_with(|calls| {
+            let mut calls = calls.borrow().clone();
+            calls.sort_unstable();
+            let mut total = Duration::ZERO;
+            let mut current: Option<(std::time::Instant, std::time::Instant)> = None;
+            for (start, end) in calls {
+                current = match current {
+                    Some((s, e)) if start <= e => Some((s, e.max(end))),
+                    Some((s, e)) => {
+                        total += e - s;
+                        Some((start, end))
+                    }
+                    None => Some((start, end)),
+                };
+            }
+            total + current.map(|(s, e)| e - s).unwrap_or_default()
+        })
+        .ok()
+}
+
+/// An SDK interceptor that notes each call's start and end (retries included) in the `timed` scope
+/// it runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTimer;
+
+#[derive(Debug, Clone, Copy)]
+struct CallStarted(std::time::Instant);
+
+impl aws_smithy_types::config_bag::Storable for CallStarted {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallTimer {
+    fn name(&self) -> &'static str {
+        "CallTimer"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state().store_put(CallStarted(std::time::Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(CallStarted(t)) = cfg.load::<CallStarted>() {
+            let call = (*t, std::time::Instant::now());
+            let _ = AWS_CALLS.try_with(|c| c.borrow_mut().push(call));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn overlapping_calls_count_once() {
+        assert_eq!(aws_time(), None);
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let total = timed(async {
+            // 0–100 and 50–120 overlap (120 ms), 200–210 apart (10 ms).
+            AWS_CALLS.with(|c| c.borrow_mut().extend([(ms(200), ms(210)), (ms(0), ms(100)), (ms(50), ms(120))]));
+            aws_time()
+        })
+        .await;
+        assert_eq!(total, Some(Duration::from_millis(130)));
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +92,8 @@ pub struct ActionRecord {
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
+    /// Milliseconds of the action spent in AWS calls (the rest is opsd's own work and its waits).
+    pub aws_ms: Option<u64>,
 }
 
 /// One capacity decision.
@@ -223,7 +225,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "INSERT INTO lifecycle_actions (message_id, asg, hook, instance_id, transition, result, outcome,
-                 eni_id, error, started_at, ended_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                 eni_id, error, started_at, ended_at, aws_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                 params![
                     a.message_id,
                     a.group,
@@ -235,7 +237,8 @@ impl Store {
                     a.eni_id,
                     a.error,
                     ts(a.started_at),
-                    ts(a.ended_at)
+                    ts(a.ended_at),
+                    a.aws_ms.map(|v| v as i64)
                 ],
             )?;
             Ok(())
@@ -299,7 +302,7 @@ impl Store {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT message_id, asg, hook, instance_id, transition, result, outcome, eni_id, error, started_at,
-                 ended_at FROM lifecycle_actions ORDER BY id DESC LIMIT ?1",
+                 ended_at, aws_ms FROM lifecycle_actions ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map([limit as i64], |r| {
                 Ok(ActionRecord {
@@ -314,6 +317,7 @@ impl Store {
                     error: r.get(8)?,
                     started_at: parse_ts(&r.get::<_, String>(9)?),
                     ended_at: parse_ts(&r.get::<_, String>(10)?),
+                    aws_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -580,7 +584,17 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
            outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL);
          PRAGMA user_version = 4;
          COMMIT;",
-    )
+    )?;
+    if v < 5 {
+        // v5: how much of a lifecycle action was spent in AWS calls.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE lifecycle_actions ADD COLUMN aws_ms INTEGER;
+             PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
 }
 
 fn create_v1(c: &Connection) -> rusqlite::Result<()> {

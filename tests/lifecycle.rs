@@ -293,6 +293,14 @@ fn launch_attaches_an_eni_in_each_zone_and_terminate_removes_it() {
     let done = |kind: &str| acts.iter().filter(|x| x["transition"] == kind && x["outcome"] == "completed").count();
     assert_eq!((done("launch"), done("terminate")), (3, 3), "{acts:?}");
     assert!(acts.iter().all(|x| x["result"] == "CONTINUE"), "{acts:?}");
+    // Each action records the time it spent in AWS calls (at least the heartbeat, the completion and
+    // the deletion), never more than the action took.
+    for x in &acts {
+        let took = |k: &str| chrono::DateTime::parse_from_rfc3339(x[k].as_str().unwrap()).unwrap();
+        let ms = (took("ended_at") - took("started_at")).num_milliseconds();
+        let aws = x["aws_ms"].as_i64().unwrap_or_else(|| panic!("no aws_ms in {x}"));
+        assert!(aws > 0 && aws <= ms + 1, "aws_ms {aws} of {ms} ms: {x}");
+    }
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     // The test notification of each hook was read and deleted.

@@ -74,7 +74,7 @@ pub async fn handle(ctx: Arc<Ctx>, m: Received) {
             let outcome = if delete(&ctx, &m).await { "deleted" } else { "kept" };
             ctx.metrics.lifecycle_message("test", outcome);
         }
-        Ok(Notification::Action(a)) => work(&ctx, &m, a).await,
+        Ok(Notification::Action(a)) => crate::aws::timed(work(&ctx, &m, a)).await,
     }
 }
 
@@ -182,6 +182,7 @@ async fn record(
         error,
         started_at: started,
         ended_at: Utc::now(),
+        aws_ms: crate::aws::aws_time().map(|d| d.as_millis() as u64),
     };
     if let Err(e) = ctx.store.record_action(record).await {
         tracing::error!(instance = %a.instance_id, "cannot record the lifecycle action: {e}");

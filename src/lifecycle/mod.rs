@@ -35,8 +35,16 @@ pub fn clients(sdk: &SdkConfig) -> (aws_sdk_ec2::Client, aws_sdk_autoscaling::Cl
         .operation_attempt_timeout(Duration::from_secs(WAIT_SECONDS as u64 + 10))
         .operation_timeout(Duration::from_secs(90))
         .build();
-    let sqs = aws_sdk_sqs::config::Builder::from(sdk).timeout_config(sqs_timeouts).build();
-    (aws_sdk_ec2::Client::new(sdk), aws_sdk_autoscaling::Client::new(sdk), aws_sdk_sqs::Client::from_conf(sqs))
+    // Every call is timed into the action it serves (the store's `aws_ms`).
+    let timer = crate::aws::CallTimer;
+    let sqs = aws_sdk_sqs::config::Builder::from(sdk).timeout_config(sqs_timeouts).interceptor(timer).build();
+    let ec2 = aws_sdk_ec2::config::Builder::from(sdk).interceptor(timer).build();
+    let asg = aws_sdk_autoscaling::config::Builder::from(sdk).interceptor(timer).build();
+    (
+        aws_sdk_ec2::Client::from_conf(ec2),
+        aws_sdk_autoscaling::Client::from_conf(asg),
+        aws_sdk_sqs::Client::from_conf(sqs),
+    )
 }
 
 pub fn context(
