@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""bench/lifecycle: how fast `opsd daemon` drains a queue of N launch notifications with 16 workers,
+and how much of each action is opsd's own work beyond the AWS calls (the store's timings: each
+action's started_at/ended_at and aws_ms, the time its AWS calls were in flight).
+
+Against the sandbox's moto (loopback only). For each N: a fresh group with a launch hook on a fresh
+queue; the N instances are launched first (they wait in Pending:Wait, notifications queued), then
+the daemon starts and the clock runs until N launches are recorded completed and the queue is
+empty. Run through bench/lifecycle (uses target/release/opsd and the sandbox's venv for boto3).
+"""
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SANDBOX = os.path.join(ROOT, "target", "sandbox")
+OPSD = os.environ.get("OPSD_BIN") or os.path.join(ROOT, "target", "release", "opsd")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+WORKERS = 16
+
+
+def sandbox_env():
+    env = dict(os.environ)
+    with open(os.path.join(SANDBOX, "env")) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            if k:
+                env[k] = v
+    return env
+
+
+ENV = sandbox_env()
+
+
+def client(service):
+    return boto3.client(service, endpoint_url=ENV["AWS_ENDPOINT_URL"], region_name=ENV["AWS_REGION"],
+                        aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"])
+
+
+ec2, asg, sqs = client("ec2"), client("autoscaling"), client("sqs")
+
+
+def group(n, net):
+    """A group of n instances waiting in Pending:Wait, its launch hook on its own queue."""
+    name = f"bench-lifecycle-{n}-{net}-{random.randrange(1 << 30):x}"
+    vpc = ec2.create_vpc(CidrBlock=f"127.{net}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"127.{net}.{16 * i}.0/20", AvailabilityZone=z)["Subnet"]["SubnetId"]
+               for i, z in enumerate(["us-east-1a", "us-east-1b"])]
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=name, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    asg.create_launch_configuration(LaunchConfigurationName=f"{name}-lc", ImageId="ami-760aaa0f", InstanceType="t3.micro")
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, LaunchConfigurationName=f"{name}-lc", MinSize=0,
+                                  MaxSize=n, DesiredCapacity=0, VPCZoneIdentifier=",".join(subnets))
+    asg.put_lifecycle_hook(AutoScalingGroupName=name, LifecycleHookName="launch",
+                           LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout=7200,
+                           DefaultResult="ABANDON", NotificationTargetARN=arn,
+                           RoleARN="arn:aws:iam::123456789012:role/opsd-hooks")
+    t = time.monotonic()
+    asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=n)
+    return name, queue, subnets, time.monotonic() - t
+
+
+def depth(queue):
+    a = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def workspace(queue, subnets):
+    work = tempfile.mkdtemp(prefix="opsd-lifecycle-bench-")
+    os.makedirs(os.path.join(work, "jobs"))
+    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
+        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
+            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
+    cfg += (f'\n[lifecycle]\nqueue_url = "{queue}"\nworkers = {WORKERS}\nvisibility_timeout = "60s"\n'
+            f'[lifecycle.eni]\nsubnets = [{", ".join(json.dumps(s) for s in subnets)}]\nready_timeout = "30s"\n')
+    path = os.path.join(work, "opsd.toml")
+    with open(path, "w") as f:
+        f.write(cfg)
+    return work, path
+
+
+def proc(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICK, int(fields[21]) * PAGE / 2**20
+
+
+def actions(cfg):
+    out = subprocess.run([OPSD, "lifecycle", "status", "--output", "json", "--limit", "100000"],
+                         env=dict(ENV, OPSD_CONFIG=cfg), check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["actions"]
+
+
+def ms(a, k):
+    from datetime import datetime
+    return datetime.fromisoformat(a[k].replace("Z", "+00:00")).timestamp() * 1000
+
+
+def drain(n, net):
+    name, queue, subnets, launch_s = group(n, net)
+    work, cfg = workspace(queue, subnets)
+    log = open(os.path.join(work, "daemon.log"), "w")
+    start = time.monotonic()
+    p = subprocess.Popen([OPSD, "daemon"], env=dict(ENV, OPSD_CONFIG=cfg), stdout=log, stderr=subprocess.STDOUT)
+    peak = 0.0
+    done = []
+    while True:
+        cpu, rss = proc(p.pid)
+        peak = max(peak, rss)
+        done = [a for a in actions(cfg) if a["transition"] == "launch" and a["outcome"] == "completed"]
+        if len(done) >= n and depth(queue) == (0, 0):
+            break
+        if time.monotonic() - start > 600 or p.poll() is not None:
+            sys.exit(f"bench: {len(done)} of {n} launches completed after {time.monotonic() - start:.0f}s; see {work}/daemon.log")
+        time.sleep(0.2)
+    wall = time.monotonic() - start
+    cpu, _ = proc(p.pid)
+    p.terminate()
+    p.wait(60)
+    # From the first action's start to the last one's end, on the store's clock (the daemon's start-up
+    # and this loop's polling are outside it).
+    first = min(ms(a, "started_at") for a in done)
+    last = max(ms(a, "ended_at") for a in done)
+    took = [ms(a, "ended_at") - ms(a, "started_at") for a in done]
+    own = [t - a["aws_ms"] for t, a in zip(took, done)]
+    return {
+        "n": n, "launch_s": launch_s, "wall": wall, "span": (last - first) / 1000, "cpu": cpu, "rss": peak,
+        "took_med": statistics.median(took), "aws_med": statistics.median(a["aws_ms"] for a in done),
+        "own_med": statistics.median(own), "own_p95": sorted(own)[int(0.95 * (len(own) - 1))],
+        "own_mean": statistics.mean(own),
+    }
+
+
+def main():
+    sizes = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "100,500").split(",")]
+    rows = [drain(n, 220 + i + random.randrange(10) * len(sizes)) for i, n in enumerate(sizes)]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"<!-- written by bench/lifecycle on {time.strftime('%Y-%m-%d', time.gmtime())}, commit {commit}, "
+          f"{os.cpu_count()} cores, moto in the sandbox -->")
+    print(f"| launches | workers | drain: start to empty queue | first action to last | per launch | "
+          f"daemon CPU | CPU per launch | peak RSS | action (median) | AWS calls in it (median) | "
+          f"opsd's own (median / p95 / mean) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['n']} | {WORKERS} | {r['wall']:.1f} s | {r['span']:.1f} s | {1000 * r['span'] / r['n']:.0f} ms | "
+              f"{r['cpu']:.2f} s | {1000 * r['cpu'] / r['n']:.1f} ms | {r['rss']:.0f} MiB | {r['took_med']:.0f} ms | "
+              f"{r['aws_med']:.0f} ms | {r['own_med']:.1f} / {r['own_p95']:.1f} / {r['own_mean']:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
