@@ -4,8 +4,9 @@
 The same work for every tool — connect, authenticate with the sandbox's ed25519 key, run `uname -r`,
 collect output and exit status — on N sandbox hosts (distinct 127.0.x.y addresses, served by the
 sandbox's sshds, as the plain /bin/sh user opsd-sandbox):
-  opsd           `opsd run` (release), target resolved from moto by tag (DescribeInstances included)
-  opsd-hosts     `opsd run --hosts-file` (the SSH part alone)
+  opsd           `opsd run --max-concurrency min(N, 100)` (release; the peers' pool), target resolved
+                 from moto by tag (DescribeInstances included)
+  opsd-hosts     the same with `--hosts-file` (the SSH part alone)
   parallel-ssh   ParallelSSHClient (libssh2), pool size min(N, 100)
   ansible        `ansible all -m raw -f 100`, host key checking off (as users run it), no ControlPersist
                  (every run connects afresh, as the others do)
@@ -150,9 +151,9 @@ def tools(n, addrs, tag, work):
     ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={KNOWN}", "-o", "StrictHostKeyChecking=yes",
            "-o", "KexAlgorithms=curve25519-sha256", "-i", KEY, "-p", PORT, "-l", USER]
     return {
-        "opsd": (lambda: measure([opsd, "run", "bench", "--output", "json", "--max-concurrency", str(n)], env=env),
+        "opsd": (lambda: measure([opsd, "run", "bench", "--output", "json", "--max-concurrency", str(min(n, 100))], env=env),
                  lambda out: json.loads(out)["counts"]["ok"]),
-        "opsd-hosts": (lambda: measure([opsd, "run", "bench", "--output", "json", "--max-concurrency", str(n),
+        "opsd-hosts": (lambda: measure([opsd, "run", "bench", "--output", "json", "--max-concurrency", str(min(n, 100)),
                                         "--hosts-file", hosts_file], env=env),
                        lambda out: json.loads(out)["counts"]["ok"]),
         "parallel-ssh": (lambda: measure([sys.executable, pssh_script, hosts_file, str(min(n, 100))], env=ENV),
