@@ -255,6 +255,7 @@ impl Sim {
                         draining: n.draining,
                         pinned: false,
                         in_fleet: true,
+                        daemon: Resources::default(),
                     }
                 })
                 .collect(),

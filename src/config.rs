@@ -3,7 +3,7 @@
 //! Parsed into validated types at load; `opsd validate` and every command use this same path.
 
 use crate::diag::Diagnostic;
-use crate::job::units::{ByteSize, HumanDuration, Limit};
+use crate::job::units::{ByteSize, DurationOrOff, HumanDuration, Limit};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,7 +107,7 @@ pub struct CapacitySettings {
     /// How long new capacity takes to take tasks (launch, boot, ECS agent registration): demand
     /// that keeps rising is projected this far ahead. "0s" turns the look-ahead off.
     #[serde(default = "default_lead_time")]
-    pub lead_time: HumanDuration,
+    pub lead_time: DurationOrOff,
     /// Drain the chosen container instances before terminating them (their tasks move first).
     #[serde(default = "default_true")]
     pub drain_before_scale_in: bool,
@@ -196,8 +196,8 @@ fn default_out_cooldown() -> HumanDuration {
 fn default_in_cooldown() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
-fn default_lead_time() -> HumanDuration {
-    HumanDuration(Duration::from_secs(180))
+fn default_lead_time() -> DurationOrOff {
+    DurationOrOff(Duration::from_secs(180))
 }
 fn default_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
@@ -552,6 +552,16 @@ mod tests {
         let (_d, p) = write(&format!("{base}fleet_id = \"f\"\nmin_capacity = 5\n"));
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
         assert_eq!(e[0].field, "capacity.min_capacity", "{e:?}");
+        // lead_time: 3 minutes unless set; "0s" turns the look-ahead off (other durations must be positive).
+        let (_d, p) = write(&format!("{base}fleet_id = \"f\"\n"));
+        assert_eq!(
+            Config::load_with_env(Some(&p), &[]).unwrap().capacity.unwrap().lead_time.0,
+            Duration::from_secs(180)
+        );
+        let (_d, p) = write(&format!("{base}fleet_id = \"f\"\nlead_time = \"0s\"\n"));
+        assert_eq!(Config::load_with_env(Some(&p), &[]).unwrap().capacity.unwrap().lead_time.0, Duration::ZERO);
+        let (_d, p) = write(&format!("{base}fleet_id = \"f\"\ninterval = \"0s\"\n"));
+        assert_eq!(Config::load_with_env(Some(&p), &[]).unwrap_err()[0].field, "capacity.interval");
     }
 
     #[test]

@@ -574,17 +574,19 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
-    // v4: the capacity controller's decisions.
-    c.execute_batch(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE IF NOT EXISTS capacity_decisions (
-           id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, action TEXT NOT NULL,
-           from_capacity REAL NOT NULL, to_capacity REAL NOT NULL, victims TEXT NOT NULL,
-           reservation REAL NOT NULL, unplaced INTEGER NOT NULL, reason TEXT NOT NULL,
-           outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL);
-         PRAGMA user_version = 4;
-         COMMIT;",
-    )?;
+    if v < 4 {
+        // v4: the capacity controller's decisions.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS capacity_decisions (
+               id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, action TEXT NOT NULL,
+               from_capacity REAL NOT NULL, to_capacity REAL NOT NULL, victims TEXT NOT NULL,
+               reservation REAL NOT NULL, unplaced INTEGER NOT NULL, reason TEXT NOT NULL,
+               outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL);
+             PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
     if v < 5 {
         // v5: how much of a lifecycle action was spent in AWS calls.
         c.execute_batch(

@@ -90,6 +90,7 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
             tasks: Vec::new(),
             draining: status == "DRAINING",
             pinned: false,
+            daemon: Resources::default(),
         });
         members.insert(
             ec2_id.clone(),
@@ -101,6 +102,12 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let mut defs = TaskDefs::default();
     let mut unplaced = Vec::new();
     let mut provisioning: HashMap<String, i32> = HashMap::new();
+    let all_services = services(c, cluster).await?;
+    let daemons: std::collections::HashSet<&str> = all_services
+        .iter()
+        .filter(|s| s.scheduling_strategy().is_some_and(|x| x.as_str() == "DAEMON"))
+        .filter_map(|s| s.service_name())
+        .collect();
     for task in running_tasks(c, cluster).await? {
         if fargate(task.launch_type(), task.capacity_provider_name()) {
             continue;
@@ -111,6 +118,9 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
         match task.container_instance_arn().and_then(|a| by_arn.get(a)) {
             Some(i) => {
                 instances[*i].tasks.push(res);
+                if group.strip_prefix("service:").is_some_and(|svc| daemons.contains(svc)) {
+                    instances[*i].daemon = instances[*i].daemon.plus(res);
+                }
                 // A drain moves service tasks; a standalone task keeps its instance.
                 if !group.starts_with("service:") {
                     instances[*i].pinned = true;
@@ -128,7 +138,7 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     // Services short of their desired count: the tasks ECS could not place (less those already
     // counted as PROVISIONING above).
     let mut short_services = Vec::new();
-    for svc in services(c, cluster).await? {
+    for svc in &all_services {
         if fargate(svc.launch_type(), svc.capacity_provider_strategy().first().map(|s| s.capacity_provider())) {
             continue;
         }

@@ -15,19 +15,32 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let v = humantime::parse_duration(s.trim()).map_err(|e| {
-            de::Error::custom(format!("{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""))
-        })?;
+        let v = parse_duration(&s).map_err(de::Error::custom)?;
         if v.is_zero() {
             return Err(de::Error::custom("a duration of zero is not allowed; give a positive duration like \"30s\""));
         }
-        if v > MAX_DURATION {
-            return Err(de::Error::custom(format!(
-                "{s:?} is longer than opsd allows (30 days); give a shorter duration"
-            )));
-        }
         Ok(HumanDuration(v))
     }
+}
+
+/// A duration where zero means "off": `"0s"` is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationOrOff(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationOrOff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(DurationOrOff).map_err(de::Error::custom)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let v = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""))?;
+    if v > MAX_DURATION {
+        return Err(format!("{s:?} is longer than opsd allows (30 days); give a shorter duration"));
+    }
+    Ok(v)
 }
 
 impl fmt::Display for HumanDuration {
