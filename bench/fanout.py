@@ -271,7 +271,7 @@ def output_check(n, runs=3):
     l = max(r[0] for r in peaks["1 MiB per host"])
     print(f"| hosts | quiet peak RSS MiB | 1 MiB per host: peak RSS MiB | growth MiB | cap × concurrency MiB | bytes dropped per run |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {n} | {q:.0f} | {l:.0f} | {l - q:.0f} | {cap:.0f} | {peaks['1 MiB per host'][0][2]} |")
+    print(f"| {n} | {q:.1f} | {l:.1f} | {l - q:.1f} | {cap:.1f} | {peaks['1 MiB per host'][0][2]} |")
 
 
 def write(rows, names, args):
