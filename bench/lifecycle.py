@@ -3,8 +3,8 @@
 and how much of each action is opsd's own work beyond the AWS calls (the store's timings: each
 action's started_at/ended_at and aws_ms, the time its AWS calls were in flight).
 
-Against the sandbox's moto (loopback only). For each N: a fresh group with a launch hook on a fresh
-queue; the N instances are launched first (they wait in Pending:Wait, notifications queued), then
+Against the sandbox's moto (loopback only), emptied before each N (`scripts/sandbox reset`). For each
+N: a fresh group with a launch hook on a fresh queue; the N instances are launched first (they wait in Pending:Wait, notifications queued), then
 the daemon starts and the clock runs until N launches are recorded completed and the queue is
 empty. Run through bench/lifecycle (uses target/release/opsd and the sandbox's venv for boto3).
 """
@@ -121,6 +121,9 @@ def ms(a, k):
 
 
 def drain(n, net):
+    # moto's calls slow down with everything it holds (earlier benchmarks' instances included):
+    # every size starts from an empty AWS.
+    subprocess.run([os.path.join(ROOT, "scripts", "sandbox"), "reset"], check=True, capture_output=True)
     name, queue, subnets, launch_s = group(n, net)
     work, cfg = workspace(queue, subnets)
     log = open(os.path.join(work, "daemon.log"), "w")
