@@ -23,24 +23,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SANDBOX = os.path.join(ROOT, "target", "sandbox")
+from sandbox_common import ROOT, SANDBOX, sandbox_env, workspace
+
 TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
-
-
-def sandbox_env():
-    env = dict(os.environ)
-    with open(os.path.join(SANDBOX, "env")) as f:
-        for line in f:
-            k, _, v = line.strip().partition("=")
-            if k:
-                env[k] = v
-    return env
 
 
 ENV = sandbox_env()
@@ -180,18 +169,6 @@ for o in out:
         ok += 1
 print(ok)
 '''
-
-
-def workspace(prefix):
-    """A temp dir with an empty jobs dir and the sandbox's config pointed at it (and its own state)."""
-    work = tempfile.mkdtemp(prefix=prefix)
-    os.makedirs(os.path.join(work, "jobs"))
-    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
-        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
-            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
-    with open(os.path.join(work, "opsd.toml"), "w") as f:
-        f.write(cfg)
-    return work
 
 
 def floor_per_connection(addrs, k=30):

@@ -15,27 +15,16 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import boto3
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SANDBOX = os.path.join(ROOT, "target", "sandbox")
+from sandbox_common import ROOT, sandbox_env, workspace as sandbox_workspace
+
 OPSD = os.environ.get("OPSD_BIN") or os.path.join(ROOT, "target", "release", "opsd")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WORKERS = 16
-
-
-def sandbox_env():
-    env = dict(os.environ)
-    with open(os.path.join(SANDBOX, "env")) as f:
-        for line in f:
-            k, _, v = line.strip().partition("=")
-            if k:
-                env[k] = v
-    return env
 
 
 ENV = sandbox_env()
@@ -79,17 +68,10 @@ def depth(queue):
 
 
 def workspace(queue, subnets):
-    work = tempfile.mkdtemp(prefix="opsd-lifecycle-bench-")
-    os.makedirs(os.path.join(work, "jobs"))
-    with open(os.path.join(SANDBOX, "opsd.toml")) as f:
-        cfg = f.read().replace(f'jobs_dir = "{ROOT}/jobs"', f'jobs_dir = "{work}/jobs"').replace(
-            f'state_dir = "{SANDBOX}/state"', f'state_dir = "{work}/state"')
-    cfg += (f'\n[lifecycle]\nqueue_url = "{queue}"\nworkers = {WORKERS}\nvisibility_timeout = "60s"\n'
-            f'[lifecycle.eni]\nsubnets = [{", ".join(json.dumps(s) for s in subnets)}]\nready_timeout = "30s"\n')
-    path = os.path.join(work, "opsd.toml")
-    with open(path, "w") as f:
-        f.write(cfg)
-    return work, path
+    work = sandbox_workspace("opsd-lifecycle-bench-", (
+        f'\n[lifecycle]\nqueue_url = "{queue}"\nworkers = {WORKERS}\nvisibility_timeout = "60s"\n'
+        f'[lifecycle.eni]\nsubnets = [{", ".join(json.dumps(s) for s in subnets)}]\nready_timeout = "30s"\n'))
+    return work, os.path.join(work, "opsd.toml")
 
 
 def proc(pid):
