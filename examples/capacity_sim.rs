@@ -15,7 +15,8 @@
 //! every 30 s (its default interval), the peers every 60 s (their 1-minute CloudWatch datapoints).
 //! All three hold the same target (opsd's target_reservation, CAS's targetCapacity, the target
 //! tracking's target value); the tables are printed for 80 % and 100 % (SIM_TARGETS="80 90 100"
-//! chooses others).
+//! chooses others). SIM_DEBUG="many/opsd" (a trace's name prefix / a controller's name) prints, for
+//! the first phase of that run, every step with tasks waiting.
 
 use opsd::capacity::policy::{self, Action, Fleet, Instance, InstanceType, Limits, Memory, Observation, Resources};
 use std::time::Duration;
