@@ -15,7 +15,7 @@
 //! every 30 s (its default interval), the peers every 60 s (their 1-minute CloudWatch datapoints).
 //! All three hold the same target (opsd's target_reservation, CAS's targetCapacity, the target
 //! tracking's target value); the tables are printed for 80 % and 100 % (SIM_TARGETS="80 90 100"
-//! chooses others). SIM_DEBUG="many/opsd" (a trace's name prefix / a controller's name) prints, for
+//! chooses others; SIM_LEAD=seconds sets opsd's lead_time, 180 by default). SIM_DEBUG="many/opsd" (a trace's name prefix / a controller's name) prints, for
 //! the first phase of that run, every step with tasks waiting.
 
 use opsd::capacity::policy::{self, Action, Fleet, Instance, InstanceType, Limits, Memory, Observation, Resources};
@@ -424,6 +424,12 @@ impl Sim {
     }
 }
 
+/// opsd's `lead_time`: the model's launch delay, as a user sets it to their instances' launch time;
+/// SIM_LEAD=seconds sets another (the trade between tasks waiting on a ramp and capacity held ahead).
+fn lead_time() -> u64 {
+    std::env::var("SIM_LEAD").ok().and_then(|v| v.parse().ok()).unwrap_or(LAUNCH_DELAY as u64)
+}
+
 /// The trace's changes fall on whole minutes, the controllers' clocks need not: every run is
 /// repeated with the controllers' first evaluation at each 10 s offset within a minute, averaged.
 const PHASES: [f64; 6] = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0];
@@ -445,12 +451,18 @@ fn run(trace: &Trace, c: Controller, target: f64, phase: f64) -> (f64, f64, u32)
         max_scale_in_step: 25.0,
         scale_out_cooldown: Duration::from_secs(60),
         scale_in_cooldown: Duration::from_secs(600),
-        lead_time: Duration::from_secs(LAUNCH_DELAY as u64),
+        lead_time: Duration::from_secs(lead_time()),
     };
     let mut sim = Sim::warm(&(trace.demand)(0.0));
     sim.debug = phase == 0.0
         && std::env::var("SIM_DEBUG")
             .is_ok_and(|d| trace.name.starts_with(d.split('/').next().unwrap_or("")) && d.ends_with(c.name()));
+    // Warm start for opsd's memory too: it has been watching the steady cluster before the trace
+    // begins (its last samples before the first evaluation show the starting demand).
+    for k in (1..policy::TREND_SAMPLES).rev() {
+        let obs = sim.observe();
+        sim.mem.trend.push(phase - OPSD_INTERVAL * k as f64, policy::demand(&obs, &sim.types));
+    }
     let end = trace.hours * 3600.0;
     let mut t = 0.0;
     let mut next_control = phase;

@@ -114,9 +114,10 @@ impl Trend {
 
     /// The sustained growth, per second (CPU units, MiB). Per resource, demand counts as rising
     /// when it fell in none of the recorded intervals and rose in at least two; the rate is the
-    /// mean over the intervals other than the one with the largest rise. So a one-off jump (a
-    /// deploy, a spike) projects nothing, and a jump inside a ramp does not inflate it; a ramp in
-    /// steps ("rise, flat, rise") still counts. None until three samples are there.
+    /// mean over the intervals from the first rise on, other than the one with the largest rise.
+    /// So a one-off jump (a deploy, a spike) projects nothing, and a jump inside a ramp does not
+    /// inflate it; a ramp in steps ("rise, flat, rise") still counts, and a ramp that began inside
+    /// the window is not diluted by the quiet intervals before it. None until three samples are there.
     pub fn rate(&self) -> Option<(f64, f64)> {
         let s: Vec<(f64, Resources)> = self.samples.iter().flatten().copied().collect();
         if s.len() < 3 {
@@ -128,6 +129,10 @@ impl Trend {
             if steps.iter().any(|(_, d)| *d < 0.0) || steps.iter().filter(|(_, d)| *d > 0.0).count() < 2 {
                 return 0.0;
             }
+            // A ramp that began inside the window is measured from its first rise, not diluted by the
+            // quiet intervals before it.
+            let first = steps.iter().position(|(_, d)| *d > 0.0).unwrap_or(0);
+            let steps = &steps[first..];
             let largest = steps.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)).map(|(i, _)| i);
             let (dt, dd) = steps
                 .iter()
@@ -574,6 +579,9 @@ mod tests {
         assert_eq!(t.rate(), Some((1.0, 1.0)));
         // A ramp in steps (a service scaled every minute, seen every 30 s) still counts.
         assert_eq!(trend(&[(0.0, 0), (30.0, 60), (60.0, 60), (90.0, 120)]).rate(), Some((1.0, 1.0)));
+        // A ramp that began inside the window: its rate from its first rise (2), not over the
+        // quiet interval before it too (1).
+        assert_eq!(trend(&[(0.0, 0), (30.0, 0), (60.0, 60), (90.0, 120)]).rate(), Some((2.0, 2.0)));
         // Up, then down: not rising.
         assert_eq!(trend(&[(0.0, 0), (30.0, 60), (60.0, 120), (90.0, 100)]).rate(), Some((0.0, 0.0)));
     }
