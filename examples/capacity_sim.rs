@@ -303,8 +303,7 @@ impl Sim {
         let fulfilled = self.nodes.len() as f64;
         match c {
             Controller::Opsd => {
-                let res = self.reservation();
-                if res < limits.target_reservation && self.waiting.is_empty() {
+                if policy::below_target(&self.observe(), &self.types, limits.target_reservation) {
                     self.mem.below_target_since.get_or_insert(now);
                 } else {
                     self.mem.below_target_since = None;
@@ -452,6 +451,7 @@ fn run(trace: &Trace, c: Controller, target: f64, phase: f64) -> (f64, f64, u32)
         scale_out_cooldown: Duration::from_secs(60),
         scale_in_cooldown: Duration::from_secs(600),
         lead_time: Duration::from_secs(lead_time()),
+        drain_before_scale_in: true,
     };
     let mut sim = Sim::warm(&(trace.demand)(0.0));
     sim.debug = phase == 0.0

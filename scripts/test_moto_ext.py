@@ -344,6 +344,59 @@ class Ecs(unittest.TestCase):
         ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=0, ExcessCapacityTerminationPolicy="default")
         wait("the fleet to empty", lambda: not ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"])
 
+    def test_update_state_takes_ten_and_list_tasks_pages(self):
+        arns = [register(self.cluster, "m5.large", self.subnets[0])[1] for _ in range(11)]
+        with self.assertRaises(ClientError) as e:
+            ecs.update_container_instances_state(cluster=self.cluster, containerInstances=arns, status="DRAINING")
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidParameterException")
+        ecs.update_container_instances_state(cluster=self.cluster, containerInstances=arns[:10], status="DRAINING")
+        td = task_def(8, 8)
+        for _ in range(13):
+            ecs.run_task(cluster=self.cluster, taskDefinition=td, count=10)
+        page = ecs.list_tasks(cluster=self.cluster)
+        self.assertEqual(len(page["taskArns"]), 100)
+        rest = ecs.list_tasks(cluster=self.cluster, nextToken=page["nextToken"])
+        self.assertEqual(len(rest["taskArns"]), 30)
+        self.assertNotIn("nextToken", rest)
+        self.assertEqual(len(ecs.list_tasks(cluster=self.cluster, maxResults=50)["taskArns"]), 50)
+        everything = [a for p in ecs.get_paginator("list_tasks").paginate(cluster=self.cluster) for a in p["taskArns"]]
+        self.assertEqual(len(set(everything)), 130)
+
+    def test_tagged_cluster_stops_tasks_slowly(self):
+        cluster = f"c-{uuid.uuid4().hex[:10]}"
+        ecs.create_cluster(clusterName=cluster, tags=[{"key": "moto:task-stop-seconds", "value": "2"}])
+        register(cluster, "m5.large", self.subnets[0])
+        arn = ecs.run_task(cluster=cluster, taskDefinition=task_def(256, 256))["tasks"][0]["taskArn"]
+        ecs.stop_task(cluster=cluster, task=arn)
+        t = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        self.assertEqual((t["desiredStatus"], t["lastStatus"]), ("STOPPED", "STOPPING"))
+        wait("the task to stop", lambda: ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "STOPPED")
+
+    def test_daemon_services_run_one_task_per_instance(self):
+        register(self.cluster, "m5.large", self.subnets[0])  # 2048 CPU
+        register(self.cluster, "m5.large", self.subnets[0])
+        ecs.run_task(cluster=self.cluster, taskDefinition=task_def(2048, 1024), count=1)  # one instance full
+        ecs.create_service(cluster=self.cluster, serviceName="agent", taskDefinition=task_def(512, 256), schedulingStrategy="DAEMON")
+        svc = ecs.describe_services(cluster=self.cluster, services=["agent"])["services"][0]
+        self.assertEqual((svc["schedulingStrategy"], svc["desiredCount"], svc["runningCount"]), ("DAEMON", 2, 1))
+        self.assertIn("(service agent) was unable to place a task", svc["events"][0]["message"])
+        register(self.cluster, "m5.large", self.subnets[0])
+        wait("the daemon on the new instance", lambda: ecs.describe_services(cluster=self.cluster, services=["agent"])["services"][0]["runningCount"] == 2)
+        svc = ecs.describe_services(cluster=self.cluster, services=["agent"])["services"][0]
+        self.assertEqual(svc["desiredCount"], 3)
+
+    def test_cancelled_spot_fleet_cannot_be_modified(self):
+        spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0]}
+        sfr = ec2.request_spot_fleet(SpotFleetRequestConfig={
+            "TargetCapacity": 1, "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "AllocationStrategy": "lowestPrice", "Type": "maintain", "LaunchSpecifications": [spec],
+        })["SpotFleetRequestId"]
+        ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=2)
+        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=False)
+        with self.assertRaises(ClientError) as e:
+            ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "IncorrectState")
+
     def test_ec2_fleet_modify(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
         lt = ec2.create_launch_template(

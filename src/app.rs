@@ -515,6 +515,22 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
     let seen = match crate::capacity::observe::observe(&clients, &c.cluster, &c.target()).await {
         Ok(s) => s,
         Err(e) => {
+            // The history is still worth seeing (it says what happened before the fault).
+            match output {
+                OutputFormat::Json => outln!(
+                    "{}",
+                    serde_json::json!({
+                        "cluster": c.cluster,
+                        "target": c.target().to_string(),
+                        "error": e.to_string(),
+                        "decisions": decisions,
+                    })
+                ),
+                OutputFormat::Text => {
+                    outln!("cluster {} on {}: cannot observe it: {e}", c.cluster, c.target());
+                    print_decisions(decisions);
+                }
+            }
             eprintln!("opsd: {e}");
             return Exit::Unavailable;
         }
@@ -549,22 +565,26 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             );
             outln!("capacity: target {}, fulfilled {}", seen.fleet.target, seen.fleet.fulfilled);
             outln!("now: {:?}: {}", now.action, now.reason);
-            outln!("\nlast decisions:");
-            for d in decisions {
-                outln!(
-                    "{} {:<9} {:>5} → {:<5} {:<8} {}{}",
-                    d.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    d.action,
-                    d.from_capacity,
-                    d.to_capacity,
-                    d.outcome,
-                    d.reason,
-                    d.error.map(|e| format!(" [error: {e}]")).unwrap_or_default()
-                );
-            }
+            print_decisions(decisions);
         }
     }
     Exit::Ok
+}
+
+fn print_decisions(decisions: Vec<crate::store::DecisionRecord>) {
+    outln!("\nlast decisions:");
+    for d in decisions {
+        outln!(
+            "{} {:<9} {:>5} → {:<5} {:<11} {}{}",
+            d.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            d.action,
+            d.from_capacity,
+            d.to_capacity,
+            d.outcome,
+            d.reason,
+            d.error.map(|e| format!(" [error: {e}]")).unwrap_or_default()
+        );
+    }
 }
 
 /// CPU and memory reservation, percent, over ACTIVE container instances.

@@ -109,10 +109,29 @@ pub struct DecisionRecord {
     pub reservation: f64,
     pub unplaced: i64,
     pub reason: String,
-    /// `acted`, `held`, `dry_run` or `failed`.
+    /// `acted`, `held`, `dry_run` or `failed`; `started` while opsd acts on it (left so by a crash
+    /// until the next start finds it), then `interrupted` if it was cut short.
     pub outcome: String,
     pub error: Option<String>,
     pub dry_run: bool,
+}
+
+/// A `capacity_decisions` row from column `at` on (at, action, from, to, victims, reservation,
+/// unplaced, reason, outcome, error, dry_run).
+fn decision_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DecisionRecord> {
+    Ok(DecisionRecord {
+        at: parse_ts(&r.get::<_, String>(at)?),
+        action: r.get(at + 1)?,
+        from_capacity: r.get(at + 2)?,
+        to_capacity: r.get(at + 3)?,
+        victims: r.get(at + 4)?,
+        reservation: r.get(at + 5)?,
+        unplaced: r.get(at + 6)?,
+        reason: r.get(at + 7)?,
+        outcome: r.get(at + 8)?,
+        error: r.get(at + 9)?,
+        dry_run: r.get(at + 10)?,
+    })
 }
 
 /// How a run was started.
@@ -246,7 +265,8 @@ impl Store {
         .await
     }
 
-    pub async fn record_decision(&self, d: DecisionRecord) -> Result<(), StoreError> {
+    /// Record a decision; returns its id (for [`Store::finish_decision`]).
+    pub async fn record_decision(&self, d: DecisionRecord) -> Result<i64, StoreError> {
         self.call(move |c| {
             c.execute(
                 "INSERT INTO capacity_decisions (at, action, from_capacity, to_capacity, victims, reservation, unplaced,
@@ -265,7 +285,33 @@ impl Store {
                     d.dry_run
                 ],
             )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// The outcome of a decision recorded as `started`.
+    pub async fn finish_decision(&self, id: i64, outcome: &str, error: Option<String>) -> Result<(), StoreError> {
+        let outcome = outcome.to_string();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE capacity_decisions SET outcome = ?2, error = ?3 WHERE id = ?1",
+                params![id, outcome, error],
+            )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Decisions still `started`: opsd stopped while acting on them. Oldest first, with their ids.
+    pub async fn unfinished_decisions(&self) -> Result<Vec<(i64, DecisionRecord)>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT id, at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome,
+                 error, dry_run FROM capacity_decisions WHERE outcome = 'started' ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, decision_row(r, 1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -277,21 +323,7 @@ impl Store {
                 "SELECT at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome, error,
                  dry_run FROM capacity_decisions ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = st.query_map([limit as i64], |r| {
-                Ok(DecisionRecord {
-                    at: parse_ts(&r.get::<_, String>(0)?),
-                    action: r.get(1)?,
-                    from_capacity: r.get(2)?,
-                    to_capacity: r.get(3)?,
-                    victims: r.get(4)?,
-                    reservation: r.get(5)?,
-                    unplaced: r.get(6)?,
-                    reason: r.get(7)?,
-                    outcome: r.get(8)?,
-                    error: r.get(9)?,
-                    dry_run: r.get(10)?,
-                })
-            })?;
+            let rows = st.query_map([limit as i64], |r| decision_row(r, 0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

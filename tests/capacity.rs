@@ -40,6 +40,12 @@ struct Cluster {
 /// A cluster and a maintain-type Spot Fleet of c5.large (2048 CPU, 3704 MiB registered), weight 1,
 /// whose instances join the cluster through their user data.
 fn cluster(a: &Aws, target: i32) -> Cluster {
+    cluster_with(a, target, None)
+}
+
+/// The same, with its stopped tasks staying STOPPING for `stop_secs` (the moto extension's
+/// `moto:task-stop-seconds` cluster tag, as ECS tasks honouring a stop timeout): a drain takes that long.
+fn cluster_with(a: &Aws, target: i32, stop_secs: Option<u32>) -> Cluster {
     let n = next_net();
     let name = unique("ecs");
     a.rt.block_on(async {
@@ -47,7 +53,12 @@ fn cluster(a: &Aws, target: i32) -> Cluster {
         let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
         let sn = a.ec2.create_subnet().vpc_id(&vpc).cidr_block(format!("127.{n}.1.0/24")).send().await.unwrap();
         let subnet = sn.subnet().unwrap().subnet_id().unwrap().to_string();
-        a.ecs.create_cluster().cluster_name(&name).send().await.unwrap();
+        let mut create = a.ecs.create_cluster().cluster_name(&name);
+        if let Some(secs) = stop_secs {
+            create = create
+                .tags(aws_sdk_ecs::types::Tag::builder().key("moto:task-stop-seconds").value(secs.to_string()).build());
+        }
+        create.send().await.unwrap();
         let user_data = base64_encode(&format!("#!/bin/bash\necho ECS_CLUSTER={name} >> /etc/ecs/ecs.config\n"));
         let spec = SpotFleetLaunchSpecification::builder()
             .image_id("ami-760aaa0f")
@@ -136,40 +147,85 @@ impl Aws {
         })
     }
 
+    /// (EC2 instance id, container instance status) of every container instance of the cluster.
+    fn statuses(&self, c: &Cluster) -> Vec<(String, String)> {
+        self.rt.block_on(async {
+            let arns = self.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
+            let arns = arns.container_instance_arns().to_vec();
+            if arns.is_empty() {
+                return Vec::new();
+            }
+            let out = self
+                .ecs
+                .describe_container_instances()
+                .cluster(&c.name)
+                .set_container_instances(Some(arns))
+                .send()
+                .await
+                .unwrap();
+            out.container_instances()
+                .iter()
+                .map(|ci| (ci.ec2_instance_id().unwrap().to_string(), ci.status().unwrap().to_string()))
+                .collect()
+        })
+    }
+
+    fn draining(&self, c: &Cluster) -> Vec<String> {
+        self.statuses(c).into_iter().filter(|(_, s)| s == "DRAINING").map(|(id, _)| id).collect()
+    }
+
     fn state(&self, instance: &str) -> String {
         let out = self.rt.block_on(self.ec2.describe_instances().instance_ids(instance).send()).unwrap();
         out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
     }
 
-    /// Stopped reasons of every stopped task of the cluster.
+    /// Stopped reasons of every stopped task of the cluster (every ListTasks page).
     fn stopped_reasons(&self, c: &Cluster) -> Vec<String> {
         self.rt.block_on(async {
-            let arns = self
+            let mut arns = Vec::new();
+            let mut pages = self
                 .ecs
                 .list_tasks()
                 .cluster(&c.name)
                 .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
-                .send()
-                .await
-                .unwrap()
-                .task_arns()
-                .to_vec();
-            if arns.is_empty() {
-                return Vec::new();
+                .into_paginator()
+                .send();
+            while let Some(p) = pages.next().await {
+                arns.extend(p.unwrap().task_arns().iter().cloned());
             }
-            let out = self.ecs.describe_tasks().cluster(&c.name).set_tasks(Some(arns)).send().await.unwrap();
-            out.tasks().iter().map(|t| t.stopped_reason().unwrap_or_default().to_string()).collect()
+            let mut reasons = Vec::new();
+            for chunk in arns.chunks(100) {
+                let out =
+                    self.ecs.describe_tasks().cluster(&c.name).set_tasks(Some(chunk.to_vec())).send().await.unwrap();
+                reasons.extend(out.tasks().iter().map(|t| t.stopped_reason().unwrap_or_default().to_string()));
+            }
+            reasons
         })
     }
 }
 
+/// The test's `[capacity]`: fast defaults, each replaced by a line of `extra` that sets the same key.
 fn ctx_for(c: &Cluster, extra: &str) -> Ctx {
-    // `extra` may set scale_out_cooldown itself.
-    let out_cooldown = if extra.contains("scale_out_cooldown") { "" } else { "scale_out_cooldown = \"1s\"\n" };
-    Ctx::with_config_extra(&format!(
-        "[capacity]\ncluster = \"{}\"\nspot_fleet_request_id = \"{}\"\ntarget_reservation = 80\nmin_capacity = 1\nmax_capacity = 10\nmax_scale_out_step = 10\nmax_scale_in_step = 2\n{out_cooldown}scale_in_cooldown = \"2s\"\ninterval = \"1s\"\ndrain_timeout = \"30s\"\n{extra}\n",
-        c.name, c.fleet
-    ))
+    let defaults = [
+        ("target_reservation", "80"),
+        ("min_capacity", "1"),
+        ("max_capacity", "10"),
+        ("max_scale_out_step", "10"),
+        ("max_scale_in_step", "2"),
+        ("scale_out_cooldown", "\"1s\""),
+        ("scale_in_cooldown", "\"2s\""),
+        ("interval", "\"1s\""),
+        ("drain_timeout", "\"30s\""),
+    ];
+    let mut text = format!("[capacity]\ncluster = \"{}\"\nspot_fleet_request_id = \"{}\"\n", c.name, c.fleet);
+    for (key, value) in defaults {
+        if !extra.lines().any(|l| l.trim_start().starts_with(&format!("{key} "))) {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    text.push_str(extra);
+    text.push('\n');
+    Ctx::with_config_extra(&text)
 }
 
 fn status(ctx: &Ctx) -> Value {
@@ -476,4 +532,325 @@ fn an_ec2_fleet_scales_out_and_in() {
     assert_eq!(code, Some(0), "{log}");
     let reasons = a.stopped_reasons(&c);
     assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+}
+
+impl Aws {
+    /// An m5.large (2048 CPU, 7680 MiB) registered by hand: room in the cluster, not in the fleet.
+    fn register_room(&self, c: &Cluster) -> String {
+        self.rt.block_on(async {
+            let run = self
+                .ec2
+                .run_instances()
+                .image_id("ami-760aaa0f")
+                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&c.subnet)
+                .send()
+                .await
+                .unwrap();
+            let id = run.instances()[0].instance_id().unwrap().to_string();
+            let doc = format!("{{\"instanceId\": \"{id}\"}}");
+            self.ecs
+                .register_container_instance()
+                .cluster(&c.name)
+                .instance_identity_document(doc)
+                .send()
+                .await
+                .unwrap();
+            id
+        })
+    }
+
+    /// The recorded scale-in decisions (shown by `capacity status` even when the fleet cannot be
+    /// observed: it then exits 69).
+    fn scale_in_decisions(ctx: &Ctx) -> Vec<Value> {
+        let out = ctx.run(&["capacity", "status", "--limit", "100", "--output", "json"]);
+        let s: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        s["decisions"].as_array().unwrap().iter().filter(|d| d["action"] == "scale_in").cloned().collect()
+    }
+}
+
+/// A scale-in cut short by a crash (kill -9 while its victims drain) is undone at the next start:
+/// the victims, left DRAINING, go back to ACTIVE, nothing is terminated, and the decision is
+/// recorded as interrupted.
+#[test]
+fn a_scale_in_cut_short_by_a_crash_is_undone_at_the_next_start() {
+    let a = aws();
+    // Stopped tasks take 10 minutes to stop: the drain is still going when opsd is killed.
+    let c = cluster_with(&a, 4, Some(600));
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 8);
+    a.set_desired(&c, "api", 2);
+    let before = a.members(&c);
+    let ctx = ctx_for(&c, "drain_timeout = \"10m\"");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("two instances draining", 30, &d, || a.draining(&c).len() == 2);
+    let drained = || {
+        let mut d = a.draining(&c);
+        d.sort();
+        d
+    };
+    let before_kill = drained();
+    let started = Aws::scale_in_decisions(&ctx);
+    assert!(started.iter().any(|d| d["outcome"] == "started"), "{started:?}");
+    d.signal("-KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    assert_eq!(drained(), before_kill, "nothing changes while opsd is down");
+    // The next start, with a scale-in cooldown long enough that it does not drain again at once.
+    let d = Daemon::start(&ctx, &[("OPSD_CAPACITY__SCALE_IN_COOLDOWN", "10m")]);
+    wait_for("the drained instances back to ACTIVE", 30, &d, || a.draining(&c).is_empty());
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("an unfinished scale-in"), "{log}");
+    let mut after = a.members(&c);
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(after, before, "an instance was removed");
+    for id in &before {
+        assert_eq!(a.state(id), "running");
+    }
+    let decisions = Aws::scale_in_decisions(&ctx);
+    let d = decisions.iter().find(|d| {
+        let mut v: Vec<String> = d["victims"].as_str().unwrap().split(',').map(String::from).collect();
+        v.sort();
+        v == before_kill
+    });
+    let d = d.unwrap_or_else(|| panic!("no decision for {before_kill:?}: {decisions:?}"));
+    assert_eq!(d["outcome"], "interrupted", "{d}");
+    assert!(d["error"].as_str().unwrap().contains("set back to ACTIVE"), "{d}");
+}
+
+/// When the fleet refuses the lowered target after the drain (its request was cancelled meanwhile),
+/// the drained instances go back to ACTIVE and nothing is terminated.
+#[test]
+fn a_refused_target_change_puts_the_drained_instances_back() {
+    let a = aws();
+    let c = cluster_with(&a, 4, Some(5));
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 8);
+    a.set_desired(&c, "api", 2);
+    let before = a.members(&c);
+    let ctx = ctx_for(&c, "");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("two instances draining", 30, &d, || a.draining(&c).len() == 2);
+    a.rt.block_on(
+        a.ec2.cancel_spot_fleet_requests().spot_fleet_request_ids(&c.fleet).terminate_instances(false).send(),
+    )
+    .unwrap();
+    wait_for("the refused target change", 40, &d, || d.log().contains("acting on the decision failed"));
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("IncorrectState"), "{log}");
+    assert!(a.draining(&c).is_empty(), "instances left DRAINING: {:?}", a.statuses(&c));
+    for id in &before {
+        assert_eq!(a.state(id), "running");
+    }
+    let decisions = Aws::scale_in_decisions(&ctx);
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["outcome"] == "failed" && d["error"].as_str().unwrap().contains("set back to ACTIVE")),
+        "{decisions:?}"
+    );
+    // `capacity status` says why it cannot show the fleet, and exits 69.
+    let out = ctx.run(&["capacity", "status"]);
+    assert_eq!(out.status.code(), Some(69));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("is cancelled_running") && text.contains("last decisions:"), "{text}");
+}
+
+/// The drain's check that an instance is empty reads every page of its tasks: here each victim has
+/// 101 long-stopped tasks listed before the one the drain stops, which takes 8 s to stop. Terminated
+/// earlier, that task would end with "Host EC2 instance terminated".
+#[test]
+fn a_drain_waits_for_tasks_listed_past_the_first_page() {
+    let a = aws();
+    let c = cluster(&a, 3);
+    a.register_room(&c);
+    let fleet_arns: Vec<String> = a.rt.block_on(async {
+        let fleet: Vec<String> = a
+            .ec2
+            .describe_spot_fleet_instances()
+            .spot_fleet_request_id(&c.fleet)
+            .send()
+            .await
+            .unwrap()
+            .active_instances()
+            .iter()
+            .map(|i| i.instance_id().unwrap().to_string())
+            .collect();
+        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
+        let out = a
+            .ecs
+            .describe_container_instances()
+            .cluster(&c.name)
+            .set_container_instances(Some(arns.container_instance_arns().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        out.container_instances()
+            .iter()
+            .filter(|ci| fleet.iter().any(|f| Some(f.as_str()) == ci.ec2_instance_id()))
+            .map(|ci| ci.container_instance_arn().unwrap().to_string())
+            .collect()
+    });
+    assert_eq!(fleet_arns.len(), 3);
+    let tiny = a.task_def(8, 8);
+    a.rt.block_on(async {
+        for _ in 0..101 {
+            let out = a
+                .ecs
+                .start_task()
+                .cluster(&c.name)
+                .task_definition(&tiny)
+                .set_container_instances(Some(fleet_arns.clone()))
+                .send()
+                .await
+                .unwrap();
+            for t in out.tasks() {
+                a.ecs.stop_task().cluster(&c.name).task(t.task_arn().unwrap()).send().await.unwrap();
+            }
+        }
+        let arn = a.ecs.describe_clusters().clusters(&c.name).send().await.unwrap().clusters()[0]
+            .cluster_arn()
+            .unwrap()
+            .to_string();
+        let tag = aws_sdk_ecs::types::Tag::builder().key("moto:task-stop-seconds").value("8").build();
+        a.ecs.tag_resource().resource_arn(arn).tags(tag).send().await.unwrap();
+    });
+    // One task per c5.large (two do not fit its memory); the m5.large has room for two.
+    let td = a.task_def(1024, 2048);
+    a.service(&c, "api", &td, 3);
+    let ctx = ctx_for(&c, "");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the fleet at 1", 60, &d, || a.fleet(&c) == (1, 1.0) && a.members(&c).len() == 2);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(a.running(&c, "api"), 3);
+    let reasons = a.stopped_reasons(&c);
+    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+}
+
+/// More than ten instances go in one scale-in (UpdateContainerInstancesState takes ten at a time).
+#[test]
+fn more_than_ten_instances_go_in_one_scale_in() {
+    let a = aws();
+    let c = cluster(&a, 13);
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 2);
+    let ctx = ctx_for(&c, "max_capacity = 20\nmax_scale_in_step = 12");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the fleet at 2", 60, &d, || a.fleet(&c) == (2, 2.0) && a.members(&c).len() == 2);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    let acted: Vec<Value> = Aws::scale_in_decisions(&ctx).into_iter().filter(|d| d["outcome"] == "acted").collect();
+    assert_eq!(acted.len(), 1, "{acted:?}");
+    assert_eq!(acted[0]["victims"].as_str().unwrap().split(',').count(), 11, "{}", acted[0]);
+    assert_eq!(a.running(&c, "api"), 2);
+}
+
+/// Without drain_before_scale_in, only instances that run nothing may go: here every fleet instance
+/// runs a service task (which would fit on the m5.large outside the fleet), so none goes, and no
+/// task is stopped by a drain.
+#[test]
+fn without_draining_only_empty_instances_go() {
+    let a = aws();
+    let c = cluster(&a, 3);
+    a.register_room(&c);
+    let td = a.task_def(1024, 2048);
+    a.service(&c, "api", &td, 3);
+    let ctx = ctx_for(&c, "drain_before_scale_in = false");
+    let d = Daemon::start(&ctx, &[("OPSD_LOG", "opsd=debug")]);
+    wait_for("the controller to find no instance that may go", 30, &d, || {
+        d.log().contains("no instance's tasks fit elsewhere")
+    });
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(a.fleet(&c), (3, 3.0));
+    assert_eq!(a.running(&c, "api"), 3);
+    let reasons = a.stopped_reasons(&c);
+    assert!(!reasons.iter().any(|r| r.contains("draining")), "{reasons:?}");
+    assert!(Aws::scale_in_decisions(&ctx).is_empty());
+}
+
+/// A DAEMON service short of its count lacks room on one instance; new instances bring their own
+/// task, so it is no demand for capacity.
+#[test]
+fn daemon_services_are_not_demand() {
+    let a = aws();
+    let c = cluster(&a, 2);
+    // One instance full with a standalone task: the daemon fits only on the other.
+    let big = a.task_def(2048, 1024);
+    let run = a.rt.block_on(a.ecs.run_task().cluster(&c.name).task_definition(&big).count(1).send()).unwrap();
+    assert_eq!(run.tasks().len(), 1);
+    let agent = a.task_def(512, 256);
+    a.rt.block_on(
+        a.ecs
+            .create_service()
+            .cluster(&c.name)
+            .service_name("agent")
+            .task_definition(&agent)
+            .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(a.running(&c, "agent"), 1);
+    let s = status(&ctx_for(&c, ""));
+    assert_eq!(s["unplaced_tasks"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["short_services"], serde_json::json!([]), "{s}");
+    assert!(!s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut"), "{s}");
+}
+
+/// An Auto Scaling group launched from a launch template (no instance yet, no override naming a
+/// type): the template names the type, so the unplaced tasks buy capacity.
+#[test]
+fn a_group_launched_from_a_template_scales_out_from_zero() {
+    let a = aws();
+    let c = cluster(&a, 0);
+    let group = unique("asg");
+    let asg = aws_sdk_autoscaling::Client::new(&sdk_config(&a.rt));
+    a.rt.block_on(async {
+        let user_data = base64_encode(&format!("#!/bin/bash\necho ECS_CLUSTER={} >> /etc/ecs/ecs.config\n", c.name));
+        let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id("ami-760aaa0f")
+            .instance_type(aws_sdk_ec2::types::InstanceType::C5Large)
+            .user_data(user_data)
+            .build();
+        let lt = a
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&group)
+            .launch_template_data(data)
+            .send()
+            .await
+            .unwrap();
+        let lt = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(lt)
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(10)
+            .desired_capacity(0)
+            .vpc_zone_identifier(&c.subnet)
+            .send()
+            .await
+            .unwrap();
+    });
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 2);
+    let ctx = Ctx::with_config_extra(&format!(
+        "[capacity]\ncluster = \"{}\"\nauto_scaling_group = \"{group}\"\nmin_capacity = 0\nmax_capacity = 10\ninterval = \"1s\"\n",
+        c.name
+    ));
+    let s = status(&ctx);
+    // Two tasks of 1024 CPU: one c5.large holds them, the 80 % target asks for 2560 CPU: two.
+    assert!(s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut { to: 2.0 }"), "{s}");
 }

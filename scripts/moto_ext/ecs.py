@@ -14,8 +14,18 @@
 - DRAINING instances take no new tasks; the scheduler stops the service tasks on them and starts
   replacements elsewhere, as ECS does. Standalone tasks keep running.
 - An instance launched with user data containing `ECS_CLUSTER=name` registers itself in that cluster
-  (as the ECS agent does at boot), and deregisters when it terminates (its tasks stop).
+  (as the ECS agent does at boot), and deregisters when it terminates (its tasks stop, those still
+  stopping too, with the reason "Host EC2 instance terminated").
 - Tasks stay RUNNING until stopped: moto's state manager advanced them on every DescribeTasks.
+- DAEMON services run one task on every ACTIVE instance where it fits (desiredCount follows the
+  instances); the instances it does not fit on are reported in its events.
+- UpdateContainerInstancesState takes at most 10 container instances, and ListTasks returns at most
+  `maxResults` (default and most 100) task ARNs per page with a `nextToken`, as in AWS.
+- Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
+  STOPPING for N seconds before STOPPED (as ECS does while containers honour their stopTimeout or a
+  load balancer drains), so a drain takes time.
+- Spot Fleet: a request that is not active (cancelled_*) cannot be modified (AWS: only an active
+  request of type maintain can be).
 - EC2 Fleet: ModifyFleet (a maintain fleet's TotalTargetCapacity, launching or, with
   ExcessCapacityTerminationPolicy=termination, terminating the difference); Spot Fleet's
   ExcessCapacityTerminationPolicy="default" terminates as AWS's does.
@@ -189,6 +199,22 @@ def _stop(backend, cluster_name, task, reason):
     backend.stop_task(cluster_name, task.task_arn, reason)
 
 
+def _place(backend, cluster, service, td, req, ci):
+    task = Task(
+        cluster,
+        td,
+        ci.container_instance_arn,
+        req,
+        backend=backend,
+        group=f"service:{service.name}",
+        started_by=f"ecs-svc/{service.name}",
+        launch_type="EC2",
+    )
+    backend.update_container_instance_resources(ci, req)
+    backend.update_cluster_resources(cluster, 1)
+    backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+
+
 def _reconcile(backend, service):
     if service.status != "ACTIVE":
         # A deleted service's tasks stop, as in ECS.
@@ -209,35 +235,36 @@ def _reconcile(backend, service):
         if ci is None or ci.status != "ACTIVE":
             _stop(backend, service.cluster_name, t, "Service task on a draining container instance")
     running = _service_tasks(backend, service)
+    daemon = service.scheduling_strategy == "DAEMON"
+    active = [ci for ci in backend.container_instances.get(cluster.name, {}).values() if ci.status == "ACTIVE"]
+    if daemon:
+        # One task on every ACTIVE instance: desiredCount follows the instances.
+        service.desired_count = len(active)
     extra = len(running) - service.desired_count
     for t in running[: max(extra, 0)]:
         _stop(backend, service.cluster_name, t, "Service scaled in")
     running = _service_tasks(backend, service)
-    missing = service.desired_count - len(running)
-    placed = 0
-    for _ in range(max(missing, 0)):
-        candidates = [
-            ci
-            for ci in backend.container_instances.get(cluster.name, {}).values()
-            if ci.status == "ACTIVE" and backend._can_be_placed(ci, req)
-        ]
-        if not candidates:
-            break
-        ci = min(candidates, key=lambda c: _remaining(c)[1])  # binpack on memory
-        task = Task(
-            cluster,
-            td,
-            ci.container_instance_arn,
-            req,
-            backend=backend,
-            group=f"service:{service.name}",
-            started_by=f"ecs-svc/{service.name}",
-            launch_type="EC2",
-        )
-        backend.update_container_instance_resources(ci, req)
-        backend.update_cluster_resources(cluster, 1)
-        backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
-        placed += 1
+    if daemon:
+        have = {t.container_instance_arn for t in running}
+        missing = len([ci for ci in active if ci.container_instance_arn not in have])
+        placed = 0
+        for ci in active:
+            if ci.container_instance_arn not in have and backend._can_be_placed(ci, req):
+                _place(backend, cluster, service, td, req, ci)
+                placed += 1
+    else:
+        missing = service.desired_count - len(running)
+        placed = 0
+        for _ in range(max(missing, 0)):
+            candidates = [
+                ci
+                for ci in backend.container_instances.get(cluster.name, {}).values()
+                if ci.status == "ACTIVE" and backend._can_be_placed(ci, req)
+            ]
+            if not candidates:
+                break
+            _place(backend, cluster, service, td, req, min(candidates, key=lambda c: _remaining(c)[1]))  # binpack on memory
+            placed += 1
     unplaced = max(missing, 0) - placed
     # As in AWS: placed tasks count as running (they start at once here); tasks that could not be
     # placed are in neither count, so desired > running + pending shows them.
@@ -274,10 +301,23 @@ def _reconcile_all():
                     print(f"moto_ext.ecs: service {service.name}: {e}", flush=True)
 
 
+def _advance_stopping():
+    now = time.time()
+    for account in list(ecs_backends.keys()):
+        for region in list(ecs_backends[account].keys()):
+            for tasks in ecs_backends[account][region].tasks.values():
+                for t in tasks.values():
+                    until = getattr(t, "_moto_stopped_at", None)
+                    if until is not None and now >= until:
+                        t.last_status = "STOPPED"
+                        del t._moto_stopped_at
+
+
 def _scheduler_loop():
     while True:
         time.sleep(1.0)
         with _lock:
+            _advance_stopping()
             _reconcile_all()
 
 
@@ -313,13 +353,28 @@ for _name in ("update_container_instances_state", "delete_service", "deregister_
 _orig_stop_task = EC2ContainerServiceBackend.stop_task
 
 
+STOP_SECONDS_TAG = "moto:task-stop-seconds"
+
+
+def _stop_seconds(cluster):
+    for t in getattr(cluster, "tags", None) or []:
+        if t.get("key") == STOP_SECONDS_TAG:
+            return float(t.get("value") or 0)
+    return 0.0
+
+
 def _stop_task(self, cluster_str, task_str, reason):
     with _lock:
         cluster = self._get_cluster(cluster_str)
         for arn, t in self.tasks.get(cluster.name, {}).items():
             if arn.endswith(task_str.split("/")[-1]) and t.desired_status != "RUNNING":
                 return t  # already stopped: nothing to release twice
-        return _orig_stop_task(self, cluster_str, task_str, reason)
+        task = _orig_stop_task(self, cluster_str, task_str, reason)
+        seconds = _stop_seconds(cluster)
+        if seconds > 0:
+            task.last_status = "STOPPING"
+            task._moto_stopped_at = time.time() + seconds
+        return task
 
 
 EC2ContainerServiceBackend.stop_task = _stop_task
@@ -335,6 +390,34 @@ def _list_tasks(self, cluster_str=None, container_instance=None, family=None, st
 
 
 EC2ContainerServiceBackend.list_tasks = _list_tasks
+
+from moto.ecs.exceptions import InvalidParameterException  # noqa: E402
+
+_orig_update_states = EC2ContainerServiceResponse.update_container_instances_state
+
+
+def _update_container_instances_state(self):
+    if len(self._get_param("containerInstances") or []) > 10:
+        raise InvalidParameterException("containerInstances can have at most 10 items.")
+    return _orig_update_states(self)
+
+
+EC2ContainerServiceResponse.update_container_instances_state = _update_container_instances_state
+
+_orig_list_tasks_response = EC2ContainerServiceResponse.list_tasks
+
+
+def _list_tasks_response(self):
+    arns = _orig_list_tasks_response(self).result["taskArns"]
+    size = min(self._get_int_param("maxResults") or 100, 100)
+    start = int(self._get_param("nextToken") or 0)
+    out = {"taskArns": arns[start:start + size]}
+    if start + size < len(arns):
+        out["nextToken"] = str(start + size)
+    return ActionResult(out)
+
+
+EC2ContainerServiceResponse.list_tasks = _list_tasks_response
 
 
 # --- instances register themselves from ECS_CLUSTER= in their user data; deregister at termination --
@@ -393,8 +476,12 @@ def _terminate_instances(self, instance_ids):
             for cid, ci in list(cis.items()):
                 if ci.ec2_instance_id in instance_ids:
                     for t in list(ecs.tasks.get(cluster_name, {}).values()):
-                        if t.container_instance_arn == ci.container_instance_arn:
+                        if t.container_instance_arn == ci.container_instance_arn and t.last_status != "STOPPED":
+                            # Running or still stopping: cut short by the host's end, as in ECS.
                             _stop(ecs, cluster_name, t, "Host EC2 instance terminated")
+                            t.last_status = "STOPPED"
+                            t.stopped_reason = "Host EC2 instance terminated"
+                            t.__dict__.pop("_moto_stopped_at", None)
                     del cis[cid]
                     ecs.clusters[cluster_name].registered_container_instances_count -= 1
     return result
@@ -406,12 +493,23 @@ EC2Backend.terminate_instances = _terminate_instances
 # --- Spot Fleet: ExcessCapacityTerminationPolicy as AWS spells it -----------------------------------
 # AWS takes "default" and "noTermination"; moto compares with "Default", so a request that says
 # "default" never terminated anything. (Lowering the target with noTermination keeps every instance.)
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.responses.spot_fleets import SpotFleets  # noqa: E402
 
 
 
+class _SpotFleetError(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"  # moto finds an error's service from the module name
+
+
 def _modify_spot_fleet_request(self):
     policy = self._get_param("ExcessCapacityTerminationPolicy", if_none="Default")
+    request_id = self._get_param("SpotFleetRequestId")
+    request = self.ec2_backend.spot_fleet_requests.get(request_id)
+    if request is not None and request.state not in ("submitted", "active", "modifying"):
+        raise _SpotFleetError(
+            "IncorrectState", f"The Spot Fleet request {request_id} is {request.state} and cannot be modified."
+        )
     self.ec2_backend.modify_spot_fleet_request(
         self._get_param("SpotFleetRequestId"),
         self._get_int_param("TargetCapacity"),
@@ -424,7 +522,6 @@ SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
 
 
 # --- EC2 Fleet: ModifyFleet (moto 5.2.5 has CreateFleet and DescribeFleets, not ModifyFleet) --------
-from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.responses.fleets import Fleets  # noqa: E402
 
 

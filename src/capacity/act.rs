@@ -1,28 +1,48 @@
-//! Carrying out a decision on the Spot Fleet. Targets are absolute (ModifySpotFleetRequest sets the
+//! Carrying out a decision on the fleet. Targets are absolute (ModifySpotFleetRequest sets the
 //! target capacity to a value, not by a delta), so a decision repeated after a crash changes nothing
-//! twice. Scale-in: lower the target with ExcessCapacityTerminationPolicy=noTermination (the fleet
-//! picks no victims of its own), drain the chosen container instances, wait until their tasks have
-//! stopped, then terminate exactly those. An instance that still runs tasks is never terminated.
+//! twice. Scale-in: set the chosen container instances DRAINING, wait until their tasks have stopped,
+//! lower the target with ExcessCapacityTerminationPolicy=noTermination (the fleet picks no victims of
+//! its own), then terminate exactly those. An instance that still runs tasks is never terminated, and
+//! whatever fails once the drain has begun puts the victims that still run back to ACTIVE.
 
 use super::observe::{self, Clients, Member};
 use crate::aws::{call_error, CallError};
 use crate::config::CapacityTarget;
-use aws_sdk_ec2::types::ExcessCapacityTerminationPolicy;
+use aws_sdk_ec2::types::{ExcessCapacityTerminationPolicy, Filter};
 use aws_sdk_ecs::types::ContainerInstanceStatus;
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often a drain's progress is checked: tasks take seconds to stop, and each check is a few
+/// ECS calls per victim.
 const DRAIN_POLL: Duration = Duration::from_secs(2);
+/// UpdateContainerInstancesState takes at most 10 container instances per call.
+const STATE_BATCH: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
     #[error(transparent)]
     Aws(#[from] CallError),
-    #[error("instances {0:?} still run tasks after the drain timeout; set back to ACTIVE, nothing terminated")]
+    #[error("ECS did not set container instances of cluster {cluster} {status}: {failures}")]
+    StateRefused { cluster: String, status: String, failures: String },
+    #[error("instances {0:?} still run tasks after the drain timeout; nothing terminated (raise drain_timeout if their tasks need longer to stop)")]
     DrainTimeout(Vec<String>),
-    #[error("cancelled: opsd is stopping; drained instances were set back to ACTIVE")]
+    #[error("instances {0:?} run tasks and drain_before_scale_in is false; nothing terminated")]
+    Busy(Vec<String>),
+    #[error("cancelled: opsd is stopping; nothing terminated")]
     Cancelled,
+    /// A failure once the victims were DRAINING, and what came of putting them back to work.
+    #[error("{cause}; {undone}")]
+    Undone { cause: Box<ActError>, undone: String, restored: bool },
+}
+
+impl ActError {
+    /// Victims may still be DRAINING: putting them back to ACTIVE failed and must be tried again.
+    pub fn left_draining(&self) -> bool {
+        matches!(self, ActError::Undone { restored: false, .. })
+    }
 }
 
 /// Set the target capacity (absolute). On a Spot Fleet a lowered target never terminates anything
@@ -86,34 +106,50 @@ pub struct ScaleIn<'a> {
 pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -> Result<(), ActError> {
     let ScaleIn { cluster, target, from, to, victims, drain, drain_timeout } = p;
     let arns: Vec<String> = victims.iter().map(|v| v.arn.clone()).collect();
-    // DRAINING first in every case: no new task may land on an instance about to go.
-    set_state(c, cluster, &arns, ContainerInstanceStatus::Draining).await?;
+    if !drain {
+        // DRAINING stops service tasks: without draining, only instances that run nothing may go,
+        // and that is checked before anything is touched.
+        let b = busy(c, cluster, victims).await?;
+        if !b.is_empty() {
+            return Err(ActError::Busy(b));
+        }
+    }
+    // DRAINING in every case: no new task may land on an instance about to go.
+    if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining).await {
+        return Err(undo(c, cluster, victims, e).await);
+    }
     let emptied = if drain {
-        wait_empty(c, cluster, &arns, drain_timeout, cancel).await
+        wait_empty(c, cluster, victims, drain_timeout, cancel).await
     } else {
-        // Without draining, only instances that run nothing at all may go.
-        match busy(c, cluster, &arns).await {
+        // A task may have been placed between the check above and DRAINING.
+        match busy(c, cluster, victims).await {
             Ok(b) if b.is_empty() => Ok(()),
-            Ok(b) => Err(ActError::DrainTimeout(b)),
+            Ok(b) => Err(ActError::Busy(b)),
             Err(e) => Err(e.into()),
         }
     };
     if let Err(e) = emptied {
-        // Put them back to work: a scale-in that cannot empty its instances does not happen.
-        reactivate(c, cluster, &arns).await;
-        return Err(e);
+        return Err(undo(c, cluster, victims, e).await);
     }
-    let done = match target {
+    let removed = match target {
         CapacityTarget::SpotFleet(_) | CapacityTarget::Ec2Fleet(_) => {
-            set_target(c, target, to).await?;
+            // The target first (noTermination): the fleet then neither picks victims of its own
+            // nor replaces the instances terminated next.
+            if let Err(e) = set_target(c, target, to).await {
+                return Err(undo(c, cluster, victims, e.into()).await);
+            }
             let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
             let r = c.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
             match r.map_err(|e| call_error("TerminateInstances", e)) {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    // Nothing was removed: the target goes back up, the instances back to work.
+                    // Some may be gone, some not: the target goes back up (never short of
+                    // capacity), and those still running go back to work (below).
                     if let Err(back) = set_target(c, target, from).await {
-                        tracing::error!("capacity: restoring the target to {from} failed: {back}");
+                        tracing::error!(
+                            target = %target,
+                            "capacity: restoring the target of {target} to {from} failed: {back}; the fleet keeps its instances (noTermination) and the next decision sets the target again"
+                        );
                     }
                     Err(e)
                 }
@@ -138,56 +174,133 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
             result
         }
     };
-    if let Err(e) = done {
-        reactivate(c, cluster, &arns).await;
-        return Err(e.into());
+    if let Err(e) = removed {
+        return Err(undo(c, cluster, victims, e.into()).await);
     }
     Ok(())
 }
 
-async fn reactivate(c: &Clients, cluster: &str, arns: &[String]) {
-    if let Err(e) = set_state(c, cluster, arns, ContainerInstanceStatus::Active).await {
-        tracing::error!("capacity: setting {arns:?} back to ACTIVE failed: {e}; set them ACTIVE by hand");
-    }
+/// After a failure once the drain began: the victims that still run go back to ACTIVE.
+async fn undo(c: &Clients, cluster: &str, victims: &[Member], cause: ActError) -> ActError {
+    let (undone, restored) = match reactivate(c, cluster, victims).await {
+        Ok(ids) if ids.is_empty() => ("no victim that still runs was left DRAINING".to_string(), true),
+        Ok(ids) => (format!("{} set back to ACTIVE", ids.join(", ")), true),
+        Err(e) => (
+            format!(
+                "setting them back to ACTIVE failed ({e}); opsd tries again at its next decision, or: aws ecs update-container-instances-state --cluster {cluster} --status ACTIVE --container-instances {}",
+                victims.iter().map(|v| v.arn.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+            false,
+        ),
+    };
+    ActError::Undone { cause: Box::new(cause), undone, restored }
 }
 
+/// Set back to ACTIVE those of `victims` that are still DRAINING and whose EC2 instance is still
+/// pending or running (one shutting down must get no new task). Returns their EC2 ids.
+pub async fn reactivate(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<String>, ActError> {
+    let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
+    let alive = running_instances(c, &ids).await?;
+    let alive_arns: Vec<String> = victims.iter().filter(|v| alive.contains(&v.ec2_id)).map(|v| v.arn.clone()).collect();
+    let draining: Vec<(String, String)> = observe::describe_container_instances(c, cluster, &alive_arns)
+        .await?
+        .iter()
+        .filter(|ci| ci.status() == Some("DRAINING"))
+        .map(|ci| {
+            (
+                ci.container_instance_arn().unwrap_or_default().to_string(),
+                ci.ec2_instance_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let arns: Vec<String> = draining.iter().map(|(a, _)| a.clone()).collect();
+    set_state(c, cluster, &arns, ContainerInstanceStatus::Active).await?;
+    Ok(draining.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The EC2 instances among `ids` that are pending or running (a filter, so one long gone is simply
+/// not listed instead of failing the call).
+async fn running_instances(c: &Clients, ids: &[String]) -> Result<HashSet<String>, CallError> {
+    let mut alive = HashSet::new();
+    if ids.is_empty() {
+        return Ok(alive);
+    }
+    let mut pages = c
+        .ec2
+        .describe_instances()
+        .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
+        .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| call_error("DescribeInstances", e))?;
+        for r in page.reservations() {
+            alive.extend(r.instances().iter().filter_map(|i| i.instance_id()).map(str::to_string));
+        }
+    }
+    Ok(alive)
+}
+
+/// UpdateContainerInstancesState in batches of [`STATE_BATCH`]; an instance ECS did not update is
+/// an error (a DRAINING that did not happen would let tasks land on a victim).
 async fn set_state(
     c: &Clients,
     cluster: &str,
     arns: &[String],
     status: ContainerInstanceStatus,
-) -> Result<(), CallError> {
-    c.ecs
-        .update_container_instances_state()
-        .cluster(cluster)
-        .set_container_instances(Some(arns.to_vec()))
-        .status(status)
-        .send()
-        .await
-        .map_err(|e| call_error("UpdateContainerInstancesState", e))?;
+) -> Result<(), ActError> {
+    for chunk in arns.chunks(STATE_BATCH) {
+        let out = c
+            .ecs
+            .update_container_instances_state()
+            .cluster(cluster)
+            .set_container_instances(Some(chunk.to_vec()))
+            .status(status.clone())
+            .send()
+            .await
+            .map_err(|e| call_error("UpdateContainerInstancesState", e))?;
+        if !out.failures().is_empty() {
+            let failures = out
+                .failures()
+                .iter()
+                .map(|f| format!("{} ({})", f.arn().unwrap_or("?"), f.reason().unwrap_or("no reason given")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ActError::StateRefused { cluster: cluster.into(), status: status.as_str().into(), failures });
+        }
+    }
     Ok(())
 }
 
-/// EC2 ids of the container instances among `arns` with a task not yet STOPPED. A drained
-/// instance's tasks are desired STOPPED at once, while their containers may take a while to stop
-/// (connection draining, stop timeout): the tasks' last status is what counts, not the counts.
-async fn busy(c: &Clients, cluster: &str, arns: &[String]) -> Result<Vec<String>, CallError> {
+/// EC2 ids of the victims with a task not yet STOPPED. A drained instance's tasks are desired
+/// STOPPED at once, while their containers may take a while to stop (connection draining, stop
+/// timeout): the tasks' last status is what counts, not the counts. A container instance ECS no
+/// longer describes may still run what it ran: it is never counted empty.
+async fn busy(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<String>, CallError> {
     use aws_sdk_ecs::types::DesiredStatus;
-    let mut busy = Vec::new();
-    for ci in &observe::describe_container_instances(c, cluster, arns).await? {
+    let arns: Vec<String> = victims.iter().map(|v| v.arn.clone()).collect();
+    let described = observe::describe_container_instances(c, cluster, &arns).await?;
+    let mut busy: Vec<String> = victims
+        .iter()
+        .filter(|v| !described.iter().any(|ci| ci.container_instance_arn() == Some(v.arn.as_str())))
+        .map(|v| v.ec2_id.clone())
+        .collect();
+    for ci in &described {
         let arn = ci.container_instance_arn().unwrap_or_default();
         let mut task_arns = Vec::new();
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let l = c
+            let mut pages = c
                 .ecs
                 .list_tasks()
                 .cluster(cluster)
                 .container_instance(arn)
                 .desired_status(desired)
-                .send()
-                .await
-                .map_err(|e| call_error("ListTasks", e))?;
-            task_arns.extend(l.task_arns().iter().cloned());
+                .max_results(100)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                task_arns.extend(page.map_err(|e| call_error("ListTasks", e))?.task_arns().iter().cloned());
+            }
         }
         let live = ci.running_tasks_count() + ci.pending_tasks_count() > 0
             || observe::describe_tasks(c, cluster, &task_arns)
@@ -204,13 +317,13 @@ async fn busy(c: &Clients, cluster: &str, arns: &[String]) -> Result<Vec<String>
 async fn wait_empty(
     c: &Clients,
     cluster: &str,
-    arns: &[String],
+    victims: &[Member],
     limit: Duration,
     cancel: &CancellationToken,
 ) -> Result<(), ActError> {
     let start = Instant::now();
     loop {
-        let busy = busy(c, cluster, arns).await?;
+        let busy = busy(c, cluster, victims).await?;
         if busy.is_empty() {
             return Ok(());
         }

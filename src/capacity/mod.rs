@@ -38,6 +38,7 @@ pub fn limits(s: &CapacitySettings) -> Limits {
         scale_out_cooldown: s.scale_out_cooldown.0,
         scale_in_cooldown: s.scale_in_cooldown.0,
         lead_time: s.lead_time.0,
+        drain_before_scale_in: s.drain_before_scale_in,
     }
 }
 
@@ -61,12 +62,17 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
     // Holds are recorded at most this often (every decision that acts is recorded).
     const HOLD_RECORD_EVERY: Duration = Duration::from_secs(300);
     let mut last_hold: Option<Instant> = None;
+    // What a previous process left half done (or an undo that failed) is finished first.
+    let mut unfinished = true;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => break,
         }
         delay = s.interval.0;
+        if unfinished {
+            unfinished = !recover(&clients, &store, &s.cluster).await;
+        }
         let seen = match observe::observe(&clients, &s.cluster, &target).await {
             Ok(seen) => {
                 backoff = s.interval.0;
@@ -82,7 +88,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         };
         let now = clock.elapsed().as_secs_f64();
         let res = policy::reservation(&seen.observation.instances);
-        if res < s.target_reservation.0 && seen.observation.unplaced.is_empty() {
+        if policy::below_target(&seen.observation, &seen.fleet.types, s.target_reservation.0) {
             mem.below_target_since.get_or_insert(now);
         } else {
             mem.below_target_since = None;
@@ -111,7 +117,13 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
             record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
             continue;
         }
+        if stop.is_cancelled() {
+            break;
+        }
         tracing::info!(cluster = %s.cluster, target = %target, "capacity: {}", d.reason);
+        // Recorded before acting: if opsd dies meanwhile, the next start finds it `started` and
+        // puts a scale-in's victims back to work.
+        let id = record(&store, &seen, &d, kind, to, &victims, "started", None, false).await;
         // Capacity is whole units: up when adding, down when removing (rounding a scale-in up would
         // leave the fleet short of its target after the termination, and it would launch again).
         let to_units = match d.action {
@@ -148,12 +160,18 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
                     mem.last_scale_out = Some(now);
                 }
                 metrics.capacity_decision(kind, "acted");
-                record(&store, &seen, &d, kind, to, &victims, "acted", None, false).await;
+                finish(&store, id, "acted", None).await;
             }
             Err(e) => {
                 tracing::error!(cluster = %s.cluster, target = %target, "capacity: acting on the decision failed: {e}");
                 metrics.capacity_decision(kind, "failed");
-                record(&store, &seen, &d, kind, to, &victims, "failed", Some(e.to_string()), false).await;
+                if e.left_draining() {
+                    // Still `started`: recovery puts the victims back to ACTIVE at the next turn.
+                    unfinished = true;
+                    finish(&store, id, "started", Some(e.to_string())).await;
+                } else {
+                    finish(&store, id, "failed", Some(e.to_string())).await;
+                }
                 delay = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -169,7 +187,7 @@ pub async fn remembered(store: &Store) -> Memory {
     let Ok(decisions) = store.decisions(200).await else { return mem };
     let now = chrono::Utc::now();
     let ago = |at: chrono::DateTime<chrono::Utc>| -((now - at).num_milliseconds() as f64 / 1000.0);
-    for d in decisions.iter().filter(|d| d.outcome == "acted" || d.outcome == "failed") {
+    for d in decisions.iter().filter(|d| matches!(d.outcome.as_str(), "acted" | "failed" | "started" | "interrupted")) {
         match d.action.as_str() {
             "scale_out" if mem.last_scale_out.is_none() && d.outcome == "acted" => mem.last_scale_out = Some(ago(d.at)),
             "scale_in" if mem.last_scale_in.is_none() => mem.last_scale_in = Some(ago(d.at)),
@@ -179,6 +197,66 @@ pub async fn remembered(store: &Store) -> Memory {
     mem
 }
 
+/// Finish the decisions left `started` (opsd stopped while acting, or putting a scale-in's victims
+/// back to ACTIVE failed). How far a scale-in got cannot be known, so its victims that still run
+/// and are still DRAINING go back to ACTIVE (a drained instance left so is paid for and runs
+/// nothing; the policy decides afresh); a scale-out needs nothing, targets being absolute. This
+/// undoes opsd's own half-done action, so it runs with `dry_run` too. Returns whether all is done.
+async fn recover(c: &Clients, store: &Store, cluster: &str) -> bool {
+    let rows = match store.unfinished_decisions().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(cluster, "capacity: cannot read unfinished decisions: {e}");
+            return false;
+        }
+    };
+    let mut done = true;
+    for (id, d) in rows {
+        if d.action != "scale_in" {
+            let why = "opsd stopped while acting on it; targets are absolute, so the next decision sets it again";
+            finish(store, Some(id), "interrupted", Some(why.into())).await;
+            continue;
+        }
+        let ids: Vec<String> = d.victims.split(',').filter(|v| !v.is_empty()).map(String::from).collect();
+        let back = match observe::members_of(c, cluster, &ids).await {
+            Ok(members) => act::reactivate(c, cluster, &members).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match back {
+            Ok(back) => {
+                let what = if back.is_empty() {
+                    "no victim that still runs was left DRAINING".to_string()
+                } else {
+                    format!("{} set back to ACTIVE", back.join(", "))
+                };
+                let (outcome, error) = match &d.error {
+                    Some(e) => ("failed", format!("{e}; then: {what}")),
+                    None => ("interrupted", format!("opsd stopped while acting on it; {what}")),
+                };
+                tracing::warn!(cluster, victims = %d.victims, "capacity: an unfinished scale-in: {error}");
+                finish(store, Some(id), outcome, Some(error)).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    cluster,
+                    victims = %d.victims,
+                    "capacity: cannot put the victims of an unfinished scale-in back to ACTIVE: {e}; retrying at the next decision"
+                );
+                done = false;
+            }
+        }
+    }
+    done
+}
+
+async fn finish(store: &Store, id: Option<i64>, outcome: &str, error: Option<String>) {
+    let Some(id) = id else { return };
+    if let Err(e) = store.finish_decision(id, outcome, error).await {
+        tracing::error!("capacity: cannot record the outcome of decision {id}: {e}");
+    }
+}
+
+/// Record a decision; its id when the store took it.
 #[allow(clippy::too_many_arguments)]
 async fn record(
     store: &Store,
@@ -190,7 +268,7 @@ async fn record(
     outcome: &str,
     error: Option<String>,
     dry_run: bool,
-) {
+) -> Option<i64> {
     let r = DecisionRecord {
         at: chrono::Utc::now(),
         action: action.into(),
@@ -204,7 +282,11 @@ async fn record(
         error,
         dry_run,
     };
-    if let Err(e) = store.record_decision(r).await {
-        tracing::error!("capacity: cannot record the decision: {e}");
+    match store.record_decision(r).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!("capacity: cannot record the decision: {e}");
+            None
+        }
     }
 }

@@ -48,6 +48,8 @@ pub enum ObserveError {
     NoCluster(String),
     #[error("{0} was not found; check [capacity] and the region")]
     NoTarget(CapacityTarget),
+    #[error("{0} is {1}: it launches nothing and cannot be modified; point [capacity] at an active one")]
+    NotActive(CapacityTarget, String),
 }
 
 pub struct Clients {
@@ -56,12 +58,39 @@ pub struct Clients {
     pub asg: aws_sdk_autoscaling::Client,
 }
 
+fn member(ci: &aws_sdk_ecs::types::ContainerInstance) -> Member {
+    Member {
+        arn: ci.container_instance_arn().unwrap_or_default().to_string(),
+        ec2_id: ci.ec2_instance_id().unwrap_or_default().to_string(),
+        running: ci.running_tasks_count(),
+        pending: ci.pending_tasks_count(),
+        status: ci.status().unwrap_or_default().to_string(),
+    }
+}
+
+/// The cluster's container instances on the given EC2 instances (those still registered).
+pub async fn members_of(c: &Clients, cluster: &str, ec2_ids: &[String]) -> Result<Vec<Member>, ObserveError> {
+    let arns = container_instance_arns(c, cluster).await?;
+    Ok(describe_container_instances(c, cluster, &arns)
+        .await?
+        .iter()
+        .filter(|ci| ci.ec2_instance_id().is_some_and(|id| ec2_ids.iter().any(|v| v == id)))
+        .map(member)
+        .collect())
+}
+
+/// Fleet states in which the fleet launches and can be modified (`modifying` is held in `decide`).
+const LIVE_FLEET_STATES: [&str; 3] = ["submitted", "active", "modifying"];
+
 pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Result<Seen, ObserveError> {
     let (fleet, fleet_state) = match target {
         CapacityTarget::SpotFleet(id) => spot_fleet(c, id).await?,
         CapacityTarget::AutoScalingGroup(name) => group(c, name).await?,
         CapacityTarget::Ec2Fleet(id) => ec2_fleet(c, id).await?,
     };
+    if !LIVE_FLEET_STATES.contains(&fleet_state.as_str()) {
+        return Err(ObserveError::NotActive(target.clone(), fleet_state));
+    }
     let arns = container_instance_arns(c, cluster).await?;
     let mut members = HashMap::new();
     let mut instances = Vec::new();
@@ -92,10 +121,7 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
             pinned: false,
             daemon: Resources::default(),
         });
-        members.insert(
-            ec2_id.clone(),
-            Member { arn, ec2_id, running: ci.running_tasks_count(), pending: ci.pending_tasks_count(), status },
-        );
+        members.insert(ec2_id, member(ci));
     }
     // Tasks: on their instances, or (PROVISIONING without an instance) unplaced. Fargate tasks need
     // no instance and are not this fleet's business.
@@ -126,7 +152,10 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
                     instances[*i].pinned = true;
                 }
             }
-            None if matches!(task.last_status(), Some("PROVISIONING") | Some("PENDING")) => {
+            // A DAEMON service's task belongs to one instance: a new instance brings its own.
+            None if matches!(task.last_status(), Some("PROVISIONING") | Some("PENDING"))
+                && !group.strip_prefix("service:").is_some_and(|svc| daemons.contains(svc)) =>
+            {
                 unplaced.push(res);
                 if let Some(svc) = group.strip_prefix("service:") {
                     *provisioning.entry(svc.to_string()).or_default() += 1;
@@ -140,6 +169,11 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let mut short_services = Vec::new();
     for svc in &all_services {
         if fargate(svc.launch_type(), svc.capacity_provider_strategy().first().map(|s| s.capacity_provider())) {
+            continue;
+        }
+        // A DAEMON service short of its count lacks room on particular instances: new instances
+        // each bring their own task, so none of its tasks is demand for capacity.
+        if svc.scheduling_strategy().is_some_and(|x| x.as_str() == "DAEMON") {
             continue;
         }
         let name = svc.service_name().unwrap_or_default().to_string();
@@ -169,7 +203,8 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     // Present: the fleet's instances registered in the cluster. Started but not yet registered
     // (the ECS agent takes a minute or two) counts as launching, not as nothing.
     let weight = |t: &str| fleet.types.iter().find(|(n, _)| n == t).map(|(_, w)| *w).unwrap_or(1.0);
-    let present: f64 = instances.iter().filter(|i| i.in_fleet).map(|i| weight(&i.instance_type)).sum();
+    // (+ 0.0: an empty f64 sum is -0.0, which status would print as "-0".)
+    let present: f64 = instances.iter().filter(|i| i.in_fleet).map(|i| weight(&i.instance_type)).sum::<f64>() + 0.0;
     Ok(Seen {
         observation: Observation { instances, unplaced },
         fleet: Fleet { target: fleet.target.max(fleet.fulfilled), fulfilled: present, types },
@@ -240,9 +275,24 @@ async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveErr
             add_type(&mut types, t, 1.0);
         }
     }
-    for o in g.mixed_instances_policy().and_then(|m| m.launch_template()).map(|lt| lt.overrides()).unwrap_or_default() {
+    let mixed = g.mixed_instances_policy().and_then(|m| m.launch_template());
+    for o in mixed.map(|lt| lt.overrides()).unwrap_or_default() {
         if let Some(t) = o.instance_type() {
             add_type(&mut types, t, weight_of(t));
+        }
+    }
+    // A launch template (the group's own, or the mixed policy's without typed overrides) names
+    // the type: needed to scale out a group that has no instance yet.
+    let spec =
+        g.launch_template().map(|s| (s.launch_template_id(), s.launch_template_name(), s.version())).or_else(|| {
+            mixed
+                .filter(|lt| lt.overrides().iter().all(|o| o.instance_type().is_none()))
+                .and_then(|lt| lt.launch_template_specification())
+                .map(|s| (s.launch_template_id(), s.launch_template_name(), s.version()))
+        });
+    if let Some((id, name, version)) = spec {
+        if let Some(t) = template_type(c, id, name, version).await? {
+            add_type(&mut types, &t, weight_of(&t));
         }
     }
     let raw = FleetRaw { target: f64::from(g.desired_capacity().unwrap_or(0)), fulfilled, types, members };
@@ -278,23 +328,10 @@ async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveE
         if !any {
             // No override names a type: the launch template's own.
             if let Some(spec) = cfg.launch_template_specification() {
-                let mut req = c.ec2.describe_launch_template_versions();
-                req = match (spec.launch_template_id(), spec.launch_template_name()) {
-                    (Some(lt), _) => req.launch_template_id(lt),
-                    (None, Some(name)) => req.launch_template_name(name),
-                    _ => continue,
-                };
-                let v = req
-                    .versions(spec.version().unwrap_or("$Default"))
-                    .send()
-                    .await
-                    .map_err(|e| call_error("DescribeLaunchTemplateVersions", e))?;
-                let t = v
-                    .launch_template_versions()
-                    .first()
-                    .and_then(|v| v.launch_template_data()?.instance_type().cloned());
+                let t =
+                    template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?;
                 if let Some(t) = t {
-                    add_type(&mut types, t.as_str(), 1.0);
+                    add_type(&mut types, &t, 1.0);
                 }
             }
         }
@@ -351,6 +388,30 @@ async fn fleet_members(c: &Clients, kind: FleetKind<'_>) -> Result<HashMap<Strin
     }
 }
 
+/// The instance type a launch template's version (default: `$Default`) names, if any.
+async fn template_type(
+    c: &Clients,
+    id: Option<&str>,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<Option<String>, CallError> {
+    let req = c.ec2.describe_launch_template_versions();
+    let req = match (id, name) {
+        (Some(id), _) => req.launch_template_id(id),
+        (None, Some(name)) => req.launch_template_name(name),
+        _ => return Ok(None),
+    };
+    let v = req
+        .versions(version.unwrap_or("$Default"))
+        .send()
+        .await
+        .map_err(|e| call_error("DescribeLaunchTemplateVersions", e))?;
+    Ok(v.launch_template_versions()
+        .first()
+        .and_then(|v| v.launch_template_data()?.instance_type())
+        .map(|t| t.as_str().to_string()))
+}
+
 /// Add an instance type the first time it is named.
 fn add_type(types: &mut Vec<(String, f64)>, name: &str, weight: f64) {
     if !types.iter().any(|(n, _)| n == name) {
@@ -381,9 +442,21 @@ async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), Observe
         }
     }
     for ltc in conf.launch_template_configs() {
+        let mut any = false;
         for o in ltc.overrides() {
             if let Some(t) = o.instance_type() {
+                any = true;
                 add_type(&mut types, t.as_str(), o.weighted_capacity().unwrap_or(1.0));
+            }
+        }
+        if !any {
+            // No override names a type: the launch template's own.
+            if let Some(spec) = ltc.launch_template_specification() {
+                let t =
+                    template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?;
+                if let Some(t) = t {
+                    add_type(&mut types, &t, 1.0);
+                }
             }
         }
     }

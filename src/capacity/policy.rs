@@ -173,6 +173,9 @@ pub struct Limits {
     /// How long new capacity takes to run tasks: demand that keeps rising is projected this far
     /// ahead when scaling out. Zero turns the look-ahead off.
     pub lead_time: Duration,
+    /// Victims are drained (their service tasks move) before they go; without draining only
+    /// instances that run no task at all may be chosen.
+    pub drain_before_scale_in: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +199,13 @@ pub struct Decision {
     pub reason: String,
     /// The reservation observed, percent (max of CPU and memory), for status and metrics.
     pub reservation: f64,
+}
+
+/// Whether this observation counts towards the scale-in cooldown: reservation below target and no
+/// task waiting that some instance type could hold (a task no type can hold buys nothing, so it does
+/// not hold capacity either).
+pub fn below_target(obs: &Observation, types: &[InstanceType], target: f64) -> bool {
+    reservation(&obs.instances) < target && !obs.unplaced.iter().any(|t| types.iter().any(|ty| t.fits_in(ty.resources)))
 }
 
 /// Reservation in percent: the larger of CPU and memory, over ACTIVE instances.
@@ -476,7 +486,10 @@ fn choose_victims<'a>(
     target: f64,
     ahead: Resources,
 ) -> Vec<&'a Instance> {
-    let mut candidates: Vec<&Instance> = instances.iter().filter(|i| !i.draining && !i.pinned && i.in_fleet).collect();
+    let mut candidates: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| !i.draining && !i.pinned && i.in_fleet && (limits.drain_before_scale_in || i.tasks.is_empty()))
+        .collect();
     candidates.sort_by_key(|i| (i.tasks.len(), std::cmp::Reverse(i.remaining.cpu)));
     let mut victims: Vec<&Instance> = Vec::new();
     let mut removed_units = 0.0;
@@ -550,6 +563,7 @@ mod tests {
             scale_out_cooldown: Duration::from_secs(60),
             scale_in_cooldown: Duration::from_secs(600),
             lead_time: Duration::from_secs(180),
+            drain_before_scale_in: true,
         }
     }
 
@@ -709,10 +723,27 @@ mod tests {
         let d = decide(&obs, &fleet, &long, &limits(), 1000.0);
         // Fewest tasks first, at most the step (2 units).
         assert_eq!(d.action, Action::ScaleIn { to: 2.0, victims: vec!["idle".into(), "one".into()] }, "{}", d.reason);
+        // Without draining, only an instance that runs nothing may go.
+        let no_drain = Limits { drain_before_scale_in: false, ..limits() };
+        let d = decide(&obs, &fleet, &long, &no_drain, 1000.0);
+        assert_eq!(d.action, Action::ScaleIn { to: 3.0, victims: vec!["idle".into()] }, "{}", d.reason);
         // Launching capacity blocks scale-in.
         let launching = Fleet { target: 5.0, fulfilled: 4.0, types: vec![t] };
         let d = decide(&obs, &launching, &long, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn only_tasks_some_type_can_hold_keep_the_cluster_from_counting_as_below_target() {
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let quiet = Observation { instances: vec![inst("a", &t, &[(256, 256)])], unplaced: vec![] };
+        assert!(below_target(&quiet, std::slice::from_ref(&t), 80.0));
+        // A task no type can hold is reported, but it does not hold capacity.
+        let huge = Observation { unplaced: vec![Resources::new(8192, 256)], ..quiet.clone() };
+        assert!(below_target(&huge, std::slice::from_ref(&t), 80.0));
+        // One that would fit a new instance does.
+        let waiting = Observation { unplaced: vec![Resources::new(1024, 256)], ..quiet };
+        assert!(!below_target(&waiting, std::slice::from_ref(&t), 80.0));
     }
 
     fn arb_task() -> impl Strategy<Value = Resources> {
