@@ -628,14 +628,18 @@ fn a_scale_in_cut_short_by_a_crash_is_undone_at_the_next_start() {
 #[test]
 fn a_refused_target_change_puts_the_drained_instances_back() {
     let a = aws();
-    let c = cluster_with(&a, 4, Some(5));
-    let td = a.task_def(1024, 1024);
-    a.service(&c, "api", &td, 8);
-    a.set_desired(&c, "api", 2);
+    // The tasks the drain stops take 10 s to stop: time to cancel the request meanwhile.
+    let c = cluster_with(&a, 3, Some(10));
+    a.register_room(&c);
+    // One task per c5.large (two do not fit its memory), the m5.large outside the fleet has room
+    // for two: two c5.large are drained, their tasks moved.
+    let td = a.task_def(1024, 2048);
+    a.service(&c, "api", &td, 3);
     let before = a.members(&c);
     let ctx = ctx_for(&c, "");
     let d = Daemon::start(&ctx, &[]);
     wait_for("two instances draining", 30, &d, || a.draining(&c).len() == 2);
+    // Cancelled while they drain: the lowered target is refused once their tasks have stopped.
     a.rt.block_on(
         a.ec2.cancel_spot_fleet_requests().spot_fleet_request_ids(&c.fleet).terminate_instances(false).send(),
     )
