@@ -129,22 +129,7 @@ impl Aws {
 
     /// EC2 instance ids registered in the cluster.
     fn members(&self, c: &Cluster) -> Vec<String> {
-        self.rt.block_on(async {
-            let arns = self.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
-            let arns = arns.container_instance_arns().to_vec();
-            if arns.is_empty() {
-                return Vec::new();
-            }
-            let out = self
-                .ecs
-                .describe_container_instances()
-                .cluster(&c.name)
-                .set_container_instances(Some(arns))
-                .send()
-                .await
-                .unwrap();
-            out.container_instances().iter().map(|ci| ci.ec2_instance_id().unwrap().to_string()).collect()
-        })
+        self.statuses(c).into_iter().map(|(id, _)| id).collect()
     }
 
     /// (EC2 instance id, container instance status) of every container instance of the cluster.
