@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,10 +114,12 @@ pub struct DecisionRecord {
     pub outcome: String,
     pub error: Option<String>,
     pub dry_run: bool,
+    /// When acting on it ended (the scale-in cooldown counts from here); `None` while `started`.
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// A `capacity_decisions` row from column `at` on (at, action, from, to, victims, reservation,
-/// unplaced, reason, outcome, error, dry_run).
+/// unplaced, reason, outcome, error, dry_run, ended_at).
 fn decision_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
         at: parse_ts(&r.get::<_, String>(at)?),
@@ -131,6 +133,7 @@ fn decision_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DecisionRe
         outcome: r.get(at + 8)?,
         error: r.get(at + 9)?,
         dry_run: r.get(at + 10)?,
+        ended_at: r.get::<_, Option<String>>(at + 11)?.as_deref().map(parse_ts),
     })
 }
 
@@ -270,7 +273,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "INSERT INTO capacity_decisions (at, action, from_capacity, to_capacity, victims, reservation, unplaced,
-                 reason, outcome, error, dry_run) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                 reason, outcome, error, dry_run, ended_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                 params![
                     ts(d.at),
                     d.action,
@@ -282,7 +285,8 @@ impl Store {
                     d.reason,
                     d.outcome,
                     d.error,
-                    d.dry_run
+                    d.dry_run,
+                    d.ended_at.map(ts)
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -294,9 +298,10 @@ impl Store {
     pub async fn finish_decision(&self, id: i64, outcome: &str, error: Option<String>) -> Result<(), StoreError> {
         let outcome = outcome.to_string();
         self.call(move |c| {
+            let ended = (outcome != "started").then(|| ts(Utc::now()));
             c.execute(
-                "UPDATE capacity_decisions SET outcome = ?2, error = ?3 WHERE id = ?1",
-                params![id, outcome, error],
+                "UPDATE capacity_decisions SET outcome = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
+                params![id, outcome, error, ended],
             )?;
             Ok(())
         })
@@ -308,7 +313,7 @@ impl Store {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT id, at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome,
-                 error, dry_run FROM capacity_decisions WHERE outcome = 'started' ORDER BY id",
+                 error, dry_run, ended_at FROM capacity_decisions WHERE outcome = 'started' ORDER BY id",
             )?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, decision_row(r, 1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -321,7 +326,7 @@ impl Store {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome, error,
-                 dry_run FROM capacity_decisions ORDER BY id DESC LIMIT ?1",
+                 dry_run, ended_at FROM capacity_decisions ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map([limit as i64], |r| decision_row(r, 0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -625,6 +630,15 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
             "BEGIN IMMEDIATE;
              ALTER TABLE lifecycle_actions ADD COLUMN aws_ms INTEGER;
              PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    if v < 6 {
+        // v6: when acting on a capacity decision ended (cooldowns count from there after a restart).
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE capacity_decisions ADD COLUMN ended_at TEXT;
+             PRAGMA user_version = 6;
              COMMIT;",
         )?;
     }

@@ -166,6 +166,11 @@ impl Aws {
 
     /// Stopped reasons of every stopped task of the cluster (every ListTasks page).
     fn stopped_reasons(&self, c: &Cluster) -> Vec<String> {
+        self.stopped(c).into_iter().map(|(_, reason)| reason).collect()
+    }
+
+    /// (group, stopped reason) of every stopped task of the cluster.
+    fn stopped(&self, c: &Cluster) -> Vec<(String, String)> {
         self.rt.block_on(async {
             let mut arns = Vec::new();
             let mut pages = self
@@ -182,7 +187,9 @@ impl Aws {
             for chunk in arns.chunks(100) {
                 let out =
                     self.ecs.describe_tasks().cluster(&c.name).set_tasks(Some(chunk.to_vec())).send().await.unwrap();
-                reasons.extend(out.tasks().iter().map(|t| t.stopped_reason().unwrap_or_default().to_string()));
+                reasons.extend(out.tasks().iter().map(|t| {
+                    (t.group().unwrap_or_default().to_string(), t.stopped_reason().unwrap_or_default().to_string())
+                }));
             }
             reasons
         })
@@ -842,4 +849,36 @@ fn a_group_launched_from_a_template_scales_out_from_zero() {
     let s = status(&ctx);
     // Two tasks of 1024 CPU: one c5.large holds them, the 80 % target asks for 2560 CPU: two.
     assert!(s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut { to: 2.0 }"), "{s}");
+}
+
+/// Without draining, an instance that runs only DAEMON services' tasks counts as empty: it goes
+/// (its DAEMON task ends with it), while the instance with the service task stays.
+#[test]
+fn without_draining_instances_running_only_daemon_tasks_go() {
+    let a = aws();
+    let c = cluster(&a, 3);
+    let agent = a.task_def(256, 256);
+    a.rt.block_on(
+        a.ecs
+            .create_service()
+            .cluster(&c.name)
+            .service_name("agent")
+            .task_definition(&agent)
+            .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(a.running(&c, "agent"), 3);
+    let td = a.task_def(1024, 1024);
+    a.service(&c, "api", &td, 1);
+    let ctx = ctx_for(&c, "drain_before_scale_in = false");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the fleet at 1", 60, &d, || a.fleet(&c) == (1, 1.0) && a.members(&c).len() == 1);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(a.running(&c, "api"), 1);
+    // The service's task never moved; the removed instances' DAEMON tasks ended with them.
+    let stopped = a.stopped(&c);
+    assert!(!stopped.iter().any(|(g, _)| g == "service:api"), "{stopped:?}");
+    assert_eq!(stopped.iter().filter(|(g, _)| g == "service:agent").count(), 2, "{stopped:?}");
 }

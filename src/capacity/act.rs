@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 const DRAIN_POLL: Duration = Duration::from_secs(2);
 /// UpdateContainerInstancesState takes at most 10 container instances per call.
 const STATE_BATCH: usize = 10;
+/// DescribeAutoScalingInstances takes at most 50 instance ids per call.
+const ASG_DESCRIBE_BATCH: usize = 50;
+/// How long a lowered fleet target may take to be applied (the request is `modifying` meanwhile)
+/// before the victims are terminated: terminated earlier, the fleet could still replace them.
+const TARGET_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -33,6 +38,12 @@ pub enum ActError {
     Busy(Vec<String>),
     #[error("cancelled: opsd is stopping; nothing terminated")]
     Cancelled,
+    #[error(
+        "instances {0:?} are no longer ACTIVE (drained by someone else?); nothing done, the next decision looks again"
+    )]
+    NotActive(Vec<String>),
+    #[error("{0} did not apply the lowered target within {TARGET_APPLY_TIMEOUT:?}; nothing terminated")]
+    TargetNotApplied(CapacityTarget),
     /// A failure once the victims were DRAINING, and what came of putting them back to work.
     #[error("{cause}; {undone}")]
     Undone { cause: Box<ActError>, undone: String, restored: bool },
@@ -100,43 +111,69 @@ pub struct ScaleIn<'a> {
     pub victims: &'a [Member],
     pub drain: bool,
     pub drain_timeout: Duration,
+    /// Task groups (`service:NAME`) of DAEMON services: without draining, their tasks do not keep
+    /// an instance from counting as empty (they belong to it and end with it).
+    pub daemon_groups: &'a HashSet<String>,
 }
 
 /// Drain the victims (when `drain`), wait for their tasks to stop, lower the target, terminate them.
 pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -> Result<(), ActError> {
-    let ScaleIn { cluster, target, from, to, victims, drain, drain_timeout } = p;
+    let ScaleIn { cluster, target, from, to, victims, drain, drain_timeout, daemon_groups } = p;
     let arns: Vec<String> = victims.iter().map(|v| v.arn.clone()).collect();
+    // Only instances still ACTIVE: one drained by someone else meanwhile is theirs, and would be
+    // set back to ACTIVE by an undo.
+    let described = observe::describe_container_instances(c, cluster, &arns).await?;
+    let not_active: Vec<String> = victims
+        .iter()
+        .filter(|v| {
+            !described
+                .iter()
+                .any(|ci| ci.container_instance_arn() == Some(v.arn.as_str()) && ci.status() == Some("ACTIVE"))
+        })
+        .map(|v| v.ec2_id.clone())
+        .collect();
+    if !not_active.is_empty() {
+        return Err(ActError::NotActive(not_active));
+    }
+    let no_groups = HashSet::new();
+    let ignore = if drain { &no_groups } else { daemon_groups };
     if !drain {
-        // DRAINING stops service tasks: without draining, only instances that run nothing may go,
-        // and that is checked before anything is touched.
-        let b = busy(c, cluster, victims).await?;
+        // DRAINING stops service tasks: without draining, only instances that run nothing (but
+        // their DAEMON services' tasks) may go, and that is checked before anything is touched.
+        let b = busy(c, cluster, victims, ignore).await?;
         if !b.is_empty() {
             return Err(ActError::Busy(b));
         }
     }
     // DRAINING in every case: no new task may land on an instance about to go.
     if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining).await {
-        return Err(undo(c, cluster, victims, e).await);
+        return Err(undo(c, cluster, target, victims, &[], e).await);
     }
     let emptied = if drain {
         wait_empty(c, cluster, victims, drain_timeout, cancel).await
     } else {
         // A task may have been placed between the check above and DRAINING.
-        match busy(c, cluster, victims).await {
+        match busy(c, cluster, victims, ignore).await {
             Ok(b) if b.is_empty() => Ok(()),
             Ok(b) => Err(ActError::Busy(b)),
             Err(e) => Err(e.into()),
         }
     };
     if let Err(e) = emptied {
-        return Err(undo(c, cluster, victims, e).await);
+        return Err(undo(c, cluster, target, victims, &[], e).await);
     }
     let removed = match target {
         CapacityTarget::SpotFleet(_) | CapacityTarget::Ec2Fleet(_) => {
             // The target first (noTermination): the fleet then neither picks victims of its own
             // nor replaces the instances terminated next.
             if let Err(e) = set_target(c, target, to).await {
-                return Err(undo(c, cluster, victims, e.into()).await);
+                return Err(undo(c, cluster, target, victims, &[], e.into()).await);
+            }
+            if let Err(e) = wait_applied(c, target, to).await {
+                if let Err(back) = set_target(c, target, from).await {
+                    tracing::error!(target = %target, "capacity: restoring the target of {target} to {from} failed: {back}");
+                }
+                return Err(undo(c, cluster, target, victims, &[], e).await);
             }
             let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
             let r = c.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
@@ -157,7 +194,9 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
         }
         CapacityTarget::AutoScalingGroup(_) => {
             // Exactly these instances, and the desired capacity down by each.
-            let mut result = Ok(());
+            // The group terminates them in its own time (a termination hook may hold them):
+            // one whose termination was accepted is never put back to work.
+            let mut requested = Vec::new();
             for v in victims {
                 let r = c
                     .asg
@@ -167,22 +206,71 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
                     .send()
                     .await;
                 if let Err(e) = r.map_err(|e| call_error("TerminateInstanceInAutoScalingGroup", e)) {
-                    result = Err(e);
-                    break;
+                    return Err(undo(c, cluster, target, victims, &requested, e.into()).await);
                 }
+                requested.push(v.ec2_id.clone());
             }
-            result
+            Ok(())
         }
     };
     if let Err(e) = removed {
-        return Err(undo(c, cluster, victims, e.into()).await);
+        return Err(undo(c, cluster, target, victims, &[], e.into()).await);
     }
     Ok(())
 }
 
-/// After a failure once the drain began: the victims that still run go back to ACTIVE.
-async fn undo(c: &Clients, cluster: &str, victims: &[Member], cause: ActError) -> ActError {
-    let (undone, restored) = match reactivate(c, cluster, victims).await {
+/// Wait until the fleet reports `to` as its target and is no longer `modifying`.
+async fn wait_applied(c: &Clients, target: &CapacityTarget, to: u32) -> Result<(), ActError> {
+    let start = Instant::now();
+    loop {
+        let (state, now) = match target {
+            CapacityTarget::SpotFleet(id) => {
+                let out = c
+                    .ec2
+                    .describe_spot_fleet_requests()
+                    .spot_fleet_request_ids(id)
+                    .send()
+                    .await
+                    .map_err(|e| call_error("DescribeSpotFleetRequests", e))?;
+                let cfg = out.spot_fleet_request_configs().first();
+                (
+                    cfg.and_then(|c| c.spot_fleet_request_state()).map(|s| s.as_str().to_string()),
+                    cfg.and_then(|c| c.spot_fleet_request_config()).and_then(|c| c.target_capacity()),
+                )
+            }
+            CapacityTarget::Ec2Fleet(id) => {
+                let out =
+                    c.ec2.describe_fleets().fleet_ids(id).send().await.map_err(|e| call_error("DescribeFleets", e))?;
+                let f = out.fleets().first();
+                (
+                    f.and_then(|f| f.fleet_state()).map(|s| s.as_str().to_string()),
+                    f.and_then(|f| f.target_capacity_specification()).and_then(|t| t.total_target_capacity()),
+                )
+            }
+            CapacityTarget::AutoScalingGroup(_) => return Ok(()),
+        };
+        if now == Some(to as i32) && state.as_deref() != Some("modifying") {
+            return Ok(());
+        }
+        if start.elapsed() >= TARGET_APPLY_TIMEOUT {
+            return Err(ActError::TargetNotApplied(target.clone()));
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// After a failure once the drain began: the victims that still run go back to ACTIVE, except
+/// those whose termination was already `requested`.
+async fn undo(
+    c: &Clients,
+    cluster: &str,
+    target: &CapacityTarget,
+    victims: &[Member],
+    requested: &[String],
+    cause: ActError,
+) -> ActError {
+    let back: Vec<Member> = victims.iter().filter(|v| !requested.contains(&v.ec2_id)).cloned().collect();
+    let (undone, restored) = match reactivate(c, cluster, target, &back).await {
         Ok(ids) if ids.is_empty() => ("no victim that still runs was left DRAINING".to_string(), true),
         Ok(ids) => (format!("{} set back to ACTIVE", ids.join(", ")), true),
         Err(e) => (
@@ -197,10 +285,20 @@ async fn undo(c: &Clients, cluster: &str, victims: &[Member], cause: ActError) -
 }
 
 /// Set back to ACTIVE those of `victims` that are still DRAINING and whose EC2 instance is still
-/// pending or running (one shutting down must get no new task). Returns their EC2 ids.
-pub async fn reactivate(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<String>, ActError> {
+/// pending or running, and (in a group) not being terminated: one on its way out must get no new
+/// task. Returns their EC2 ids.
+pub async fn reactivate(
+    c: &Clients,
+    cluster: &str,
+    target: &CapacityTarget,
+    victims: &[Member],
+) -> Result<Vec<String>, ActError> {
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
-    let alive = running_instances(c, &ids).await?;
+    let mut alive = running_instances(c, &ids).await?;
+    if let CapacityTarget::AutoScalingGroup(_) = target {
+        let leaving = terminating_in_group(c, &ids).await?;
+        alive.retain(|id| !leaving.contains(id));
+    }
     let alive_arns: Vec<String> = victims.iter().filter(|v| alive.contains(&v.ec2_id)).map(|v| v.arn.clone()).collect();
     let draining: Vec<(String, String)> = observe::describe_container_instances(c, cluster, &alive_arns)
         .await?
@@ -216,6 +314,26 @@ pub async fn reactivate(c: &Clients, cluster: &str, victims: &[Member]) -> Resul
     let arns: Vec<String> = draining.iter().map(|(a, _)| a.clone()).collect();
     set_state(c, cluster, &arns, ContainerInstanceStatus::Active).await?;
     Ok(draining.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The instances among `ids` that their group is terminating (lifecycle state `Terminating…`).
+async fn terminating_in_group(c: &Clients, ids: &[String]) -> Result<HashSet<String>, CallError> {
+    let mut leaving = HashSet::new();
+    for chunk in ids.chunks(ASG_DESCRIBE_BATCH) {
+        let out = c
+            .asg
+            .describe_auto_scaling_instances()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeAutoScalingInstances", e))?;
+        for i in out.auto_scaling_instances() {
+            if i.lifecycle_state().is_some_and(|s| s.starts_with("Terminat")) {
+                leaving.insert(i.instance_id().unwrap_or_default().to_string());
+            }
+        }
+    }
+    Ok(leaving)
 }
 
 /// The EC2 instances among `ids` that are pending or running (a filter, so one long gone is simply
@@ -272,11 +390,17 @@ async fn set_state(
     Ok(())
 }
 
-/// EC2 ids of the victims with a task not yet STOPPED. A drained instance's tasks are desired
-/// STOPPED at once, while their containers may take a while to stop (connection draining, stop
-/// timeout): the tasks' last status is what counts, not the counts. A container instance ECS no
-/// longer describes may still run what it ran: it is never counted empty.
-async fn busy(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<String>, CallError> {
+/// EC2 ids of the victims with a task not yet STOPPED (tasks of the `ignore` groups aside). A
+/// drained instance's tasks are desired STOPPED at once, while their containers may take a while
+/// to stop (connection draining, stop timeout): the tasks' last status is what counts, not the
+/// counts. A container instance ECS no longer describes may still run what it ran: it is never
+/// counted empty.
+async fn busy(
+    c: &Clients,
+    cluster: &str,
+    victims: &[Member],
+    ignore: &HashSet<String>,
+) -> Result<Vec<String>, CallError> {
     use aws_sdk_ecs::types::DesiredStatus;
     let arns: Vec<String> = victims.iter().map(|v| v.arn.clone()).collect();
     let described = observe::describe_container_instances(c, cluster, &arns).await?;
@@ -302,11 +426,12 @@ async fn busy(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<Stri
                 task_arns.extend(page.map_err(|e| call_error("ListTasks", e))?.task_arns().iter().cloned());
             }
         }
-        let live = ci.running_tasks_count() + ci.pending_tasks_count() > 0
+        // The counts include ignored tasks: only the tasks themselves can tell them apart.
+        let live = (ignore.is_empty() && ci.running_tasks_count() + ci.pending_tasks_count() > 0)
             || observe::describe_tasks(c, cluster, &task_arns)
                 .await?
                 .iter()
-                .any(|t| t.last_status() != Some("STOPPED"));
+                .any(|t| t.last_status() != Some("STOPPED") && !t.group().is_some_and(|g| ignore.contains(g)));
         if live {
             busy.push(ci.ec2_instance_id().unwrap_or_default().to_string());
         }
@@ -323,7 +448,7 @@ async fn wait_empty(
 ) -> Result<(), ActError> {
     let start = Instant::now();
     loop {
-        let busy = busy(c, cluster, victims).await?;
+        let busy = busy(c, cluster, victims, &HashSet::new()).await?;
         if busy.is_empty() {
             return Ok(());
         }

@@ -71,7 +71,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         }
         delay = s.interval.0;
         if unfinished {
-            unfinished = !recover(&clients, &store, &s.cluster).await;
+            unfinished = !recover(&clients, &store, &s.cluster, &target).await;
         }
         let seen = match observe::observe(&clients, &s.cluster, &target).await {
             Ok(seen) => {
@@ -124,6 +124,14 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         // Recorded before acting: if opsd dies meanwhile, the next start finds it `started` and
         // puts a scale-in's victims back to work.
         let id = record(&store, &seen, &d, kind, to, &victims, "started", None, false).await;
+        if id.is_none() && kind == "scale_in" {
+            // Unrecorded, a crash mid-drain could not be undone at the next start: not started.
+            tracing::error!(cluster = %s.cluster, "capacity: the scale-in is not started, since it could not be recorded");
+            metrics.capacity_decision(kind, "failed");
+            delay = backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
         // Capacity is whole units: up when adding, down when removing (rounding a scale-in up would
         // leave the fleet short of its target after the termination, and it would launch again).
         let to_units = match d.action {
@@ -143,6 +151,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
                     victims: &members,
                     drain: s.drain_before_scale_in,
                     drain_timeout: s.drain_timeout.0,
+                    daemon_groups: &seen.daemon_groups,
                 };
                 act::scale_in(&clients, plan, &stop).await
             }
@@ -190,7 +199,8 @@ pub async fn remembered(store: &Store) -> Memory {
     for d in decisions.iter().filter(|d| matches!(d.outcome.as_str(), "acted" | "failed" | "started" | "interrupted")) {
         match d.action.as_str() {
             "scale_out" if mem.last_scale_out.is_none() && d.outcome == "acted" => mem.last_scale_out = Some(ago(d.at)),
-            "scale_in" if mem.last_scale_in.is_none() => mem.last_scale_in = Some(ago(d.at)),
+            // From when acting on it ended, as the running controller counts it (a drain can be long).
+            "scale_in" if mem.last_scale_in.is_none() => mem.last_scale_in = Some(ago(d.ended_at.unwrap_or(d.at))),
             _ => {}
         }
     }
@@ -202,7 +212,7 @@ pub async fn remembered(store: &Store) -> Memory {
 /// and are still DRAINING go back to ACTIVE (a drained instance left so is paid for and runs
 /// nothing; the policy decides afresh); a scale-out needs nothing, targets being absolute. This
 /// undoes opsd's own half-done action, so it runs with `dry_run` too. Returns whether all is done.
-async fn recover(c: &Clients, store: &Store, cluster: &str) -> bool {
+async fn recover(c: &Clients, store: &Store, cluster: &str, target: &crate::config::CapacityTarget) -> bool {
     let rows = match store.unfinished_decisions().await {
         Ok(rows) => rows,
         Err(e) => {
@@ -214,12 +224,12 @@ async fn recover(c: &Clients, store: &Store, cluster: &str) -> bool {
     for (id, d) in rows {
         if d.action != "scale_in" {
             let why = "opsd stopped while acting on it; targets are absolute, so the next decision sets it again";
-            finish(store, Some(id), "interrupted", Some(why.into())).await;
+            done &= finish(store, Some(id), "interrupted", Some(why.into())).await;
             continue;
         }
         let ids: Vec<String> = d.victims.split(',').filter(|v| !v.is_empty()).map(String::from).collect();
         let back = match observe::members_of(c, cluster, &ids).await {
-            Ok(members) => act::reactivate(c, cluster, &members).await.map_err(|e| e.to_string()),
+            Ok(members) => act::reactivate(c, cluster, target, &members).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match back {
@@ -234,7 +244,7 @@ async fn recover(c: &Clients, store: &Store, cluster: &str) -> bool {
                     None => ("interrupted", format!("opsd stopped while acting on it; {what}")),
                 };
                 tracing::warn!(cluster, victims = %d.victims, "capacity: an unfinished scale-in: {error}");
-                finish(store, Some(id), outcome, Some(error)).await;
+                done &= finish(store, Some(id), outcome, Some(error)).await;
             }
             Err(e) => {
                 tracing::error!(
@@ -249,10 +259,15 @@ async fn recover(c: &Clients, store: &Store, cluster: &str) -> bool {
     done
 }
 
-async fn finish(store: &Store, id: Option<i64>, outcome: &str, error: Option<String>) {
-    let Some(id) = id else { return };
-    if let Err(e) = store.finish_decision(id, outcome, error).await {
-        tracing::error!("capacity: cannot record the outcome of decision {id}: {e}");
+/// Record the outcome of decision `id`; false when the store refused it.
+async fn finish(store: &Store, id: Option<i64>, outcome: &str, error: Option<String>) -> bool {
+    let Some(id) = id else { return true };
+    match store.finish_decision(id, outcome, error).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("capacity: cannot record the outcome of decision {id}: {e}");
+            false
+        }
     }
 }
 
@@ -281,6 +296,7 @@ async fn record(
         outcome: outcome.into(),
         error,
         dry_run,
+        ended_at: (outcome != "started").then(chrono::Utc::now),
     };
     match store.record_decision(r).await {
         Ok(id) => Some(id),
@@ -288,5 +304,41 @@ async fn record(
             tracing::error!("capacity: cannot record the decision: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a restart the scale-in cooldown counts from when the last scale-in ended (its drain may
+    /// have taken minutes), as the running controller counts it, not from when it was decided.
+    #[tokio::test]
+    async fn the_scale_in_cooldown_counts_from_the_end_of_the_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let decided = chrono::Utc::now() - chrono::Duration::seconds(600);
+        let d = DecisionRecord {
+            at: decided,
+            action: "scale_in".into(),
+            from_capacity: 4.0,
+            to_capacity: 2.0,
+            victims: "i-1,i-2".into(),
+            reservation: 30.0,
+            unplaced: 0,
+            reason: "test".into(),
+            outcome: "started".into(),
+            error: None,
+            dry_run: false,
+            ended_at: None,
+        };
+        let id = store.record_decision(d).await.unwrap();
+        // Still started (a crash mid-drain): from the decision.
+        let since = -remembered(&store).await.last_scale_in.unwrap();
+        assert!((595.0..700.0).contains(&since), "{since}");
+        store.finish_decision(id, "acted", None).await.unwrap();
+        let since = -remembered(&store).await.last_scale_in.unwrap();
+        assert!((0.0..60.0).contains(&since), "{since}");
+        assert!(store.unfinished_decisions().await.unwrap().is_empty());
     }
 }

@@ -33,6 +33,8 @@ pub struct Seen {
     pub short_services: Vec<(String, usize)>,
     /// The fleet's request state (`active`, `modifying`, …).
     pub fleet_state: String,
+    /// Task groups (`service:NAME`) of the cluster's DAEMON services.
+    pub daemon_groups: std::collections::HashSet<String>,
     /// The fleet's own figures (`fleet` above is adjusted: its target is the larger of the two, and
     /// only instances registered in the cluster count as fulfilled, so one started but not yet
     /// registered counts as launching).
@@ -143,9 +145,11 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
         let group = task.group().unwrap_or_default();
         match task.container_instance_arn().and_then(|a| by_arn.get(a)) {
             Some(i) => {
-                instances[*i].tasks.push(res);
+                // A DAEMON service's task belongs to its instance: not moved, not keeping it busy.
                 if group.strip_prefix("service:").is_some_and(|svc| daemons.contains(svc)) {
                     instances[*i].daemon = instances[*i].daemon.plus(res);
+                } else {
+                    instances[*i].tasks.push(res);
                 }
                 // A drain moves service tasks; a standalone task keeps its instance.
                 if !group.starts_with("service:") {
@@ -211,6 +215,7 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
         members,
         short_services,
         fleet_state,
+        daemon_groups: daemons.iter().map(|d| format!("service:{d}")).collect(),
         raw_target: fleet.target,
         raw_fulfilled: fleet.fulfilled,
     })
@@ -401,11 +406,19 @@ async fn template_type(
         (None, Some(name)) => req.launch_template_name(name),
         _ => return Ok(None),
     };
-    let v = req
-        .versions(version.unwrap_or("$Default"))
-        .send()
-        .await
-        .map_err(|e| call_error("DescribeLaunchTemplateVersions", e))?;
+    let v = match req.versions(version.unwrap_or("$Default")).send().await {
+        Ok(v) => v,
+        Err(e) => {
+            // Not fatal: the types of running instances are known anyway; without this one the
+            // controller cannot scale out from no instance of it (say so, with what to do).
+            let e = call_error("DescribeLaunchTemplateVersions", e);
+            tracing::warn!(
+                "capacity: cannot read the instance type of launch template {}: {e}; allow ec2:DescribeLaunchTemplateVersions",
+                id.or(name).unwrap_or_default()
+            );
+            return Ok(None);
+        }
+    };
     Ok(v.launch_template_versions()
         .first()
         .and_then(|v| v.launch_template_data()?.instance_type())

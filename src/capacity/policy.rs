@@ -39,7 +39,8 @@ pub struct Instance {
     pub instance_type: String,
     pub registered: Resources,
     pub remaining: Resources,
-    /// The resources of each task running (or starting) on it.
+    /// The resources of each task running (or starting) on it, DAEMON services' tasks aside: those
+    /// belong to the instance (in `daemon`), are not moved when it goes and do not keep it busy.
     pub tasks: Vec<Resources>,
     /// DRAINING instances take no new tasks and are on their way out.
     pub draining: bool,
@@ -731,6 +732,30 @@ mod tests {
         let launching = Fleet { target: 5.0, fulfilled: 4.0, types: vec![t] };
         let d = decide(&obs, &launching, &long, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn daemon_tasks_stay_with_their_instance() {
+        // Every instance runs a DAEMON service's task (1024 CPU); one runs a service task too.
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let with_daemon = |id: &str, tasks: &[(u32, u32)]| {
+            let mut tasks = tasks.to_vec();
+            tasks.push((1024, 256));
+            let mut i = inst(id, &t, &tasks);
+            i.daemon = i.tasks.pop().unwrap();
+            i
+        };
+        let obs = Observation {
+            instances: vec![with_daemon("a", &[]), with_daemon("svc", &[(512, 512)]), with_daemon("b", &[])],
+            unplaced: vec![],
+        };
+        let fleet = Fleet { target: 3.0, fulfilled: 3.0, types: vec![t.clone()] };
+        let long = Memory { below_target_since: Some(0.0), ..Memory::default() };
+        // Without draining, instances running only a DAEMON task count as empty, and their DAEMON
+        // tasks are not moved: (1024 + 512) / 2048 = 75 % is left on svc.
+        let no_drain = Limits { drain_before_scale_in: false, ..limits() };
+        let d = decide(&obs, &fleet, &long, &no_drain, 1000.0);
+        assert_eq!(d.action, Action::ScaleIn { to: 1.0, victims: vec!["a".into(), "b".into()] }, "{}", d.reason);
     }
 
     #[test]
