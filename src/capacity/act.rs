@@ -169,7 +169,7 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
             if let Err(e) = set_target(c, target, to).await {
                 return Err(undo(c, cluster, target, victims, &[], e.into()).await);
             }
-            if let Err(e) = wait_applied(c, target, to).await {
+            if let Err(e) = wait_applied(c, target, to, cancel).await {
                 if let Err(back) = set_target(c, target, from).await {
                     tracing::error!(target = %target, "capacity: restoring the target of {target} to {from} failed: {back}");
                 }
@@ -220,7 +220,12 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
 }
 
 /// Wait until the fleet reports `to` as its target and is no longer `modifying`.
-async fn wait_applied(c: &Clients, target: &CapacityTarget, to: u32) -> Result<(), ActError> {
+async fn wait_applied(
+    c: &Clients,
+    target: &CapacityTarget,
+    to: u32,
+    cancel: &CancellationToken,
+) -> Result<(), ActError> {
     let start = Instant::now();
     loop {
         let (state, now) = match target {
@@ -255,7 +260,10 @@ async fn wait_applied(c: &Clients, target: &CapacityTarget, to: u32) -> Result<(
         if start.elapsed() >= TARGET_APPLY_TIMEOUT {
             return Err(ActError::TargetNotApplied(target.clone()));
         }
-        tokio::time::sleep(DRAIN_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN_POLL) => {}
+            _ = cancel.cancelled() => return Err(ActError::Cancelled),
+        }
     }
 }
 
