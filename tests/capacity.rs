@@ -159,6 +159,42 @@ impl Aws {
         self.statuses(c).into_iter().filter(|(_, s)| s == "DRAINING").map(|(id, _)| id).collect()
     }
 
+    /// An m5.large (2048 CPU, 7680 MiB) registered by hand: room in the cluster, not in the fleet.
+    fn register_room(&self, c: &Cluster) -> String {
+        self.rt.block_on(async {
+            let run = self
+                .ec2
+                .run_instances()
+                .image_id("ami-760aaa0f")
+                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&c.subnet)
+                .send()
+                .await
+                .unwrap();
+            let id = run.instances()[0].instance_id().unwrap().to_string();
+            let doc = format!("{{\"instanceId\": \"{id}\"}}");
+            self.ecs
+                .register_container_instance()
+                .cluster(&c.name)
+                .instance_identity_document(doc)
+                .send()
+                .await
+                .unwrap();
+            id
+        })
+    }
+
+    /// The recorded scale-in decisions (shown by `capacity status` even when the fleet cannot be
+    /// observed: it then exits 69).
+    fn scale_in_decisions(ctx: &Ctx) -> Vec<Value> {
+        let out = ctx.run(&["capacity", "status", "--limit", "100", "--output", "json"]);
+        let s: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        s["decisions"].as_array().unwrap().iter().filter(|d| d["action"] == "scale_in").cloned().collect()
+    }
+
     fn state(&self, instance: &str) -> String {
         let out = self.rt.block_on(self.ec2.describe_instances().instance_ids(instance).send()).unwrap();
         out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
@@ -229,25 +265,9 @@ fn status(ctx: &Ctx) -> Value {
 fn observation_matches_hand_computed_values() {
     let a = aws();
     let c = cluster(&a, 2); // two c5.large: 2048 CPU, 3704 MiB each
-                            // A third instance, m5.large (2048 CPU, 7680 MiB), registered by hand.
-    a.rt.block_on(async {
-        let run = a
-            .ec2
-            .run_instances()
-            .image_id("ami-760aaa0f")
-            .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&c.subnet)
-            .send()
-            .await
-            .unwrap();
-        let id = run.instances()[0].instance_id().unwrap().to_string();
-        let doc = format!("{{\"instanceId\": \"{id}\"}}");
-        a.ecs.register_container_instance().cluster(&c.name).instance_identity_document(doc).send().await.unwrap();
-    });
-    // Three small standalone tasks (512 CPU, 1024 MiB) all land on the first instance; the service's
-    // tasks (1024, 2048) binpack: one on the second c5.large, two on the m5.large, two fit nowhere.
+    a.register_room(&c); // and an m5.large (2048 CPU, 7680 MiB) registered by hand
+                         // Three small standalone tasks (512 CPU, 1024 MiB) all land on the first instance; the service's
+                         // tasks (1024, 2048) binpack: one on the second c5.large, two on the m5.large, two fit nowhere.
     let small = a.task_def(512, 1024);
     let run = a.rt.block_on(a.ecs.run_task().cluster(&c.name).task_definition(&small).count(3).send()).unwrap();
     assert_eq!(run.tasks().len(), 3);
@@ -524,44 +544,6 @@ fn an_ec2_fleet_scales_out_and_in() {
     assert_eq!(code, Some(0), "{log}");
     let reasons = a.stopped_reasons(&c);
     assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
-}
-
-impl Aws {
-    /// An m5.large (2048 CPU, 7680 MiB) registered by hand: room in the cluster, not in the fleet.
-    fn register_room(&self, c: &Cluster) -> String {
-        self.rt.block_on(async {
-            let run = self
-                .ec2
-                .run_instances()
-                .image_id("ami-760aaa0f")
-                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-                .min_count(1)
-                .max_count(1)
-                .subnet_id(&c.subnet)
-                .send()
-                .await
-                .unwrap();
-            let id = run.instances()[0].instance_id().unwrap().to_string();
-            let doc = format!("{{\"instanceId\": \"{id}\"}}");
-            self.ecs
-                .register_container_instance()
-                .cluster(&c.name)
-                .instance_identity_document(doc)
-                .send()
-                .await
-                .unwrap();
-            id
-        })
-    }
-
-    /// The recorded scale-in decisions (shown by `capacity status` even when the fleet cannot be
-    /// observed: it then exits 69).
-    fn scale_in_decisions(ctx: &Ctx) -> Vec<Value> {
-        let out = ctx.run(&["capacity", "status", "--limit", "100", "--output", "json"]);
-        let s: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        s["decisions"].as_array().unwrap().iter().filter(|d| d["action"] == "scale_in").cloned().collect()
-    }
 }
 
 /// A scale-in cut short by a crash (kill -9 while its victims drain) is undone at the next start:
