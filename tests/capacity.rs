@@ -200,6 +200,28 @@ impl Aws {
         out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
     }
 
+    /// A DAEMON service: one task on every ACTIVE instance where it fits.
+    fn daemon_service(&self, c: &Cluster, name: &str, td: &str) {
+        self.rt
+            .block_on(
+                self.ecs
+                    .create_service()
+                    .cluster(&c.name)
+                    .service_name(name)
+                    .task_definition(td)
+                    .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// No task was cut short by the termination of its host: every stopped task was stopped by a
+    /// drain or a service's scale-down, and had reached STOPPED before its instance went.
+    fn assert_no_task_cut_short(&self, c: &Cluster) {
+        let reasons = self.stopped_reasons(c);
+        assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+    }
+
     /// Stopped reasons of every stopped task of the cluster (every ListTasks page).
     fn stopped_reasons(&self, c: &Cluster) -> Vec<String> {
         self.stopped(c).into_iter().map(|(_, reason)| reason).collect()
@@ -373,10 +395,7 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
         assert!(victims.contains(g), "{g} was terminated but not chosen: {victims:?}");
         assert_eq!(a.state(g), "terminated");
     }
-    // Every stopped task was stopped by the drain or the scale-down of the service, none by the
-    // termination of its host.
-    let reasons = a.stopped_reasons(&c);
-    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+    a.assert_no_task_cut_short(&c);
 }
 
 /// Test 5: dry_run acts on nothing and logs the decision; a missing fleet is a clear error and the
@@ -466,8 +485,7 @@ fn an_auto_scaling_group_scales_out_and_in() {
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(a.running(&c, "api"), 2);
-    let reasons = a.stopped_reasons(&c);
-    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+    a.assert_no_task_cut_short(&c);
 }
 
 /// The same controller on an EC2 Fleet of type maintain (ModifyFleet).
@@ -542,8 +560,7 @@ fn an_ec2_fleet_scales_out_and_in() {
     wait_for("the fleet at 2", 60, &d, || target() == 2 && a.members(&c).len() == 2);
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
-    let reasons = a.stopped_reasons(&c);
-    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+    a.assert_no_task_cut_short(&c);
 }
 
 /// A scale-in cut short by a crash (kill -9 while its victims drain) is undone at the next start:
@@ -708,8 +725,7 @@ fn a_drain_waits_for_tasks_listed_past_the_first_page() {
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(a.running(&c, "api"), 3);
-    let reasons = a.stopped_reasons(&c);
-    assert!(!reasons.iter().any(|r| r.contains("Host EC2 instance terminated")), "{reasons:?}");
+    a.assert_no_task_cut_short(&c);
 }
 
 /// More than ten instances go in one scale-in (UpdateContainerInstancesState takes ten at a time).
@@ -765,16 +781,7 @@ fn daemon_services_are_not_demand() {
     let run = a.rt.block_on(a.ecs.run_task().cluster(&c.name).task_definition(&big).count(1).send()).unwrap();
     assert_eq!(run.tasks().len(), 1);
     let agent = a.task_def(512, 256);
-    a.rt.block_on(
-        a.ecs
-            .create_service()
-            .cluster(&c.name)
-            .service_name("agent")
-            .task_definition(&agent)
-            .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
-            .send(),
-    )
-    .unwrap();
+    a.daemon_service(&c, "agent", &agent);
     assert_eq!(a.running(&c, "agent"), 1);
     let s = status(&ctx_for(&c, ""));
     assert_eq!(s["unplaced_tasks"].as_u64(), Some(0), "{s}");
@@ -840,16 +847,7 @@ fn without_draining_instances_running_only_daemon_tasks_go() {
     let a = aws();
     let c = cluster(&a, 3);
     let agent = a.task_def(256, 256);
-    a.rt.block_on(
-        a.ecs
-            .create_service()
-            .cluster(&c.name)
-            .service_name("agent")
-            .task_definition(&agent)
-            .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
-            .send(),
-    )
-    .unwrap();
+    a.daemon_service(&c, "agent", &agent);
     assert_eq!(a.running(&c, "agent"), 3);
     let td = a.task_def(1024, 1024);
     a.service(&c, "api", &td, 1);

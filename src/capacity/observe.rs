@@ -323,23 +323,8 @@ async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveE
     let state = f.fleet_state().map(|s| s.as_str().to_string()).unwrap_or_default();
     let mut types: Vec<(String, f64)> = Vec::new();
     for cfg in f.launch_template_configs() {
-        let mut any = false;
-        for o in cfg.overrides() {
-            if let Some(t) = o.instance_type() {
-                any = true;
-                add_type(&mut types, t.as_str(), o.weighted_capacity().unwrap_or(1.0));
-            }
-        }
-        if !any {
-            // No override names a type: the launch template's own.
-            if let Some(spec) = cfg.launch_template_specification() {
-                let t =
-                    template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?;
-                if let Some(t) = t {
-                    add_type(&mut types, &t, 1.0);
-                }
-            }
-        }
+        let named = cfg.overrides().iter().map(|o| (o.instance_type().map(|t| t.as_str()), o.weighted_capacity()));
+        config_types(c, &mut types, named.collect(), cfg.launch_template_specification()).await?;
     }
     let members = fleet_members(c, FleetKind::Ec2(id)).await?;
     let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity()).unwrap_or(0);
@@ -391,6 +376,31 @@ async fn fleet_members(c: &Clients, kind: FleetKind<'_>) -> Result<HashMap<Strin
             _ => return Ok(members),
         }
     }
+}
+
+/// The types one launch template config of a fleet names: its overrides' (type, weight), or, when
+/// no override names a type, the launch template's own (weight 1).
+async fn config_types(
+    c: &Clients,
+    types: &mut Vec<(String, f64)>,
+    overrides: Vec<(Option<&str>, Option<f64>)>,
+    spec: Option<&aws_sdk_ec2::types::FleetLaunchTemplateSpecification>,
+) -> Result<(), CallError> {
+    let mut any = false;
+    for (t, weight) in overrides {
+        if let Some(t) = t {
+            any = true;
+            add_type(types, t, weight.unwrap_or(1.0));
+        }
+    }
+    if let (false, Some(spec)) = (any, spec) {
+        if let Some(t) =
+            template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?
+        {
+            add_type(types, &t, 1.0);
+        }
+    }
+    Ok(())
 }
 
 /// The instance type a launch template's version (default: `$Default`) names, if any.
@@ -455,23 +465,8 @@ async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), Observe
         }
     }
     for ltc in conf.launch_template_configs() {
-        let mut any = false;
-        for o in ltc.overrides() {
-            if let Some(t) = o.instance_type() {
-                any = true;
-                add_type(&mut types, t.as_str(), o.weighted_capacity().unwrap_or(1.0));
-            }
-        }
-        if !any {
-            // No override names a type: the launch template's own.
-            if let Some(spec) = ltc.launch_template_specification() {
-                let t =
-                    template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?;
-                if let Some(t) = t {
-                    add_type(&mut types, &t, 1.0);
-                }
-            }
-        }
+        let named = ltc.overrides().iter().map(|o| (o.instance_type().map(|t| t.as_str()), o.weighted_capacity()));
+        config_types(c, &mut types, named.collect(), ltc.launch_template_specification()).await?;
     }
     let members = fleet_members(c, FleetKind::Spot(id)).await?;
     let raw = FleetRaw {
