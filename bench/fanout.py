@@ -251,10 +251,24 @@ def output_check(n, runs=3):
     print(f"| {n} | {q:.1f} | {l:.1f} | {l - q:.1f} | {cap:.1f} | {peaks['1 MiB per host'][0][2]} |")
 
 
+def machine():
+    """CPU model, cores, memory and kernel, for the table's header."""
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    u = os.uname()
+    return f"{model}, {CORES} cores, {mem_kib / 1024 / 1024:.0f} GiB, {u.sysname} {u.release}"
+
+
 def write(rows, names, args):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    lines = [f"<!-- bench/fanout on {time.strftime('%Y-%m-%d')}, commit {commit}, {CORES} cores, "
-             f"{os.uname().sysname} {os.uname().release}, {args.runs} interleaved runs -->", ""]
+    lines = [f"<!-- bench/fanout on {time.strftime('%Y-%m-%d')}, commit {commit}, {machine()}, "
+             f"{args.runs} interleaved runs -->", ""]
     lines.append("| N | tool | wall median s | wall min s | client CPU s | client peak RSS MiB | sshd CPU s | hosts OK | wall ÷ opsd-hosts |")
     lines.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, floor, per_conn, results in rows:
@@ -267,6 +281,19 @@ def write(rows, names, args):
                 f"{max(r[2] for r in rs):.0f} | {statistics.median(r[3] for r in rs):.2f} | "
                 f"{min(r[4] for r in rs)}/{n} | {med / ref:.2f} |")
         lines.append(f"| {n} | floor (sshd CPU {per_conn * 1000:.1f} ms/connection × N ÷ {CORES} cores) | {floor:.2f} | | | | | | {floor / ref:.2f} |")
+    lines += ["", "Ratios, tool ÷ opsd-hosts (medians; peak RSS: the largest of the runs; below 1 means less than opsd):", ""]
+    lines.append("| N | tool | wall | client CPU | client peak RSS | sshd CPU |")
+    lines.append("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for n, floor, per_conn, results in rows:
+        base = results.get("opsd-hosts", results[names[0]])
+        ref = (statistics.median(r[0] for r in base), statistics.median(r[1] for r in base),
+               max(r[2] for r in base), statistics.median(r[3] for r in base))
+        for t in names:
+            rs = results[t]
+            got = (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                   max(r[2] for r in rs), statistics.median(r[3] for r in rs))
+            cells = " | ".join(f"{g / b:.2f}" if b > 0 else "–" for g, b in zip(got, ref))
+            lines.append(f"| {n} | {t} | {cells} |")
     text = "\n".join(lines) + "\n"
     with open(args.out, "w") as f:
         f.write(text)
