@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::ContainerDefinition;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use support::daemon::{wait_for, Daemon};
+use support::daemon::{metric, wait_for, Daemon};
 use support::*;
 
 struct Aws {
@@ -319,22 +319,36 @@ fn observation_matches_hand_computed_values() {
 fn scale_out_places_the_tasks_that_did_not_fit() {
     let a = aws();
     let c = cluster(&a, 1);
-    let td = a.task_def(1024, 1024);
-    a.service(&c, "api", &td, 6);
-    assert_eq!(a.running(&c, "api"), 2);
+    // One task of 1280 CPU per c5.large (2048 CPU): one runs, four wait.
+    let td = a.task_def(1280, 1024);
+    a.service(&c, "api", &td, 5);
+    assert_eq!(a.running(&c, "api"), 1);
     let ctx = ctx_for(&c, "scale_out_cooldown = \"10m\"");
-    let d = Daemon::start(&ctx, &[]);
-    wait_for("all six tasks running", 30, &d, || a.running(&c, "api") == 6);
-    // 4 tasks of 1024 CPU need 2 more c5.large; the 80 % target asks for 6144 / 0.8 = 7680 CPU
-    // registered, 4 instances in all: target 4.
-    assert_eq!(a.fleet(&c), (4, 4.0));
-    assert_eq!(a.members(&c).len(), 4);
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    wait_for("all five tasks running", 30, &d, || a.running(&c, "api") == 5);
+    // Bin-packed, the four waiting tasks need four more c5.large: target 5. Their sum (5120 CPU, 2.5
+    // instances) and the 80 % target (6400 / 0.8 = 8000 CPU registered: 4 instances in all) ask
+    // for less: a target of 4 would leave a task waiting.
+    assert_eq!(a.fleet(&c), (5, 5.0));
+    assert_eq!(a.members(&c).len(), 5);
+    // The gauges follow the observation of the next interval: wait for the one after the scale-out.
+    let mut text = String::new();
+    wait_for("the metrics of the observation with five instances", 20, &d, || {
+        text = d.metrics();
+        metric(&text, "opsd_capacity_fulfilled_units") == Some(5.0)
+    });
+    assert_eq!(metric(&text, "opsd_capacity_target_units"), Some(5.0), "{text}");
+    assert_eq!(metric(&text, "opsd_capacity_unplaced_tasks"), Some(0.0), "{text}");
+    // 5 × 1280 / (5 × 2048) = 62.5 %.
+    assert_eq!(metric(&text, "opsd_capacity_reservation_percent"), Some(62.5), "{text}");
+    let acted = metric(&text, "opsd_capacity_decisions_total{action=\"scale_out\",outcome=\"acted\"}");
+    assert_eq!(acted, Some(1.0), "{text}");
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     let s = status(&ctx);
     let acted: Vec<&Value> = s["decisions"].as_array().unwrap().iter().filter(|d| d["outcome"] == "acted").collect();
     assert_eq!(acted.len(), 1, "{s}");
-    assert_eq!((acted[0]["action"].as_str(), acted[0]["to_capacity"].as_f64()), (Some("scale_out"), Some(4.0)));
+    assert_eq!((acted[0]["action"].as_str(), acted[0]["to_capacity"].as_f64()), (Some("scale_out"), Some(5.0)));
     assert!(acted[0]["reason"].as_str().unwrap().contains("4 unplaced tasks"), "{}", acted[0]);
     // More demand within the cooldown: `opsd capacity status` knows the recorded scale-out and says
     // the controller would wait, not scale out at once.
@@ -349,11 +363,14 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
 #[test]
 fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
     let a = aws();
-    let c = cluster(&a, 4);
-    let td = a.task_def(1024, 1024);
-    a.service(&c, "api", &td, 8);
-    assert_eq!(a.running(&c, "api"), 8);
-    a.set_desired(&c, "api", 2);
+    // Stopped tasks take 3 s to stop, as tasks honouring a stop timeout: the drain has to wait.
+    let c = cluster_with(&a, 4, Some(3));
+    let room = a.register_room(&c);
+    // One service task per c5.large (two do not fit its 3704 MiB); the m5.large outside the fleet
+    // has room for two.
+    let td = a.task_def(1024, 2048);
+    a.service(&c, "api", &td, 4);
+    assert_eq!(a.running(&c, "api"), 4);
     // A standalone task (RunTask, not a service's): a drain would not move it, so its instance stays.
     let batch = a.task_def(256, 256);
     let run = a.rt.block_on(a.ecs.run_task().cluster(&c.name).task_definition(&batch).count(1).send()).unwrap();
@@ -369,16 +386,22 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
             .unwrap();
         out.container_instances()[0].ec2_instance_id().unwrap().to_string()
     });
+    assert_ne!(pinned, room);
     let before = a.members(&c);
     let ctx = ctx_for(&c, "");
     let d = Daemon::start(&ctx, &[]);
-    // 2 tasks × 1024 CPU: at 80 % two instances hold them (50 %), one would not (100 %).
-    wait_for("the fleet at 2", 60, &d, || a.fleet(&c) == (2, 2.0) && a.members(&c).len() == 2);
+    // 4 × 1024 + 256 CPU over 5 × 2048: 42 %. Two c5.large with a service task each go (two is the
+    // step): 4352 / 6144 = 71 %, their tasks moving to the m5.large. A third would make it 106 %.
+    let mut drained = std::collections::BTreeSet::new();
+    wait_for("the fleet at 2", 60, &d, || {
+        drained.extend(a.draining(&c));
+        a.fleet(&c) == (2, 2.0) && a.members(&c).len() == 3
+    });
     std::thread::sleep(Duration::from_secs(4));
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(a.fleet(&c), (2, 2.0), "scaled in below what the tasks need");
-    assert_eq!(a.running(&c, "api"), 2);
+    assert_eq!(a.running(&c, "api"), 4);
     let s = status(&ctx);
     let victims: Vec<String> = s["decisions"]
         .as_array()
@@ -388,13 +411,20 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
         .flat_map(|d| d["victims"].as_str().unwrap().split(',').map(String::from).collect::<Vec<_>>())
         .collect();
     let after = a.members(&c);
-    let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
+    let gone: Vec<String> = before.iter().filter(|i| !after.contains(i)).cloned().collect();
     assert_eq!(gone.len(), 2);
     assert!(after.contains(&pinned), "the instance of the standalone task was removed");
+    assert!(after.contains(&room), "the instance outside the fleet was removed");
     for g in &gone {
         assert!(victims.contains(g), "{g} was terminated but not chosen: {victims:?}");
+        assert!(drained.contains(g), "{g} was terminated without draining first (seen draining: {drained:?})");
         assert_eq!(a.state(g), "terminated");
     }
+    // The victims' tasks were stopped by the drain (and restarted by the service elsewhere), and
+    // had stopped before their instances went.
+    let by_drain =
+        a.stopped_reasons(&c).iter().filter(|r| *r == "Service task on a draining container instance").count();
+    assert_eq!(by_drain, 2, "{:?}", a.stopped_reasons(&c));
     a.assert_no_task_cut_short(&c);
 }
 
@@ -759,7 +789,7 @@ fn without_draining_only_empty_instances_go() {
     let ctx = ctx_for(&c, "drain_before_scale_in = false");
     let d = Daemon::start(&ctx, &[("OPSD_LOG", "opsd=debug")]);
     wait_for("the controller to find no instance that may go", 30, &d, || {
-        d.log().contains("no instance's tasks fit elsewhere")
+        d.log().contains("1 outside the fleet, 3 running tasks while drain_before_scale_in is off")
     });
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::daemon::{wait_for, Daemon};
+use support::daemon::{metric, scrape, wait_for, Daemon};
 use support::*;
 
 /// The job's recorded runs and firings, oldest first.
@@ -306,21 +306,6 @@ fn sd_notify_ready_watchdog_stopping() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Test 7: the metrics endpoint serves the named series with values that match the store.
 #[test]
 fn metrics_endpoint_serves_the_series() {
@@ -335,14 +320,8 @@ fn metrics_endpoint_serves_the_series() {
     let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
     let mut addr = String::new();
     wait_for("the banner with the metrics address", 20, &d, || {
-        let log = d.log();
-        match log.split("metrics=http://").nth(1).and_then(|r| r.split('/').next()) {
-            Some(a) => {
-                addr = a.to_string();
-                true
-            }
-            None => false,
-        }
+        addr = d.metrics_addr().unwrap_or_default();
+        !addr.is_empty()
     });
     let mut text = String::new();
     wait_for("two successful runs in the metrics", 30, &d, || {

@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use support::daemon::{wait_for, Daemon};
+use support::daemon::{metric, wait_for, Daemon};
 use support::*;
 
 /// (id, status, attached instance and device index, subnet)
@@ -328,27 +328,13 @@ fn heartbeats_keep_slow_launches_alive() {
     let launches: Vec<_> = acts.iter().filter(|x| x["transition"] == "launch").collect();
     assert_eq!(launches.len(), 2, "a launch was worked twice (message redelivered): {acts:?}");
     assert!(launches.iter().all(|x| x["outcome"] == "completed" && x["result"] == "CONTINUE"), "{acts:?}");
-    let log = d.log();
-    let addr = log.split("metrics=http://").nth(1).and_then(|r| r.split('/').next()).unwrap().to_string();
-    let text = scrape(&addr);
-    let beats: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("opsd_lifecycle_heartbeats_total ").and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0);
+    let text = d.metrics();
+    let beats = metric(&text, "opsd_lifecycle_heartbeats_total").unwrap_or(0.0);
     assert!(beats >= 4.0, "heartbeats: {beats}\n{text}");
     assert!(text.contains("opsd_lifecycle_messages_total{kind=\"launch\",outcome=\"completed\"} 2"), "{text}");
     assert!(text.contains("opsd_lifecycle_enis_total{op=\"created\"} 2"), "{text}");
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// Test 3: a subnet that does not exist: the launch is abandoned (the instance terminated) and no

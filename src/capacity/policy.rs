@@ -414,24 +414,21 @@ pub fn decide(obs: &Observation, fleet: &Fleet, mem: &Memory, limits: &Limits, n
             return hold("the last scale-in is within the scale-in cooldown".into());
         }
     }
-    let victims = choose_victims(&obs.instances, &fleet.types, limits, fleet.target, ahead);
+    let (victims, passed) = choose_victims(&obs.instances, &fleet.types, limits, fleet.target, ahead);
     if victims.is_empty() {
-        return hold(format!(
-            "below target, but no instance's tasks fit elsewhere within the limits (min_capacity, step, target{})",
-            if ahead == Resources::default() { "" } else { ", the demand expected within the lead time" }
-        ));
+        return hold(format!("below target, but no instance can go (passed over: {})", passed.explain(limits, ahead)));
     }
     let units: f64 = victims.iter().map(|v| weight_of(&fleet.types, &v.instance_type)).sum();
     let to = fleet.target - units;
+    let bound = if passed == PassedOver::default() {
+        String::new()
+    } else {
+        format!("; others passed over: {}", passed.explain(limits, ahead))
+    };
     let reason = format!(
-        "{seen}: scale in to {to}: below target for {below_for:.0}s; removing {} ({} tasks moved elsewhere){}",
+        "{seen}: scale in to {to}: below target for {below_for:.0}s; removing {} ({} tasks moved elsewhere){bound}",
         victims.iter().map(|v| v.id.as_str()).collect::<Vec<_>>().join(", "),
         victims.iter().map(|v| v.tasks.len()).sum::<usize>(),
-        if units >= limits.max_scale_in_step {
-            format!("; bound by max_scale_in_step {}", limits.max_scale_in_step)
-        } else {
-            String::new()
-        }
     );
     Decision {
         action: Action::ScaleIn { to, victims: victims.iter().map(|v| v.id.clone()).collect() },
@@ -477,26 +474,84 @@ fn units_for_target(
         .ceil()
 }
 
+/// Why instances were passed over for scale-in, counted: what "why is it not scaling in?" needs.
+#[derive(Debug, Default, PartialEq)]
+struct PassedOver {
+    /// Run standalone tasks (RunTask / StartTask): a drain would not move them.
+    pinned: usize,
+    /// Registered in the cluster but not the fleet's: removing them would not lower its capacity.
+    outside: usize,
+    /// Run tasks while `drain_before_scale_in` is off: only empty instances go.
+    busy: usize,
+    /// Removing them as well would exceed max_scale_in_step.
+    step: usize,
+    /// Removing them as well would take the capacity below min_capacity.
+    min: usize,
+    /// Their tasks would not fit in the free space of the instances that stay.
+    no_room: usize,
+    /// Without them the reservation would rise above the target.
+    over_target: usize,
+}
+
+impl PassedOver {
+    fn explain(&self, limits: &Limits, ahead: Resources) -> String {
+        let parts = [
+            (self.pinned, "running standalone tasks a drain would not move".to_string()),
+            (self.outside, "outside the fleet".to_string()),
+            (self.busy, "running tasks while drain_before_scale_in is off".to_string()),
+            (self.step, format!("beyond max_scale_in_step {}", limits.max_scale_in_step)),
+            (self.min, format!("that would take capacity below min_capacity {}", limits.min_capacity)),
+            (self.no_room, "whose tasks fit nowhere else".to_string()),
+            (
+                self.over_target,
+                format!(
+                    "that would push the reservation above target{}",
+                    if ahead == Resources::default() { "" } else { " with the demand expected within the lead time" }
+                ),
+            ),
+        ];
+        let said: Vec<String> =
+            parts.into_iter().filter(|(n, _)| *n > 0).map(|(n, why)| format!("{n} {why}")).collect();
+        if said.is_empty() {
+            "no instances".into()
+        } else {
+            said.join(", ")
+        }
+    }
+}
+
 /// Instances to remove: fewest tasks first, each only if its tasks fit in what the remaining
 /// instances have free, the reservation stays at or below target without it (with the demand
-/// expected within the lead time, `ahead`, added), the step and min hold.
+/// expected within the lead time, `ahead`, added), the step and min hold. Also why the others
+/// were passed over.
 fn choose_victims<'a>(
     instances: &'a [Instance],
     types: &[InstanceType],
     limits: &Limits,
     target: f64,
     ahead: Resources,
-) -> Vec<&'a Instance> {
-    let mut candidates: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| !i.draining && !i.pinned && i.in_fleet && (limits.drain_before_scale_in || i.tasks.is_empty()))
-        .collect();
+) -> (Vec<&'a Instance>, PassedOver) {
+    let mut passed = PassedOver::default();
+    let mut candidates: Vec<&Instance> = Vec::new();
+    for i in instances.iter().filter(|i| !i.draining) {
+        match () {
+            _ if i.pinned => passed.pinned += 1,
+            _ if !i.in_fleet => passed.outside += 1,
+            _ if !limits.drain_before_scale_in && !i.tasks.is_empty() => passed.busy += 1,
+            _ => candidates.push(i),
+        }
+    }
     candidates.sort_by_key(|i| (i.tasks.len(), std::cmp::Reverse(i.remaining.cpu)));
     let mut victims: Vec<&Instance> = Vec::new();
     let mut removed_units = 0.0;
     for c in candidates {
         let w = weight_of(types, &c.instance_type);
-        if removed_units + w > limits.max_scale_in_step || target - removed_units - w < limits.min_capacity {
+        if removed_units + w > limits.max_scale_in_step {
+            passed.step += 1;
+            continue;
+        }
+        if target - removed_units - w < limits.min_capacity {
+            passed.min += 1;
             continue;
         }
         let mut trial: Vec<&Instance> = victims.clone();
@@ -504,11 +559,13 @@ fn choose_victims<'a>(
         let keep: Vec<Instance> =
             instances.iter().filter(|i| !i.draining && !trial.iter().any(|v| v.id == i.id)).cloned().collect();
         if keep.is_empty() {
+            passed.min += 1;
             continue;
         }
         let moved: Vec<Resources> = trial.iter().flat_map(|v| v.tasks.iter().copied()).collect();
         let p = pack(&moved, &keep, &[]);
         if p.fit_existing < moved.len() {
+            passed.no_room += 1;
             continue;
         }
         // After the move, the remaining instances must still be at or below target.
@@ -521,12 +578,13 @@ fn choose_victims<'a>(
             }
         }
         if reservation_with(&after, ahead) > limits.target_reservation {
+            passed.over_target += 1;
             continue;
         }
         removed_units += w;
         victims.push(c);
     }
-    victims
+    (victims, passed)
 }
 
 #[cfg(test)]
@@ -732,6 +790,91 @@ mod tests {
         let launching = Fleet { target: 5.0, fulfilled: 4.0, types: vec![t] };
         let d = decide(&obs, &launching, &long, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
+    }
+
+    #[test]
+    fn scale_in_names_what_bound_it() {
+        let t = ty("c5.large", 2048, 4096, 1.0);
+        let fleet = Fleet { target: 4.0, fulfilled: 4.0, types: vec![t.clone()] };
+        // 1792 of 8192 CPU units reserved (22 %), below target for long.
+        let obs = Observation {
+            instances: vec![
+                inst("busy", &t, &[(512, 512), (512, 512)]),
+                inst("idle", &t, &[]),
+                inst("one", &t, &[(256, 256)]),
+                inst("two", &t, &[(256, 256), (256, 256)]),
+            ],
+            unplaced: vec![],
+        };
+        let long = Memory { below_target_since: Some(0.0), ..Memory::default() };
+        let pin_one = |o: &mut Observation| o.instances[2].pinned = true;
+        let leave_fleet = |o: &mut Observation| o.instances.iter_mut().for_each(|i| i.in_fleet = i.id == "idle");
+        let none = |_: &mut Observation| {};
+        #[allow(clippy::type_complexity)]
+        let cases: [(&str, Limits, &dyn Fn(&mut Observation), &[&str], &str); 8] = [
+            ("the step", limits(), &none, &["idle", "one"], "others passed over: 2 beyond max_scale_in_step 2"),
+            (
+                "min_capacity",
+                Limits { min_capacity: 3.0, ..limits() },
+                &none,
+                &["idle"],
+                "others passed over: 3 that would take capacity below min_capacity 3",
+            ),
+            (
+                "min_capacity, nothing can go",
+                Limits { min_capacity: 4.0, ..limits() },
+                &none,
+                &[],
+                "no instance can go (passed over: 4 that would take capacity below min_capacity 4)",
+            ),
+            (
+                "the target: a third would leave 1792 on 2048",
+                Limits { max_scale_in_step: 4.0, ..limits() },
+                &none,
+                &["idle", "one"],
+                "others passed over: 2 that would push the reservation above target",
+            ),
+            (
+                "no draining",
+                Limits { drain_before_scale_in: false, ..limits() },
+                &none,
+                &["idle"],
+                "others passed over: 3 running tasks while drain_before_scale_in is off",
+            ),
+            (
+                "a standalone task",
+                limits(),
+                &pin_one,
+                &["idle", "two"],
+                "others passed over: 1 running standalone tasks a drain would not move, 1 beyond max_scale_in_step 2",
+            ),
+            ("outside the fleet", limits(), &leave_fleet, &["idle"], "others passed over: 3 outside the fleet"),
+            (
+                "room: a task of 1536 fits in no other instance's 512 free",
+                Limits { max_scale_in_step: 4.0, target_reservation: 100.0, ..limits() },
+                &|o: &mut Observation| {
+                    o.instances = vec![
+                        inst("a", &t, &[(1536, 512)]),
+                        inst("b", &t, &[(1536, 512)]),
+                        inst("c", &t, &[(1536, 512)]),
+                        inst("idle", &t, &[]),
+                    ]
+                },
+                &["idle"],
+                "others passed over: 3 whose tasks fit nowhere else",
+            ),
+        ];
+        for (case, lim, setup, victims, said) in cases {
+            let mut o = obs.clone();
+            setup(&mut o);
+            let d = decide(&o, &fleet, &long, &lim, 1000.0);
+            match &d.action {
+                Action::ScaleIn { victims: v, .. } => assert_eq!(v, victims, "{case}: {}", d.reason),
+                Action::Hold => assert!(victims.is_empty(), "{case}: held: {}", d.reason),
+                other => panic!("{case}: {other:?}: {}", d.reason),
+            }
+            assert!(d.reason.contains(said), "{case}: {}", d.reason);
+        }
     }
 
     #[test]

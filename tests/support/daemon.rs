@@ -39,6 +39,23 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The address of the metrics endpoint, from the start-up banner (started with
+    /// `OPSD_METRICS_LISTEN=127.0.0.1:0`); None until the banner is logged.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let log = self.log();
+        log.split("metrics=http://").nth(1).and_then(|r| r.split('/').next()).map(String::from)
+    }
+
+    /// The metrics endpoint's text, waiting for the banner that names its address.
+    pub fn metrics(&self) -> String {
+        let mut addr = None;
+        wait_for("the banner with the metrics address", 20, self, || {
+            addr = self.metrics_addr();
+            addr.is_some()
+        });
+        scrape(&addr.unwrap())
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
         assert!(ok.success());
@@ -89,4 +106,21 @@ pub fn wait_for(what: &str, secs: u64, d: &Daemon, mut f: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("timed out after {secs}s waiting for {what}; daemon log:\n{}", d.log());
+}
+
+/// GET /metrics from `addr`: the whole HTTP response (status line, headers, body).
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of one series (name with its labels) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
