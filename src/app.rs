@@ -535,36 +535,73 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             return Exit::Unavailable;
         }
     };
-    // What the policy would decide now, with the cooldowns of the decisions recorded (how long the
-    // reservation has been low, and the demand's trend, only the running daemon knows).
-    let mem = crate::capacity::remembered(&store).await;
+    // The running daemon's latest evaluation (it knows the demand's trend), and what the policy
+    // decides now, with the cooldowns of the decisions recorded and the daemon's below-target clock.
+    let latest = store.capacity_latest().await.ok().flatten();
+    let wall = chrono::Utc::now();
+    let ago = |at: chrono::DateTime<chrono::Utc>| (wall - at).num_milliseconds() as f64 / 1000.0;
+    // Older than a few intervals: the daemon is not running (or not evaluating): shown, not used.
+    let fresh = latest.as_ref().filter(|(d, _)| ago(d.at) <= 3.0 * c.interval.0.as_secs_f64() + 60.0);
+    let mut mem = crate::capacity::remembered(&store).await;
+    if let Some((_, since)) = fresh {
+        mem.below_target_since = since.map(|t| -ago(t));
+    }
     let now = crate::capacity::decide(&seen, &mem, c, 0.0);
-    let (cpu, mem) = reservation_parts(&seen.observation.instances);
+    let (kind, to, victims) = crate::capacity::action_parts(&now.action, seen.fleet.target);
+    let desired = fresh.map(|(d, _)| d.to_capacity).unwrap_or(to);
+    let (cpu, res_mem) = reservation_parts(&seen.observation.instances);
     match output {
         OutputFormat::Json => outln!(
             "{}",
             serde_json::json!({
                 "cluster": c.cluster,
                 "target": c.target().to_string(),
-                "reservation": { "cpu": cpu, "memory": mem, "max": now.reservation },
+                "reservation": { "cpu": cpu, "memory": res_mem, "max": now.reservation },
                 "instances": seen.observation.instances.len(),
                 "unplaced_tasks": seen.observation.unplaced.len(),
                 "short_services": seen.short_services.iter().map(|(n, m)| serde_json::json!({"service": n, "missing": m})).collect::<Vec<_>>(),
-                "capacity": { "target": seen.fleet.target, "fulfilled": seen.fleet.fulfilled, "state": seen.fleet_state },
-                "decision_now": { "action": format!("{:?}", now.action), "reason": now.reason },
+                "capacity": { "target": seen.fleet.target, "fulfilled": seen.fleet.fulfilled, "desired": desired, "state": seen.fleet_state },
+                "daemon": latest.as_ref().map(|(d, since)| serde_json::json!({
+                    "at": d.at,
+                    "age_seconds": ago(d.at),
+                    "current": fresh.is_some(),
+                    "action": d.action,
+                    "to_capacity": d.to_capacity,
+                    "victims": d.victims.split(',').filter(|v| !v.is_empty()).collect::<Vec<_>>(),
+                    "reason": d.reason,
+                    "dry_run": d.dry_run,
+                    "below_target_since": since,
+                })),
+                "decision_now": { "action": kind, "to_capacity": to, "victims": victims, "reason": now.reason },
                 "decisions": decisions,
             })
         ),
         OutputFormat::Text => {
             outln!("cluster {} on {} ({})", c.cluster, c.target(), seen.fleet_state);
-            outln!("reservation: CPU {cpu:.1}%, memory {mem:.1}% (target {}%)", c.target_reservation.0);
+            outln!("reservation: CPU {cpu:.1}%, memory {res_mem:.1}% (target {}%)", c.target_reservation.0);
             outln!(
                 "unplaced tasks: {}{}",
                 seen.observation.unplaced.len(),
                 seen.short_services.iter().map(|(n, m)| format!(", service {n} short {m}")).collect::<String>()
             );
-            outln!("capacity: target {}, fulfilled {}", seen.fleet.target, seen.fleet.fulfilled);
-            outln!("now: {:?}: {}", now.action, now.reason);
+            outln!("capacity: target {}, fulfilled {}, desired {desired}", seen.fleet.target, seen.fleet.fulfilled);
+            match &latest {
+                Some((d, _)) => outln!(
+                    "daemon ({:.0}s ago{}): {}{}: {}",
+                    ago(d.at),
+                    if fresh.is_some() { "" } else { ", not current: is the daemon running?" },
+                    d.action.replace('_', " "),
+                    if d.action == "hold" { String::new() } else { format!(" to {}", d.to_capacity) },
+                    d.reason
+                ),
+                None => outln!("daemon: no evaluation recorded yet (is `opsd daemon` running with this [capacity]?)"),
+            }
+            outln!(
+                "now: {}{}: {}",
+                kind.replace('_', " "),
+                if kind == "hold" { String::new() } else { format!(" to {to}") },
+                now.reason
+            );
             print_decisions(decisions);
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TOFU pin check waits for another process's write: well inside any connect_timeout.
 const PIN_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -334,6 +334,55 @@ impl Store {
         .await
     }
 
+    /// Replace the capacity controller's latest evaluation, with since when the reservation has
+    /// been below target (None: it is not).
+    pub async fn set_capacity_latest(
+        &self,
+        d: DecisionRecord,
+        below_target_since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO capacity_latest (id, at, action, from_capacity, to_capacity, victims,
+                 reservation, unplaced, reason, outcome, error, dry_run, ended_at, below_target_since)
+                 VALUES (1,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                params![
+                    ts(d.at),
+                    d.action,
+                    d.from_capacity,
+                    d.to_capacity,
+                    d.victims,
+                    d.reservation,
+                    d.unplaced,
+                    d.reason,
+                    d.outcome,
+                    d.error,
+                    d.dry_run,
+                    d.ended_at.map(ts),
+                    below_target_since.map(ts)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The capacity controller's latest evaluation and since when the reservation has been below
+    /// target; None before the controller's first evaluation.
+    pub async fn capacity_latest(&self) -> Result<Option<(DecisionRecord, Option<DateTime<Utc>>)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome, error,
+                 dry_run, ended_at, below_target_since FROM capacity_latest WHERE id = 1",
+            )?;
+            let mut rows = st.query_map([], |r| {
+                Ok((decision_row(r, 0)?, r.get::<_, Option<String>>(12)?.as_deref().map(parse_ts)))
+            })?;
+            Ok(rows.next().transpose()?)
+        })
+        .await
+    }
+
     /// The most recent lifecycle actions, newest first.
     pub async fn actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
         self.call(move |c| {
@@ -639,6 +688,21 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
             "BEGIN IMMEDIATE;
              ALTER TABLE capacity_decisions ADD COLUMN ended_at TEXT;
              PRAGMA user_version = 6;
+             COMMIT;",
+        )?;
+    }
+    if v < 7 {
+        // v7: the capacity controller's latest evaluation (one row, replaced every interval), so
+        // `opsd capacity status` can show what the running daemon decides and why.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS capacity_latest (
+               id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL, action TEXT NOT NULL,
+               from_capacity REAL NOT NULL, to_capacity REAL NOT NULL, victims TEXT NOT NULL,
+               reservation REAL NOT NULL, unplaced INTEGER NOT NULL, reason TEXT NOT NULL,
+               outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL, ended_at TEXT,
+               below_target_since TEXT);
+             PRAGMA user_version = 7;
              COMMIT;",
         )?;
     }

@@ -309,7 +309,14 @@ fn observation_matches_hand_computed_values() {
     assert_eq!(s["capacity"]["target"].as_f64(), Some(2.0));
     // The two unplaced tasks (1024 CPU each) and the target (used CPU 6656 / 0.8 = 8320 registered,
     // 2176 more: 2 c5.large) ask for two more units: the decision says scale out to 4.
-    assert!(s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut { to: 4.0 }"), "{s}");
+    assert_eq!(
+        (s["decision_now"]["action"].as_str(), s["decision_now"]["to_capacity"].as_f64()),
+        (Some("scale_out"), Some(4.0)),
+        "{s}"
+    );
+    // No daemon has evaluated this cluster: the desired capacity is this evaluation's.
+    assert_eq!(s["daemon"], Value::Null, "{s}");
+    assert_eq!(s["capacity"]["desired"].as_f64(), Some(4.0), "{s}");
     assert!(s["decision_now"]["reason"].as_str().unwrap().contains("2 unplaced tasks"), "{s}");
 }
 
@@ -354,7 +361,7 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     // the controller would wait, not scale out at once.
     a.rt.block_on(a.ecs.update_service().cluster(&c.name).service("api").desired_count(12).send()).unwrap();
     let s = status(&ctx);
-    assert_eq!(s["decision_now"]["action"], "Hold", "{s}");
+    assert_eq!(s["decision_now"]["action"], "hold", "{s}");
     assert!(s["decision_now"]["reason"].as_str().unwrap().contains("scale-out cooldown"), "{s}");
 }
 
@@ -445,10 +452,21 @@ fn dry_run_and_a_missing_fleet() {
     let (code, _, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
     let s = status(&ctx);
-    assert!(
-        s["decisions"].as_array().unwrap().iter().any(|d| d["outcome"] == "dry_run" && d["action"] == "scale_out"),
+    // Evaluated every second, the same decision is recorded once (and again only when it changes,
+    // or after 5 minutes).
+    let dry: Vec<&Value> = s["decisions"].as_array().unwrap().iter().filter(|d| d["outcome"] == "dry_run").collect();
+    assert_eq!(dry.len(), 1, "{s}");
+    assert_eq!((dry[0]["action"].as_str(), dry[0]["to_capacity"].as_f64()), (Some("scale_out"), Some(4.0)), "{s}");
+    // The daemon's latest evaluation is shown, and gives the desired capacity.
+    assert_eq!(
+        (s["daemon"]["action"].as_str(), s["daemon"]["dry_run"].as_bool()),
+        (Some("scale_out"), Some(true)),
         "{s}"
     );
+    assert_eq!(s["capacity"]["desired"].as_f64(), Some(4.0), "{s}");
+    let text = String::from_utf8_lossy(&ctx.run(&["capacity", "status"]).stdout).to_string();
+    assert!(text.contains("capacity: target 1, fulfilled 1, desired 4"), "{text}");
+    assert!(text.contains("daemon (") && text.contains("): scale out to 4: "), "{text}");
 
     let missing = Cluster {
         name: c.name.clone(),
@@ -798,6 +816,13 @@ fn without_draining_only_empty_instances_go() {
     let reasons = a.stopped_reasons(&c);
     assert!(!reasons.iter().any(|r| r.contains("draining")), "{reasons:?}");
     assert!(Aws::scale_in_decisions(&ctx).is_empty());
+    // `capacity status` answers "why is it not scaling in?": the daemon's latest evaluation, and
+    // its own with the daemon's below-target clock (alone it would start the cooldown afresh).
+    let s = status(&ctx);
+    let why =
+        "no instance can go (passed over: 1 outside the fleet, 3 running tasks while drain_before_scale_in is off)";
+    assert!(s["daemon"]["reason"].as_str().unwrap().contains(why), "{s}");
+    assert!(s["decision_now"]["reason"].as_str().unwrap().contains(why), "{s}");
 }
 
 /// A DAEMON service short of its count lacks room on one instance; new instances bring their own
@@ -816,7 +841,7 @@ fn daemon_services_are_not_demand() {
     let s = status(&ctx_for(&c, ""));
     assert_eq!(s["unplaced_tasks"].as_u64(), Some(0), "{s}");
     assert_eq!(s["short_services"], serde_json::json!([]), "{s}");
-    assert!(!s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut"), "{s}");
+    assert_ne!(s["decision_now"]["action"], "scale_out", "{s}");
 }
 
 /// An Auto Scaling group launched from a launch template (no instance yet, no override naming a
@@ -867,7 +892,11 @@ fn a_group_launched_from_a_template_scales_out_from_zero() {
     ));
     let s = status(&ctx);
     // Two tasks of 1024 CPU: one c5.large holds them, the 80 % target asks for 2560 CPU: two.
-    assert!(s["decision_now"]["action"].as_str().unwrap().contains("ScaleOut { to: 2.0 }"), "{s}");
+    assert_eq!(
+        (s["decision_now"]["action"].as_str(), s["decision_now"]["to_capacity"].as_f64()),
+        (Some("scale_out"), Some(2.0)),
+        "{s}"
+    );
 }
 
 /// Without draining, an instance that runs only DAEMON services' tasks counts as empty: it goes

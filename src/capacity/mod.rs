@@ -62,6 +62,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
     // Holds are recorded at most this often (every decision that acts is recorded).
     const HOLD_RECORD_EVERY: Duration = Duration::from_secs(300);
     let mut last_hold: Option<Instant> = None;
+    let mut last_dry: Option<(Instant, String)> = None;
     // What a previous process left half done (or an undo that failed) is finished first.
     let mut unfinished = true;
     loop {
@@ -96,11 +97,15 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         mem.trend.push(now, policy::demand(&seen.observation, &seen.fleet.types));
         let d = decide(&seen, &mem, &s, now);
         metrics.capacity_observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
-        let (kind, to, victims) = match &d.action {
-            Action::Hold => ("hold", seen.fleet.target, Vec::new()),
-            Action::ScaleOut { to } => ("scale_out", *to, Vec::new()),
-            Action::ScaleIn { to, victims } => ("scale_in", *to, victims.clone()),
-        };
+        let (kind, to, victims) = action_parts(&d.action, seen.fleet.target);
+        // What `opsd capacity status` shows as the daemon's view: every evaluation, replaced.
+        let latest = decision_record(&seen, &d, kind, to, &victims, "evaluated", None, s.dry_run);
+        let since = mem
+            .below_target_since
+            .map(|t| chrono::Utc::now() - chrono::Duration::milliseconds(((now - t) * 1000.0) as i64));
+        if let Err(e) = store.set_capacity_latest(latest, since).await {
+            tracing::warn!(cluster = %s.cluster, "capacity: cannot record the latest evaluation for `opsd capacity status`: {e}");
+        }
         if kind == "hold" {
             tracing::debug!(cluster = %s.cluster, "capacity: {}", d.reason);
             metrics.capacity_decision(kind, "held");
@@ -112,9 +117,18 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         }
         last_hold = None;
         if s.dry_run {
-            tracing::info!(cluster = %s.cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
+            // Nothing is done, so the same decision comes every interval: it is logged and recorded
+            // when it changes, and otherwise as often as holds are.
+            let what = format!("{kind} {to} {victims:?}");
+            let again = last_dry.as_ref().is_some_and(|(t, w)| *w == what && t.elapsed() < HOLD_RECORD_EVERY);
             metrics.capacity_decision(kind, "dry_run");
-            record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
+            if again {
+                tracing::debug!(cluster = %s.cluster, "capacity (dry_run, nothing done): {}", d.reason);
+            } else {
+                tracing::info!(cluster = %s.cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
+                record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
+                last_dry = Some((Instant::now(), what));
+            }
             continue;
         }
         if stop.is_cancelled() {
@@ -271,6 +285,16 @@ async fn finish(store: &Store, id: Option<i64>, outcome: &str, error: Option<Str
     }
 }
 
+/// A decision's kind as recorded (`hold`, `scale_out`, `scale_in`), the capacity it sets (the
+/// current one for a hold) and its victims.
+pub fn action_parts(action: &Action, current: f64) -> (&'static str, f64, Vec<String>) {
+    match action {
+        Action::Hold => ("hold", current, Vec::new()),
+        Action::ScaleOut { to } => ("scale_out", *to, Vec::new()),
+        Action::ScaleIn { to, victims } => ("scale_in", *to, victims.clone()),
+    }
+}
+
 /// Record a decision; its id when the store took it.
 #[allow(clippy::too_many_arguments)]
 async fn record(
@@ -284,7 +308,28 @@ async fn record(
     error: Option<String>,
     dry_run: bool,
 ) -> Option<i64> {
-    let r = DecisionRecord {
+    let r = decision_record(seen, d, action, to, victims, outcome, error, dry_run);
+    match store.record_decision(r).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!("capacity: cannot record the decision: {e}");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decision_record(
+    seen: &Seen,
+    d: &Decision,
+    action: &str,
+    to: f64,
+    victims: &[String],
+    outcome: &str,
+    error: Option<String>,
+    dry_run: bool,
+) -> DecisionRecord {
+    DecisionRecord {
         at: chrono::Utc::now(),
         action: action.into(),
         from_capacity: seen.fleet.target,
@@ -297,13 +342,6 @@ async fn record(
         error,
         dry_run,
         ended_at: (outcome != "started").then(chrono::Utc::now),
-    };
-    match store.record_decision(r).await {
-        Ok(id) => Some(id),
-        Err(e) => {
-            tracing::error!("capacity: cannot record the decision: {e}");
-            None
-        }
     }
 }
 
