@@ -942,6 +942,28 @@ mod tests {
             }
         }
 
+        /// With instances that have free space, the tasks fill it first and the units asked hold
+        /// the rest, whichever type the fleet launches.
+        #[test]
+        fn packing_onto_free_space_never_under_provisions(
+            tasks in prop::collection::vec(arb_task(), 0..40),
+            types in arb_types(),
+            used in prop::collection::vec((0u32..=4096, 0u32..=16384), 0..6),
+        ) {
+            let tasks: Vec<Resources> = tasks.into_iter().filter(|t| types.iter().any(|ty| t.fits_in(ty.resources))).collect();
+            let big = ty("m5.xlarge", 4096, 16384, 1.0);
+            let existing: Vec<Instance> = used.iter().enumerate().map(|(i, u)| inst(&format!("e{i}"), &big, &[*u])).collect();
+            let p = pack(&tasks, &existing, &types);
+            for ty in &types {
+                if tasks.iter().any(|t| !t.fits_in(ty.resources)) { continue; }
+                let n = (p.units / ty.weight).floor() as usize;
+                let mut all = existing.clone();
+                all.extend((0..n).map(|i| inst(&format!("n{i}"), ty, &[])));
+                let check = pack(&tasks, &all, &[]);
+                prop_assert_eq!(check.fit_existing, tasks.len(), "type {} with {} new instances", ty.name, n);
+            }
+        }
+
         /// Decisions stay in [min, max], within the steps, respect cooldowns, and never scale in while
         /// capacity is launching or tasks are unplaced.
         #[test]
