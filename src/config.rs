@@ -3,7 +3,7 @@
 //! Parsed into validated types at load; `opsd validate` and every command use this same path.
 
 use crate::diag::Diagnostic;
-use crate::job::units::{ByteSize, DurationOrOff, HumanDuration, Limit};
+use crate::job::units::{ByteSize, DurationOrOff, HumanDuration, Limit, Retention};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct Config {
     /// `opsd daemon`: how long running jobs may finish after SIGTERM before they are cancelled.
     /// Keep it below the unit's TimeoutStopSec (90 s in systemd/opsd.service).
     pub shutdown_grace: HumanDuration,
+    /// `opsd daemon`: run history (with its output), lifecycle actions and capacity decisions older
+    /// than this are deleted, at start and hourly; each job's latest run and firings are kept.
+    pub history_retention: Retention,
     /// `opsd daemon`'s log lines: `text` (human) or `json` (one object per line, for shippers).
     pub log_format: LogFormat,
     /// `opsd daemon`'s Prometheus endpoint (`GET /metrics`), e.g. "127.0.0.1:9464"; off when unset.
@@ -46,6 +49,7 @@ impl Default for Config {
             ssh: SshDefaults::default(),
             run: RunDefaults::default(),
             shutdown_grace: HumanDuration(Duration::from_secs(60)),
+            history_retention: Retention(Duration::from_secs(30 * 86400)),
             log_format: LogFormat::Text,
             metrics_listen: None,
             lifecycle: None,
@@ -360,6 +364,7 @@ const ENV_KEYS: &[&str] = &[
     "jobs_dir",
     "state_dir",
     "shutdown_grace",
+    "history_retention",
     "log_format",
     "metrics_listen",
     "aws__",
@@ -505,6 +510,19 @@ mod tests {
         let (_d, p) = write("[run]\ntimeout = \"soon\"\n");
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err().remove(0);
         assert_eq!((e.line, e.col, e.field.as_str()), (2, 11, "run.timeout"), "{e}");
+    }
+
+    #[test]
+    fn history_retention() {
+        let (_d, p) = write("");
+        let c = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(c.history_retention.0, Duration::from_secs(30 * 86400));
+        let (_d, p) = write("jobs_dir = \"j\"\nhistory_retention = \"0s\"\n");
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().remove(0);
+        assert_eq!((e.line, e.field.as_str()), (2, "history_retention"), "{e}");
+        let (_d, p) = write("history_retention = \"400days\"\n");
+        let c = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(c.history_retention.0, Duration::from_secs(400 * 86400));
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub enum StoreError {
     NoSuchRun(i64),
 }
 
+/// What one [`Store::prune`] call deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Pruned {
+    pub runs: usize,
+    pub lifecycle_actions: usize,
+    pub capacity_decisions: usize,
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -407,6 +415,52 @@ impl Store {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Delete history older than `cutoff`, a batch of runs per call (with their hosts and
+    /// commands), so other writers wait milliseconds, not the whole prune. Kept whatever their age:
+    /// runs still `running`, each job's latest run, and each job's latest firing and latest firing
+    /// that ran (the rate anchors and `catch_up` count from them). The first batch also deletes
+    /// lifecycle actions and capacity decisions (not `started`) older than `cutoff`. Returns what
+    /// went; call again while it reports a full batch of runs.
+    pub async fn prune(&self, cutoff: DateTime<Utc>, batch: usize, first: bool) -> Result<Pruned, StoreError> {
+        let cutoff = ts(cutoff);
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut pruned = Pruned::default();
+            let ids: Vec<i64> = {
+                let mut st = tx.prepare(
+                    "SELECT id FROM runs WHERE started_at < ?1 AND outcome != 'running'
+                     AND id NOT IN (SELECT MAX(id) FROM runs GROUP BY job)
+                     AND id NOT IN (SELECT id FROM (SELECT id, MAX(scheduled_for) FROM runs
+                                    WHERE scheduled_for IS NOT NULL GROUP BY job))
+                     AND id NOT IN (SELECT id FROM (SELECT id, MAX(scheduled_for) FROM runs
+                                    WHERE scheduled_for IS NOT NULL AND outcome != 'skipped' GROUP BY job))
+                     ORDER BY id LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![cutoff, batch as i64], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            {
+                let mut commands = tx.prepare("DELETE FROM commands WHERE run_id = ?1")?;
+                let mut hosts = tx.prepare("DELETE FROM hosts WHERE run_id = ?1")?;
+                let mut runs = tx.prepare("DELETE FROM runs WHERE id = ?1")?;
+                for id in &ids {
+                    commands.execute([id])?;
+                    hosts.execute([id])?;
+                    pruned.runs += runs.execute([id])?;
+                }
+            }
+            if first {
+                pruned.lifecycle_actions =
+                    tx.execute("DELETE FROM lifecycle_actions WHERE ended_at < ?1", [&cutoff])?;
+                pruned.capacity_decisions =
+                    tx.execute("DELETE FROM capacity_decisions WHERE at < ?1 AND outcome != 'started'", [&cutoff])?;
+            }
+            tx.commit()?;
+            Ok(pruned)
         })
         .await
     }
@@ -789,5 +843,124 @@ mod tests {
         assert_eq!(store.last_firing("j").await.unwrap(), Some(t("2026-11-25T03:00:00Z")));
         assert_eq!(store.last_run_firing("j").await.unwrap(), Some(t("2026-11-24T03:00:00Z")));
         assert_eq!(store.last_run_firing("other").await.unwrap(), None);
+    }
+
+    /// Pruning deletes old runs with their hosts and commands, old lifecycle actions and capacity
+    /// decisions, and keeps what the daemon reads back: each job's latest run, latest firing and
+    /// latest firing that ran, runs still `running`, and decisions still `started`.
+    #[tokio::test]
+    async fn prune_keeps_what_the_daemon_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let days = |d: i64| now - chrono::Duration::days(d);
+        let run = |job: &'static str, age: i64, scheduled: bool, outcome: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                let at = days(age);
+                let start = RunStart {
+                    job,
+                    trigger: if scheduled { "schedule" } else { "manual" },
+                    hosts_total: 1,
+                    started_at: at,
+                    scheduled_for: scheduled.then_some(at),
+                };
+                let id = store.start_run(start).await.unwrap();
+                if let Some(outcome) = outcome {
+                    let end = RunEnd { outcome, ok: 1, failed: 0, skipped: 0, reason: None };
+                    store.finish_run(id, end, at).await.unwrap();
+                }
+                id
+            }
+        };
+        let a_old = run("a", 40, false, Some("succeeded")).await;
+        let a_older_firing = run("a", 39, true, Some("succeeded")).await;
+        let a_last_ran = run("a", 38, true, Some("succeeded")).await;
+        let a_last_firing = run("a", 37, true, Some("skipped")).await;
+        let a_latest = run("a", 1, false, Some("succeeded")).await;
+        let b_only = run("b", 50, false, Some("failed")).await;
+        let c_running = run("c", 60, false, None).await;
+        let c_latest = run("c", 55, false, Some("succeeded")).await;
+        store
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO hosts (run_id, seq, started_at, ended_at, status, stdout_dropped, stderr_dropped)
+                     VALUES (?1, 0, '', '', 'ok', 0, 0)",
+                    [a_old],
+                )?;
+                c.execute(
+                    "INSERT INTO commands (run_id, seq, idx, command, stdout, stderr) VALUES (?1, 0, 0, 'true', x'', x'')",
+                    [a_old],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let action = |age: i64| ActionRecord {
+            message_id: "m".into(),
+            group: "g".into(),
+            hook: "h".into(),
+            instance_id: "i".into(),
+            transition: "launch".into(),
+            result: "CONTINUE".into(),
+            outcome: "completed".into(),
+            eni_id: None,
+            error: None,
+            started_at: days(age),
+            ended_at: days(age),
+            aws_ms: None,
+        };
+        store.record_action(action(40)).await.unwrap();
+        store.record_action(action(2)).await.unwrap();
+        let decision = |age: i64, outcome: &str| DecisionRecord {
+            at: days(age),
+            action: "hold".into(),
+            from_capacity: 1.0,
+            to_capacity: 1.0,
+            victims: String::new(),
+            reservation: 50.0,
+            unplaced: 0,
+            reason: "r".into(),
+            outcome: outcome.into(),
+            error: None,
+            dry_run: false,
+            ended_at: None,
+        };
+        store.record_decision(decision(40, "held")).await.unwrap();
+        store.record_decision(decision(40, "started")).await.unwrap();
+        store.record_decision(decision(2, "held")).await.unwrap();
+
+        // One run per batch: two batches delete, the third finds nothing.
+        let first = store.prune(days(30), 1, true).await.unwrap();
+        assert_eq!(first, Pruned { runs: 1, lifecycle_actions: 1, capacity_decisions: 1 });
+        assert_eq!(store.prune(days(30), 1, false).await.unwrap().runs, 1);
+        assert_eq!(store.prune(days(30), 1, false).await.unwrap(), Pruned::default());
+        let left: Vec<i64> = store
+            .call(|c| {
+                let mut st = c.prepare("SELECT id FROM runs ORDER BY id")?;
+                let ids = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+                Ok(ids)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, vec![a_last_ran, a_last_firing, a_latest, b_only, c_running, c_latest]);
+        assert!(!left.contains(&a_old) && !left.contains(&a_older_firing));
+        let orphans: i64 = store
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM hosts WHERE run_id = ?1) + (SELECT COUNT(*) FROM commands WHERE run_id = ?1)",
+                    [a_old],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(orphans, 0);
+        // The anchors are unchanged.
+        assert_eq!(store.last_firing("a").await.unwrap().map(ts), Some(ts(days(37))));
+        assert_eq!(store.last_run_firing("a").await.unwrap().map(ts), Some(ts(days(38))));
+        assert_eq!(store.actions(10).await.unwrap().len(), 1);
+        let outcomes: Vec<String> = store.decisions(10).await.unwrap().into_iter().map(|d| d.outcome).collect();
+        assert_eq!(outcomes, vec!["held", "started"]);
     }
 }

@@ -410,3 +410,36 @@ fn systemd_unit_verifies() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
 }
+
+/// History older than `history_retention` is deleted when the daemon starts, with its hosts and
+/// output, but each job's latest run stays (and so `opsd history` still answers for every job).
+#[test]
+fn history_older_than_the_retention_is_deleted() {
+    let ctx = Ctx::with_config_extra("");
+    let tag = unique("retention");
+    fleet(1, &[("T", &tag)], &[]);
+    ctx.write_job("old", &job("T", &tag, &["echo kept-or-not"], "", ""));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (code, doc) = ctx.run_json("old", &[]);
+        assert_eq!(code, 0, "{doc}");
+        ids.push(doc["run_id"].clone());
+    }
+    assert_eq!(runs(&ctx, "old").len(), 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let d = Daemon::start(&ctx, &[("OPSD_HISTORY_RETENTION", "1s")]);
+    wait_for("the old runs deleted", 20, &d, || runs(&ctx, "old").len() == 1);
+    let (code, _, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("history: deleted what is older than history_retention (1s)") && log.contains("runs=2"),
+        "{log}"
+    );
+    let left = runs(&ctx, "old");
+    assert_eq!(left[0]["id"], ids[2], "the latest run is the one kept: {left:?}");
+    // The deleted runs' host records went with them.
+    let gone = ctx.run(&["history", "--run", &ids[0].to_string()]);
+    assert_ne!(gone.status.code(), Some(0), "{}", String::from_utf8_lossy(&gone.stdout));
+    let kept = ctx.json(&["history", "--run", &ids[2].to_string()]);
+    assert_eq!(kept["hosts"].as_array().map(Vec::len), Some(1), "{kept}");
+}

@@ -7,6 +7,7 @@
 
 mod firing;
 mod reload;
+mod retention;
 mod systemd;
 mod table;
 
@@ -86,6 +87,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         abort: CancellationToken::new(),
     });
     let tracker = TaskTracker::new();
+    tracker.spawn(retention::run(ctx.store.clone(), config.history_retention.0, cancel.clone()));
     if let Some(l) = config.lifecycle.clone() {
         let lctx = crate::lifecycle::context(&sdk, &l, ctx.store.clone(), metrics.clone(), ctx.abort.clone());
         tracker.spawn(crate::lifecycle::run(lctx, l, cancel.clone()));
@@ -297,6 +299,7 @@ fn reload_config(old: Config) -> Config {
                 ("jobs_dir", old.jobs_dir != new.jobs_dir),
                 ("metrics_listen", old.metrics_listen != new.metrics_listen),
                 ("log_format", old.log_format != new.log_format),
+                ("history_retention", old.history_retention != new.history_retention),
                 ("aws", old.aws != new.aws),
                 ("[lifecycle]", old.lifecycle != new.lifecycle),
                 ("[capacity]", old.capacity != new.capacity),
@@ -311,6 +314,7 @@ fn reload_config(old: Config) -> Config {
                 jobs_dir: old.jobs_dir,
                 metrics_listen: old.metrics_listen,
                 log_format: old.log_format,
+                history_retention: old.history_retention,
                 aws: old.aws,
                 lifecycle: old.lifecycle,
                 capacity: old.capacity,

@@ -34,6 +34,23 @@ impl<'de> Deserialize<'de> for DurationOrOff {
     }
 }
 
+/// How long history is kept: a humantime duration from 1 s to 10 years (`"30d"`, `"26weeks"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Duration);
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = humantime::parse_duration(s.trim()).map_err(|e| {
+            de::Error::custom(format!("{s:?} is not a duration ({e}); write it like \"30d\" or \"12weeks\""))
+        })?;
+        if v < Duration::from_secs(1) || v > Duration::from_secs(3650 * 86400) {
+            return Err(de::Error::custom(format!("{s:?} is outside 1s..=3650d; the default is \"30d\"")));
+        }
+        Ok(Retention(v))
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let v = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""))?;
