@@ -487,7 +487,9 @@ fn main() {
     for target in &targets {
         table(*target);
     }
-    at_target_trackings_cost(targets[0]);
+    if let Some(first) = targets.first() {
+        at_target_trackings_cost(*first);
+    }
 }
 
 /// Target tracking (c) spends fewer instance-hours than opsd at the same target only by leaving

@@ -540,15 +540,18 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
     let latest = store.capacity_latest().await.ok().flatten();
     let wall = chrono::Utc::now();
     let ago = |at: chrono::DateTime<chrono::Utc>| (wall - at).num_milliseconds() as f64 / 1000.0;
-    // Older than a few intervals: the daemon is not running (or not evaluating): shown, not used.
-    let fresh = latest.as_ref().filter(|(d, _)| ago(d.at) <= 3.0 * c.interval.0.as_secs_f64() + 60.0);
+    // Older than the controller ever goes without one, or of another cluster or fleet (the config
+    // changed since): shown, not used.
+    let stale = crate::capacity::stale_after(c).as_secs_f64();
+    let scope = crate::capacity::scope(c);
+    let fresh = latest.as_ref().filter(|l| ago(l.decision.at) <= stale && l.scope == scope);
     let mut mem = crate::capacity::remembered(&store).await;
-    if let Some((_, since)) = fresh {
-        mem.below_target_since = since.map(|t| -ago(t));
+    if let Some(l) = fresh {
+        mem.below_target_since = l.below_target_since.map(|t| -ago(t));
     }
     let now = crate::capacity::decide(&seen, &mem, c, 0.0);
     let (kind, to, victims) = crate::capacity::action_parts(&now.action, seen.fleet.target);
-    let desired = fresh.map(|(d, _)| d.to_capacity).unwrap_or(to);
+    let desired = fresh.map(|l| l.decision.to_capacity).unwrap_or(to);
     let (cpu, res_mem) = reservation_parts(&seen.observation.instances);
     match output {
         OutputFormat::Json => outln!(
@@ -561,16 +564,17 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
                 "unplaced_tasks": seen.observation.unplaced.len(),
                 "short_services": seen.short_services.iter().map(|(n, m)| serde_json::json!({"service": n, "missing": m})).collect::<Vec<_>>(),
                 "capacity": { "target": seen.fleet.target, "fulfilled": seen.fleet.fulfilled, "desired": desired, "state": seen.fleet_state },
-                "daemon": latest.as_ref().map(|(d, since)| serde_json::json!({
-                    "at": d.at,
-                    "age_seconds": ago(d.at),
+                "daemon": latest.as_ref().map(|l| serde_json::json!({
+                    "at": l.decision.at,
+                    "age_seconds": ago(l.decision.at),
                     "current": fresh.is_some(),
-                    "action": d.action,
-                    "to_capacity": d.to_capacity,
-                    "victims": d.victims.split(',').filter(|v| !v.is_empty()).collect::<Vec<_>>(),
-                    "reason": d.reason,
-                    "dry_run": d.dry_run,
-                    "below_target_since": since,
+                    "scope": l.scope,
+                    "action": l.decision.action,
+                    "to_capacity": l.decision.to_capacity,
+                    "victims": l.decision.victims.split(',').filter(|v| !v.is_empty()).collect::<Vec<_>>(),
+                    "reason": l.decision.reason,
+                    "dry_run": l.decision.dry_run,
+                    "below_target_since": l.below_target_since,
                 })),
                 "decision_now": { "action": kind, "to_capacity": to, "victims": victims, "reason": now.reason },
                 "decisions": decisions,
@@ -586,14 +590,26 @@ async fn capacity_status(config: &Config, limit: usize, output: OutputFormat) ->
             );
             outln!("capacity: target {}, fulfilled {}, desired {desired}", seen.fleet.target, seen.fleet.fulfilled);
             match &latest {
-                Some((d, _)) => outln!(
-                    "daemon ({:.0}s ago{}): {}{}: {}",
-                    ago(d.at),
-                    if fresh.is_some() { "" } else { ", not current: is the daemon running?" },
-                    d.action.replace('_', " "),
-                    if d.action == "hold" { String::new() } else { format!(" to {}", d.to_capacity) },
-                    d.reason
-                ),
+                Some(l) => {
+                    let d = &l.decision;
+                    let note = if l.scope != scope {
+                        format!(
+                            ", not current: it evaluated {} (restart the daemon after a [capacity] change)",
+                            l.scope
+                        )
+                    } else if fresh.is_none() {
+                        ", not current: the daemon is stopped or cannot observe the cluster (see its log)".to_string()
+                    } else {
+                        String::new()
+                    };
+                    outln!(
+                        "daemon ({:.0}s ago{note}): {}{}: {}",
+                        ago(d.at),
+                        d.action.replace('_', " "),
+                        if d.action == "hold" { String::new() } else { format!(" to {}", d.to_capacity) },
+                        d.reason
+                    )
+                }
                 None => outln!("daemon: no evaluation recorded yet (is `opsd daemon` running with this [capacity]?)"),
             }
             outln!(

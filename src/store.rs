@@ -35,6 +35,15 @@ pub enum StoreError {
     NoSuchRun(i64),
 }
 
+/// The capacity controller's latest evaluation ([`Store::capacity_latest`]).
+#[derive(Debug, Clone)]
+pub struct CapacityLatest {
+    pub decision: DecisionRecord,
+    pub below_target_since: Option<DateTime<Utc>>,
+    /// The cluster and fleet evaluated, as `capacity::scope` writes them.
+    pub scope: String,
+}
+
 /// What one [`Store::prune`] call deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Pruned {
@@ -342,18 +351,19 @@ impl Store {
         .await
     }
 
-    /// Replace the capacity controller's latest evaluation, with since when the reservation has
-    /// been below target (None: it is not).
+    /// Replace the capacity controller's latest evaluation of `scope` (its cluster and fleet), with
+    /// since when the reservation has been below target (None: it is not).
     pub async fn set_capacity_latest(
         &self,
         d: DecisionRecord,
         below_target_since: Option<DateTime<Utc>>,
+        scope: String,
     ) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO capacity_latest (id, at, action, from_capacity, to_capacity, victims,
-                 reservation, unplaced, reason, outcome, error, dry_run, ended_at, below_target_since)
-                 VALUES (1,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                 reservation, unplaced, reason, outcome, error, dry_run, ended_at, below_target_since, scope)
+                 VALUES (1,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
                 params![
                     ts(d.at),
                     d.action,
@@ -367,7 +377,8 @@ impl Store {
                     d.error,
                     d.dry_run,
                     d.ended_at.map(ts),
-                    below_target_since.map(ts)
+                    below_target_since.map(ts),
+                    scope
                 ],
             )?;
             Ok(())
@@ -375,16 +386,20 @@ impl Store {
         .await
     }
 
-    /// The capacity controller's latest evaluation and since when the reservation has been below
-    /// target; None before the controller's first evaluation.
-    pub async fn capacity_latest(&self) -> Result<Option<(DecisionRecord, Option<DateTime<Utc>>)>, StoreError> {
+    /// The capacity controller's latest evaluation, since when the reservation has been below
+    /// target, and the scope (cluster and fleet) evaluated; None before the first evaluation.
+    pub async fn capacity_latest(&self) -> Result<Option<CapacityLatest>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT at, action, from_capacity, to_capacity, victims, reservation, unplaced, reason, outcome, error,
-                 dry_run, ended_at, below_target_since FROM capacity_latest WHERE id = 1",
+                 dry_run, ended_at, below_target_since, scope FROM capacity_latest WHERE id = 1",
             )?;
             let mut rows = st.query_map([], |r| {
-                Ok((decision_row(r, 0)?, r.get::<_, Option<String>>(12)?.as_deref().map(parse_ts)))
+                Ok(CapacityLatest {
+                    decision: decision_row(r, 0)?,
+                    below_target_since: r.get::<_, Option<String>>(12)?.as_deref().map(parse_ts),
+                    scope: r.get(13)?,
+                })
             })?;
             Ok(rows.next().transpose()?)
         })
@@ -419,20 +434,30 @@ impl Store {
         .await
     }
 
-    /// Delete history older than `cutoff`, a batch of runs per call (with their hosts and
-    /// commands), so other writers wait milliseconds, not the whole prune. Kept whatever their age:
-    /// runs still `running`, each job's latest run, and each job's latest firing and latest firing
-    /// that ran (the rate anchors and `catch_up` count from them). The first batch also deletes
-    /// lifecycle actions and capacity decisions (not `started`) older than `cutoff`. Returns what
-    /// went; call again while it reports a full batch of runs.
-    pub async fn prune(&self, cutoff: DateTime<Utc>, batch: usize, first: bool) -> Result<Pruned, StoreError> {
+    /// Delete history older than `cutoff`, one short transaction per call: at most `max_runs` runs
+    /// with at most `max_hosts` host records between them (one run at least), with their commands,
+    /// so other writers wait milliseconds, not the whole prune. Kept whatever their age: runs still
+    /// `running`, each job's latest run, and each job's latest firing and latest firing that ran
+    /// (the rate anchors and `catch_up` count from them). The first call also deletes lifecycle
+    /// actions and capacity decisions older than `cutoff`, but not those still `started` nor the
+    /// latest of each action and outcome (the cooldowns are read back from them after a restart).
+    /// Returns what went and whether older runs remain (call again).
+    pub async fn prune(
+        &self,
+        cutoff: DateTime<Utc>,
+        max_runs: usize,
+        max_hosts: i64,
+        first: bool,
+    ) -> Result<(Pruned, bool), StoreError> {
         let cutoff = ts(cutoff);
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: a deferred transaction that read first could not become a writer once
+            // another connection committed (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut pruned = Pruned::default();
-            let ids: Vec<i64> = {
+            let candidates: Vec<(i64, i64)> = {
                 let mut st = tx.prepare(
-                    "SELECT id FROM runs WHERE started_at < ?1 AND outcome != 'running'
+                    "SELECT id, hosts_total FROM runs WHERE started_at < ?1 AND outcome != 'running'
                      AND id NOT IN (SELECT MAX(id) FROM runs GROUP BY job)
                      AND id NOT IN (SELECT id FROM (SELECT id, MAX(scheduled_for) FROM runs
                                     WHERE scheduled_for IS NOT NULL GROUP BY job))
@@ -440,9 +465,19 @@ impl Store {
                                     WHERE scheduled_for IS NOT NULL AND outcome != 'skipped' GROUP BY job))
                      ORDER BY id LIMIT ?2",
                 )?;
-                let rows = st.query_map(params![cutoff, batch as i64], |r| r.get(0))?;
+                let rows = st.query_map(params![cutoff, max_runs as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
+            let mut ids = Vec::new();
+            let mut hosts = 0;
+            for (id, n) in candidates.iter().take(max_runs) {
+                if !ids.is_empty() && hosts + n > max_hosts {
+                    break;
+                }
+                hosts += n;
+                ids.push(*id);
+            }
+            let more = candidates.len() > ids.len();
             {
                 let mut commands = tx.prepare("DELETE FROM commands WHERE run_id = ?1")?;
                 let mut hosts = tx.prepare("DELETE FROM hosts WHERE run_id = ?1")?;
@@ -456,11 +491,14 @@ impl Store {
             if first {
                 pruned.lifecycle_actions =
                     tx.execute("DELETE FROM lifecycle_actions WHERE ended_at < ?1", [&cutoff])?;
-                pruned.capacity_decisions =
-                    tx.execute("DELETE FROM capacity_decisions WHERE at < ?1 AND outcome != 'started'", [&cutoff])?;
+                pruned.capacity_decisions = tx.execute(
+                    "DELETE FROM capacity_decisions WHERE at < ?1 AND outcome != 'started'
+                     AND id NOT IN (SELECT MAX(id) FROM capacity_decisions GROUP BY action, outcome)",
+                    [&cutoff],
+                )?;
             }
             tx.commit()?;
-            Ok(pruned)
+            Ok((pruned, more))
         })
         .await
     }
@@ -755,7 +793,7 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
                from_capacity REAL NOT NULL, to_capacity REAL NOT NULL, victims TEXT NOT NULL,
                reservation REAL NOT NULL, unplaced INTEGER NOT NULL, reason TEXT NOT NULL,
                outcome TEXT NOT NULL, error TEXT, dry_run INTEGER NOT NULL, ended_at TEXT,
-               below_target_since TEXT);
+               below_target_since TEXT, scope TEXT NOT NULL);
              PRAGMA user_version = 7;
              COMMIT;",
         )?;
@@ -926,15 +964,21 @@ mod tests {
             dry_run: false,
             ended_at: None,
         };
+        store.record_decision(decision(41, "held")).await.unwrap();
         store.record_decision(decision(40, "held")).await.unwrap();
         store.record_decision(decision(40, "started")).await.unwrap();
+        let acted = |age: i64, action: &str| DecisionRecord { action: action.into(), ..decision(age, "acted") };
+        store.record_decision(acted(45, "scale_out")).await.unwrap();
+        store.record_decision(acted(44, "scale_out")).await.unwrap();
+        store.record_decision(acted(43, "scale_in")).await.unwrap();
         store.record_decision(decision(2, "held")).await.unwrap();
 
-        // One run per batch: two batches delete, the third finds nothing.
-        let first = store.prune(days(30), 1, true).await.unwrap();
-        assert_eq!(first, Pruned { runs: 1, lifecycle_actions: 1, capacity_decisions: 1 });
-        assert_eq!(store.prune(days(30), 1, false).await.unwrap().runs, 1);
-        assert_eq!(store.prune(days(30), 1, false).await.unwrap(), Pruned::default());
+        // One run per call (each holds one host): two calls delete, the third finds nothing.
+        let first = store.prune(days(30), 5, 1, true).await.unwrap();
+        assert_eq!(first, (Pruned { runs: 1, lifecycle_actions: 1, capacity_decisions: 3 }, true));
+        let second = store.prune(days(30), 1, 100, false).await.unwrap();
+        assert_eq!(second, (Pruned { runs: 1, ..Pruned::default() }, false));
+        assert_eq!(store.prune(days(30), 5, 100, false).await.unwrap(), (Pruned::default(), false));
         let left: Vec<i64> = store
             .call(|c| {
                 let mut st = c.prepare("SELECT id FROM runs ORDER BY id")?;
@@ -960,7 +1004,13 @@ mod tests {
         assert_eq!(store.last_firing("a").await.unwrap().map(ts), Some(ts(days(37))));
         assert_eq!(store.last_run_firing("a").await.unwrap().map(ts), Some(ts(days(38))));
         assert_eq!(store.actions(10).await.unwrap().len(), 1);
-        let outcomes: Vec<String> = store.decisions(10).await.unwrap().into_iter().map(|d| d.outcome).collect();
-        assert_eq!(outcomes, vec!["held", "started"]);
+        // Kept: the newest hold, the one still `started`, and the latest acted scale-out and
+        // scale-in (the cooldowns after a restart); the older held and acted ones went.
+        let kept: Vec<(String, String)> =
+            store.decisions(10).await.unwrap().into_iter().map(|d| (d.action, d.outcome)).collect();
+        let want = [("hold", "held"), ("scale_in", "acted"), ("scale_out", "acted"), ("hold", "started")];
+        assert_eq!(kept, want.map(|(a, o)| (a.to_string(), o.to_string())).to_vec());
+        let mem = crate::capacity::remembered(&store).await;
+        assert!(mem.last_scale_out.is_some() && mem.last_scale_in.is_some());
     }
 }

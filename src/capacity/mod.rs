@@ -103,10 +103,11 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         let since = mem
             .below_target_since
             .map(|t| chrono::Utc::now() - chrono::Duration::milliseconds(((now - t) * 1000.0) as i64));
-        if let Err(e) = store.set_capacity_latest(latest, since).await {
+        if let Err(e) = store.set_capacity_latest(latest, since, scope(&s)).await {
             tracing::warn!(cluster = %s.cluster, "capacity: cannot record the latest evaluation for `opsd capacity status`: {e}");
         }
         if kind == "hold" {
+            last_dry = None;
             tracing::debug!(cluster = %s.cluster, "capacity: {}", d.reason);
             metrics.capacity_decision(kind, "held");
             if last_hold.is_none_or(|t| t.elapsed() >= HOLD_RECORD_EVERY) {
@@ -283,6 +284,18 @@ async fn finish(store: &Store, id: Option<i64>, outcome: &str, error: Option<Str
             false
         }
     }
+}
+
+/// How long the running controller may go without recording an evaluation: a few intervals, a
+/// whole scale-in (the drain, the fleet applying the target, the termination) or the longest backoff.
+pub fn stale_after(s: &CapacitySettings) -> Duration {
+    (s.interval.0 * 3).max(s.drain_timeout.0 + Duration::from_secs(180)).max(MAX_BACKOFF) + Duration::from_secs(60)
+}
+
+/// The cluster and fleet a controller evaluates, as recorded with its latest evaluation: what
+/// `opsd capacity status` compares with its own config before using it.
+pub fn scope(s: &CapacitySettings) -> String {
+    format!("{} on {}", s.cluster, s.target())
 }
 
 /// A decision's kind as recorded (`hold`, `scale_out`, `scale_in`), the capacity it sets (the

@@ -477,6 +477,8 @@ fn units_for_target(
 /// Why instances were passed over for scale-in, counted: what "why is it not scaling in?" needs.
 #[derive(Debug, Default, PartialEq)]
 struct PassedOver {
+    /// Already DRAINING (a drain in progress, or someone else's).
+    draining: usize,
     /// Run standalone tasks (RunTask / StartTask): a drain would not move them.
     pinned: usize,
     /// Registered in the cluster but not the fleet's: removing them would not lower its capacity.
@@ -487,6 +489,8 @@ struct PassedOver {
     step: usize,
     /// Removing them as well would take the capacity below min_capacity.
     min: usize,
+    /// Removing them as well would leave the cluster no ACTIVE instance.
+    last: usize,
     /// Their tasks would not fit in the free space of the instances that stay.
     no_room: usize,
     /// Without them the reservation would rise above the target.
@@ -496,11 +500,13 @@ struct PassedOver {
 impl PassedOver {
     fn explain(&self, limits: &Limits, ahead: Resources) -> String {
         let parts = [
+            (self.draining, "already draining".to_string()),
             (self.pinned, "running standalone tasks a drain would not move".to_string()),
             (self.outside, "outside the fleet".to_string()),
             (self.busy, "running tasks while drain_before_scale_in is off".to_string()),
             (self.step, format!("beyond max_scale_in_step {}", limits.max_scale_in_step)),
             (self.min, format!("that would take capacity below min_capacity {}", limits.min_capacity)),
+            (self.last, "that would leave no active instance".to_string()),
             (self.no_room, "whose tasks fit nowhere else".to_string()),
             (
                 self.over_target,
@@ -533,8 +539,9 @@ fn choose_victims<'a>(
 ) -> (Vec<&'a Instance>, PassedOver) {
     let mut passed = PassedOver::default();
     let mut candidates: Vec<&Instance> = Vec::new();
-    for i in instances.iter().filter(|i| !i.draining) {
+    for i in instances {
         match () {
+            _ if i.draining => passed.draining += 1,
             _ if i.pinned => passed.pinned += 1,
             _ if !i.in_fleet => passed.outside += 1,
             _ if !limits.drain_before_scale_in && !i.tasks.is_empty() => passed.busy += 1,
@@ -559,7 +566,7 @@ fn choose_victims<'a>(
         let keep: Vec<Instance> =
             instances.iter().filter(|i| !i.draining && !trial.iter().any(|v| v.id == i.id)).cloned().collect();
         if keep.is_empty() {
-            passed.min += 1;
+            passed.last += 1;
             continue;
         }
         let moved: Vec<Resources> = trial.iter().flat_map(|v| v.tasks.iter().copied()).collect();
@@ -810,8 +817,16 @@ mod tests {
         let pin_one = |o: &mut Observation| o.instances[2].pinned = true;
         let leave_fleet = |o: &mut Observation| o.instances.iter_mut().for_each(|i| i.in_fleet = i.id == "idle");
         let none = |_: &mut Observation| {};
+        let drain_idle = |o: &mut Observation| o.instances[1].draining = true;
         #[allow(clippy::type_complexity)]
-        let cases: [(&str, Limits, &dyn Fn(&mut Observation), &[&str], &str); 8] = [
+        let cases: [(&str, Limits, &dyn Fn(&mut Observation), &[&str], &str); 9] = [
+            (
+                "one already draining",
+                limits(),
+                &drain_idle,
+                &["one"],
+                "others passed over: 1 already draining, 2 that would push the reservation above target",
+            ),
             ("the step", limits(), &none, &["idle", "one"], "others passed over: 2 beyond max_scale_in_step 2"),
             (
                 "min_capacity",
@@ -942,8 +957,8 @@ mod tests {
             }
         }
 
-        /// With instances that have free space, the tasks fill it first and the units asked hold
-        /// the rest, whichever type the fleet launches.
+        /// With instances that have free space, the tasks use it (some task goes there whenever
+        /// one fits) and the units asked hold the rest, whichever type the fleet launches.
         #[test]
         fn packing_onto_free_space_never_under_provisions(
             tasks in prop::collection::vec(arb_task(), 0..40),
@@ -954,6 +969,9 @@ mod tests {
             let big = ty("m5.xlarge", 4096, 16384, 1.0);
             let existing: Vec<Instance> = used.iter().enumerate().map(|(i, u)| inst(&format!("e{i}"), &big, &[*u])).collect();
             let p = pack(&tasks, &existing, &types);
+            if tasks.iter().any(|t| existing.iter().any(|e| t.fits_in(e.remaining))) {
+                prop_assert!(p.fit_existing >= 1, "a task fits in free space but none was put there");
+            }
             for ty in &types {
                 if tasks.iter().any(|t| !t.fits_in(ty.resources)) { continue; }
                 let n = (p.units / ty.weight).floor() as usize;

@@ -1,7 +1,7 @@
 //! History retention: what the store holds older than `history_retention` (runs with their hosts
-//! and output, lifecycle actions, capacity decisions) is deleted at start and then hourly, a batch
-//! of runs at a time so recording never waits long. What the daemon reads back is kept whatever
-//! its age (see [`Store::prune`]).
+//! and output, lifecycle actions, capacity decisions) is deleted at start and then hourly, in short
+//! transactions with pauses between them, so recording waits for one batch at most. What the
+//! daemon reads back is kept whatever its age (see [`Store::prune`]).
 
 use crate::store::{Pruned, Store};
 use chrono::Utc;
@@ -9,7 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const EVERY: Duration = Duration::from_secs(3600);
-const BATCH: usize = 500;
+/// One transaction deletes at most this many runs, with at most [`BATCH_HOSTS`] host records.
+const BATCH_RUNS: usize = 500;
+const BATCH_HOSTS: i64 = 2000;
+/// Between transactions, so a long backlog (the first start after an upgrade) never holds the store.
+const PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
     loop {
@@ -28,12 +32,12 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
     let mut total = Pruned::default();
     let mut first = true;
     while !stop.is_cancelled() {
-        match store.prune(cutoff, BATCH, first).await {
-            Ok(p) => {
+        match store.prune(cutoff, BATCH_RUNS, BATCH_HOSTS, first).await {
+            Ok((p, more)) => {
                 total.runs += p.runs;
                 total.lifecycle_actions += p.lifecycle_actions;
                 total.capacity_decisions += p.capacity_decisions;
-                if p.runs < BATCH {
+                if !more {
                     break;
                 }
             }
@@ -45,6 +49,10 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
             }
         }
         first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(PAUSE) => {}
+            _ = stop.cancelled() => break,
+        }
     }
     if total != Pruned::default() {
         tracing::info!(
