@@ -6,6 +6,7 @@ use crate::fleet::Host;
 use crate::outcome::{CommandResult, ErrorKind, HostResult, HostStatus};
 use crate::ssh::KeyPins;
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,25 @@ pub struct DecisionRecord {
     pub dry_run: bool,
     /// When acting on it ended (the scale-in cooldown counts from here); `None` while `started`.
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A decision's columns (at, action, from, to, victims, reservation, unplaced, reason, outcome,
+/// error, dry_run, ended_at), in the order [`decision_row`] reads them.
+fn decision_values(d: &DecisionRecord) -> Vec<Value> {
+    vec![
+        Value::Text(ts(d.at)),
+        Value::Text(d.action.clone()),
+        Value::Real(d.from_capacity),
+        Value::Real(d.to_capacity),
+        Value::Text(d.victims.clone()),
+        Value::Real(d.reservation),
+        Value::Integer(d.unplaced),
+        Value::Text(d.reason.clone()),
+        Value::Text(d.outcome.clone()),
+        d.error.clone().map_or(Value::Null, Value::Text),
+        Value::Integer(i64::from(d.dry_run)),
+        d.ended_at.map(ts).map_or(Value::Null, Value::Text),
+    ]
 }
 
 /// A `capacity_decisions` row from column `at` on (at, action, from, to, victims, reservation,
@@ -291,20 +311,7 @@ impl Store {
             c.execute(
                 "INSERT INTO capacity_decisions (at, action, from_capacity, to_capacity, victims, reservation, unplaced,
                  reason, outcome, error, dry_run, ended_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-                params![
-                    ts(d.at),
-                    d.action,
-                    d.from_capacity,
-                    d.to_capacity,
-                    d.victims,
-                    d.reservation,
-                    d.unplaced,
-                    d.reason,
-                    d.outcome,
-                    d.error,
-                    d.dry_run,
-                    d.ended_at.map(ts)
-                ],
+                rusqlite::params_from_iter(decision_values(&d)),
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -364,22 +371,11 @@ impl Store {
                 "INSERT OR REPLACE INTO capacity_latest (id, at, action, from_capacity, to_capacity, victims,
                  reservation, unplaced, reason, outcome, error, dry_run, ended_at, below_target_since, scope)
                  VALUES (1,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
-                params![
-                    ts(d.at),
-                    d.action,
-                    d.from_capacity,
-                    d.to_capacity,
-                    d.victims,
-                    d.reservation,
-                    d.unplaced,
-                    d.reason,
-                    d.outcome,
-                    d.error,
-                    d.dry_run,
-                    d.ended_at.map(ts),
-                    below_target_since.map(ts),
-                    scope
-                ],
+                rusqlite::params_from_iter(
+                    decision_values(&d)
+                        .into_iter()
+                        .chain([below_target_since.map(ts).map_or(Value::Null, Value::Text), Value::Text(scope)]),
+                ),
             )?;
             Ok(())
         })

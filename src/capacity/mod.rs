@@ -112,7 +112,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
             metrics.capacity_decision(kind, "held");
             if last_hold.is_none_or(|t| t.elapsed() >= HOLD_RECORD_EVERY) {
                 last_hold = Some(Instant::now());
-                record(&store, &seen, &d, kind, to, &victims, "held", None, s.dry_run).await;
+                record(&store, decision_record(&seen, &d, kind, to, &victims, "held", None, s.dry_run)).await;
             }
             continue;
         }
@@ -127,7 +127,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
                 tracing::debug!(cluster = %s.cluster, "capacity (dry_run, nothing done): {}", d.reason);
             } else {
                 tracing::info!(cluster = %s.cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
-                record(&store, &seen, &d, kind, to, &victims, "dry_run", None, true).await;
+                record(&store, decision_record(&seen, &d, kind, to, &victims, "dry_run", None, true)).await;
                 last_dry = Some((Instant::now(), what));
             }
             continue;
@@ -138,7 +138,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         tracing::info!(cluster = %s.cluster, target = %target, "capacity: {}", d.reason);
         // Recorded before acting: if opsd dies meanwhile, the next start finds it `started` and
         // puts a scale-in's victims back to work.
-        let id = record(&store, &seen, &d, kind, to, &victims, "started", None, false).await;
+        let id = record(&store, decision_record(&seen, &d, kind, to, &victims, "started", None, false)).await;
         if id.is_none() && kind == "scale_in" {
             // Unrecorded, a crash mid-drain could not be undone at the next start: not started.
             tracing::error!(cluster = %s.cluster, "capacity: the scale-in is not started, since it could not be recorded");
@@ -309,19 +309,7 @@ pub fn action_parts(action: &Action, current: f64) -> (&'static str, f64, Vec<St
 }
 
 /// Record a decision; its id when the store took it.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    store: &Store,
-    seen: &Seen,
-    d: &Decision,
-    action: &str,
-    to: f64,
-    victims: &[String],
-    outcome: &str,
-    error: Option<String>,
-    dry_run: bool,
-) -> Option<i64> {
-    let r = decision_record(seen, d, action, to, victims, outcome, error, dry_run);
+async fn record(store: &Store, r: DecisionRecord) -> Option<i64> {
     match store.record_decision(r).await {
         Ok(id) => Some(id),
         Err(e) => {
