@@ -99,7 +99,8 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         metrics.capacity_observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
         let (kind, to, victims) = action_parts(&d.action, seen.fleet.target);
         // What `opsd capacity status` shows as the daemon's view: every evaluation, replaced.
-        let latest = decision_record(&seen, &d, kind, to, &victims, "evaluated", None, s.dry_run);
+        let rec = |outcome: &str| decision_record(&seen, &d, outcome, s.dry_run);
+        let latest = rec("evaluated");
         let since = mem
             .below_target_since
             .map(|t| chrono::Utc::now() - chrono::Duration::milliseconds(((now - t) * 1000.0) as i64));
@@ -112,7 +113,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
             metrics.capacity_decision(kind, "held");
             if last_hold.is_none_or(|t| t.elapsed() >= HOLD_RECORD_EVERY) {
                 last_hold = Some(Instant::now());
-                record(&store, decision_record(&seen, &d, kind, to, &victims, "held", None, s.dry_run)).await;
+                record(&store, rec("held")).await;
             }
             continue;
         }
@@ -127,7 +128,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
                 tracing::debug!(cluster = %s.cluster, "capacity (dry_run, nothing done): {}", d.reason);
             } else {
                 tracing::info!(cluster = %s.cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
-                record(&store, decision_record(&seen, &d, kind, to, &victims, "dry_run", None, true)).await;
+                record(&store, rec("dry_run")).await;
                 last_dry = Some((Instant::now(), what));
             }
             continue;
@@ -138,7 +139,7 @@ pub async fn run(s: CapacitySettings, clients: Clients, store: Store, metrics: A
         tracing::info!(cluster = %s.cluster, target = %target, "capacity: {}", d.reason);
         // Recorded before acting: if opsd dies meanwhile, the next start finds it `started` and
         // puts a scale-in's victims back to work.
-        let id = record(&store, decision_record(&seen, &d, kind, to, &victims, "started", None, false)).await;
+        let id = record(&store, rec("started")).await;
         if id.is_none() && kind == "scale_in" {
             // Unrecorded, a crash mid-drain could not be undone at the next start: not started.
             tracing::error!(cluster = %s.cluster, "capacity: the scale-in is not started, since it could not be recorded");
@@ -319,17 +320,9 @@ async fn record(store: &Store, r: DecisionRecord) -> Option<i64> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decision_record(
-    seen: &Seen,
-    d: &Decision,
-    action: &str,
-    to: f64,
-    victims: &[String],
-    outcome: &str,
-    error: Option<String>,
-    dry_run: bool,
-) -> DecisionRecord {
+/// The record of decision `d` on observation `seen`, with its outcome so far.
+fn decision_record(seen: &Seen, d: &Decision, outcome: &str, dry_run: bool) -> DecisionRecord {
+    let (action, to, victims) = action_parts(&d.action, seen.fleet.target);
     DecisionRecord {
         at: chrono::Utc::now(),
         action: action.into(),
@@ -340,7 +333,7 @@ fn decision_record(
         unplaced: seen.observation.unplaced.len() as i64,
         reason: d.reason.clone(),
         outcome: outcome.into(),
-        error,
+        error: None,
         dry_run,
         ended_at: (outcome != "started").then(chrono::Utc::now),
     }
