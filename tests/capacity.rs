@@ -350,8 +350,7 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     assert_eq!(metric(&text, "opsd_capacity_reservation_percent"), Some(62.5), "{text}");
     let acted = metric(&text, "opsd_capacity_decisions_total{action=\"scale_out\",outcome=\"acted\"}");
     assert_eq!(acted, Some(1.0), "{text}");
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     let s = status(&ctx);
     let acted: Vec<&Value> = s["decisions"].as_array().unwrap().iter().filter(|d| d["outcome"] == "acted").collect();
     assert_eq!(acted.len(), 1, "{s}");
@@ -405,8 +404,7 @@ fn scale_in_drains_then_terminates_exactly_the_chosen_instances() {
         a.fleet(&c) == (2, 2.0) && a.members(&c).len() == 3
     });
     std::thread::sleep(Duration::from_secs(4));
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     assert_eq!(a.fleet(&c), (2, 2.0), "scaled in below what the tasks need");
     assert_eq!(a.running(&c, "api"), 4);
     let s = status(&ctx);
@@ -449,8 +447,7 @@ fn dry_run_and_a_missing_fleet() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(a.fleet(&c), (1, 1.0), "dry_run changed the fleet");
     assert_eq!(a.running(&c, "api"), 2);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     let s = status(&ctx);
     // Evaluated every second, the same decision is recorded once (and again only when it changes,
     // or after 5 minutes).
@@ -481,8 +478,7 @@ fn dry_run_and_a_missing_fleet() {
         d.log().matches("Spot Fleet request sfr-00000000-0000-4000-8000-000000000000 was not found").count() >= 2
             && ctx.json(&["history", "tick"])["runs"].as_array().unwrap().len() >= 3
     });
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// The same controller on an Auto Scaling group: SetDesiredCapacity to scale out, and scale-in by
@@ -530,8 +526,7 @@ fn an_auto_scaling_group_scales_out_and_in() {
     assert_eq!((desired(), a.members(&c).len()), (4, 4));
     a.set_desired(&c, "api", 2);
     wait_for("the group at 2", 60, &d, || desired() == 2 && a.members(&c).len() == 2);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     assert_eq!(a.running(&c, "api"), 2);
     a.assert_no_task_cut_short(&c);
 }
@@ -606,8 +601,7 @@ fn an_ec2_fleet_scales_out_and_in() {
     assert_eq!((target(), a.members(&c).len()), (4, 4));
     a.set_desired(&c, "api", 2);
     wait_for("the fleet at 2", 60, &d, || target() == 2 && a.members(&c).len() == 2);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     a.assert_no_task_cut_short(&c);
 }
 
@@ -640,8 +634,7 @@ fn a_scale_in_cut_short_by_a_crash_is_undone_at_the_next_start() {
     // The next start, with a scale-in cooldown long enough that it does not drain again at once.
     let d = Daemon::start(&ctx, &[("OPSD_CAPACITY__SCALE_IN_COOLDOWN", "10m")]);
     wait_for("the drained instances back to ACTIVE", 30, &d, || a.draining(&c).is_empty());
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     assert!(log.contains("an unfinished scale-in"), "{log}");
     let mut after = a.members(&c);
     after.sort();
@@ -684,8 +677,7 @@ fn a_refused_target_change_puts_the_drained_instances_back() {
     )
     .unwrap();
     wait_for("the refused target change", 40, &d, || d.log().contains("acting on the decision failed"));
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     assert!(log.contains("IncorrectState"), "{log}");
     assert!(a.draining(&c).is_empty(), "instances left DRAINING: {:?}", a.statuses(&c));
     for id in &before {
@@ -770,8 +762,7 @@ fn a_drain_waits_for_tasks_listed_past_the_first_page() {
     let ctx = ctx_for(&c, "");
     let d = Daemon::start(&ctx, &[]);
     wait_for("the fleet at 1", 60, &d, || a.fleet(&c) == (1, 1.0) && a.members(&c).len() == 2);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     assert_eq!(a.running(&c, "api"), 3);
     a.assert_no_task_cut_short(&c);
 }
@@ -786,8 +777,7 @@ fn more_than_ten_instances_go_in_one_scale_in() {
     let ctx = ctx_for(&c, "max_capacity = 20\nmax_scale_in_step = 12");
     let d = Daemon::start(&ctx, &[]);
     wait_for("the fleet at 2", 60, &d, || a.fleet(&c) == (2, 2.0) && a.members(&c).len() == 2);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     let acted: Vec<Value> = Aws::scale_in_decisions(&ctx).into_iter().filter(|d| d["outcome"] == "acted").collect();
     assert_eq!(acted.len(), 1, "{acted:?}");
     assert_eq!(acted[0]["victims"].as_str().unwrap().split(',').count(), 11, "{}", acted[0]);
@@ -809,8 +799,7 @@ fn without_draining_only_empty_instances_go() {
     wait_for("the controller to find no instance that may go", 30, &d, || {
         d.log().contains("1 outside the fleet, 3 running tasks while drain_before_scale_in is off")
     });
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     assert_eq!(a.fleet(&c), (3, 3.0));
     assert_eq!(a.running(&c, "api"), 3);
     let reasons = a.stopped_reasons(&c);
@@ -913,8 +902,7 @@ fn without_draining_instances_running_only_daemon_tasks_go() {
     let ctx = ctx_for(&c, "drain_before_scale_in = false");
     let d = Daemon::start(&ctx, &[]);
     wait_for("the fleet at 1", 60, &d, || a.fleet(&c) == (1, 1.0) && a.members(&c).len() == 1);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     assert_eq!(a.running(&c, "api"), 1);
     // The service's task never moved; the removed instances' DAEMON tasks ended with them.
     let stopped = a.stopped(&c);

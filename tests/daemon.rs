@@ -66,8 +66,7 @@ fn scheduled_job_fires_repeatedly_and_records_every_host() {
     let (code, doc) = ctx.run_json("tick", &[]);
     assert_eq!(code, 0, "{doc}");
     wait_for("four jittered runs", 30, &d, || runs(&ctx, "jit").len() >= 4);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     assert!(log.contains("opsd daemon started") && log.contains("jobs=2"), "no banner:\n{log}");
     let all = runs(&ctx, "tick");
     let manual: Vec<&Value> = all.iter().filter(|r| r["trigger"] == "manual").collect();
@@ -183,8 +182,7 @@ fn reload_applies_changes_and_keeps_the_last_good_version() {
     });
     // A few more firings after the reload, to see that nothing stalls.
     std::thread::sleep(Duration::from_secs(3));
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
 
     // The broken file is reported with file, line and field, and its last good version kept firing.
     assert!(log.contains("a.toml:3:8: target.tags:"), "no located error for a.toml:\n{log}");
@@ -223,8 +221,7 @@ fn sighup_reloads_the_config() {
     wait_for("a successful run after SIGHUP", 30, &d, || {
         runs(&ctx, "hup").iter().any(|r| r["outcome"] == "succeeded" && ts(&r["started_at"]) > sent)
     });
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     assert!(log.contains("SIGHUP: reloading the config and the jobs"), "{log}");
 }
 
@@ -340,8 +337,7 @@ fn metrics_endpoint_serves_the_series() {
     let nth = &r[n as usize - 1];
     let ended = ts(&nth["ended_at"]).timestamp_millis() as f64 / 1000.0;
     assert!((last - ended).abs() < 0.002, "last success {last} != run {} ended {ended}", nth["id"]);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 8: catch_up: a firing missed while the daemon was down runs once at start; without
@@ -356,8 +352,7 @@ fn catch_up_runs_a_missed_firing_once() {
     ctx.write_job("nc", &scheduled(&text, "@every 3s", ""));
     let d = Daemon::start(&ctx, &[]);
     wait_for("a run of each", 30, &d, || runs(&ctx, "cu").len() == 1 && runs(&ctx, "nc").len() == 1);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     let last = ts(&runs(&ctx, "cu")[0]["scheduled_for"]);
     // Down past the next firing.
     while chrono::Utc::now() < last + chrono::Duration::milliseconds(3500) {
@@ -367,8 +362,7 @@ fn catch_up_runs_a_missed_firing_once() {
     let d = Daemon::start(&ctx, &[]);
     wait_for("the catch-up run", 20, &d, || runs(&ctx, "cu").iter().any(|r| r["trigger"] == "catch-up"));
     std::thread::sleep(Duration::from_millis(1500));
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
     let cu = runs(&ctx, "cu");
     let catch: Vec<&Value> = cu.iter().filter(|r| r["trigger"] == "catch-up").collect();
     assert_eq!(catch.len(), 1, "{cu:?}");
@@ -429,8 +423,7 @@ fn history_older_than_the_retention_is_deleted() {
     std::thread::sleep(Duration::from_millis(1500));
     let d = Daemon::start(&ctx, &[("OPSD_HISTORY_RETENTION", "1s")]);
     wait_for("the old runs deleted", 20, &d, || runs(&ctx, "old").len() == 1);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     assert!(
         log.contains("history: deleted what is older than history_retention (1s)") && log.contains("runs=2"),
         "{log}"

@@ -301,8 +301,7 @@ fn launch_attaches_an_eni_in_each_zone_and_terminate_removes_it() {
         let aws = x["aws_ms"].as_i64().unwrap_or_else(|| panic!("no aws_ms in {x}"));
         assert!(aws > 0 && aws <= ms + 1, "aws_ms {aws} of {ms} ms: {x}");
     }
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stop_ok();
     // The test notification of each hook was read and deleted.
     assert_eq!(log.matches("test notification from Auto Scaling group").count(), 2, "{log}");
 }
@@ -333,8 +332,7 @@ fn heartbeats_keep_slow_launches_alive() {
     assert!(beats >= 4.0, "heartbeats: {beats}\n{text}");
     assert!(text.contains("opsd_lifecycle_messages_total{kind=\"launch\",outcome=\"completed\"} 2"), "{text}");
     assert!(text.contains("opsd_lifecycle_enis_total{op=\"created\"} 2"), "{text}");
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 3: a subnet that does not exist: the launch is abandoned (the instance terminated) and no
@@ -367,8 +365,7 @@ fn a_failed_launch_is_abandoned_without_leftovers() {
     assert!(a.enis_of(&first).is_empty(), "{:?}", a.enis_of(&first));
     let log = d.log();
     assert!(log.contains(&format!("launch {first}")) && log.contains("completing with ABANDON"), "{log}");
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 5: the same launch message delivered twice gives one interface, not two.
@@ -410,8 +407,7 @@ fn duplicate_delivery_creates_one_eni() {
     assert_eq!(mine.iter().filter(|x| x["outcome"] == "completed").count(), 1, "{acts:?}");
     assert_eq!(mine.iter().filter(|x| x["outcome"] == "expired").count(), 2, "{acts:?}");
     a.scale(&g, 0);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 6: opsd killed (-9) after creating the interface and before completing: the redelivered
@@ -434,8 +430,7 @@ fn kill_9_mid_action_resumes_with_one_eni() {
     assert_each_has_its_eni(&a, &g, 1);
     wait_for("an empty queue", 20, &d, || a.depth(&g.queue) == (0, 0));
     a.scale(&g, 0);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
@@ -455,8 +450,7 @@ fn malformed_messages_go_to_the_dead_letter_queue() {
     let log = d.log();
     assert!(log.contains(&format!("lifecycle message {bad} cannot be parsed")), "{log}");
     a.scale(&g, 0);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 8: an action completed by someone else before opsd works it: AWS answers "No active Lifecycle
@@ -490,8 +484,7 @@ fn an_expired_action_is_deleted_not_retried() {
     // The first heartbeat found the action gone: no interface was made for it.
     assert!(a.enis_of(&id).is_empty(), "{:?}", a.enis_of(&id));
     a.scale(&g, 0);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// Test 9: 100 launches through 16 workers all complete with their interfaces (timed in bench/).
@@ -510,8 +503,7 @@ fn a_hundred_launches_complete() {
     wait_for("an empty queue", 30, &d, || a.depth(&g.queue) == (0, 0));
     a.scale(&g, 0);
     wait_for("the instances to terminate", 180, &d, || a.states(&g).is_empty());
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// The sweep deletes an opsd interface left unattached whose instance is gone.
@@ -557,8 +549,7 @@ fn the_sweep_deletes_orphaned_interfaces() {
     assert_eq!(a.enis_of(&alive.0).len(), 1, "the interface of a live instance was swept");
     let log = d.log();
     assert!(log.contains(&format!("deleted interface {} of gone instance {}", orphan.1, orphan.0)), "{log}");
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// At start, a queue without a redrive policy is warned about (a poison message would loop).
@@ -569,8 +560,7 @@ fn a_queue_without_redrive_is_warned_about() {
     let ctx = Ctx::with_config_extra(&format!("[lifecycle]\nqueue_url = \"{url}\"\n"));
     let d = Daemon::start(&ctx, &[]);
     wait_for("the warning", 20, &d, || d.log().contains("the lifecycle queue has no redrive policy"));
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }
 
 /// SIGTERM while an action waits on a slow interface: after shutdown_grace the action stops, its
@@ -595,6 +585,5 @@ fn shutdown_mid_action_returns_the_message() {
     wait_for("the instance in service", 60, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
     assert_each_has_its_eni(&a, &g, 1);
     a.scale(&g, 0);
-    let (code, _, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stop_ok();
 }

@@ -67,6 +67,13 @@ impl Daemon {
         self.wait(limit)
     }
 
+    /// SIGTERM, then the exit within 30 s, which must be 0 (the log is shown if not); the log.
+    pub fn stop_ok(self) -> String {
+        let (code, _, log) = self.stop(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
     /// Wait (at most `limit`) for the exit: the exit code and how long it took.
     pub fn wait(mut self, limit: Duration) -> (Option<i32>, Duration, String) {
         let start = Instant::now();
