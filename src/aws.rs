@@ -2,7 +2,7 @@
 //! region and credentials, the standard endpoint variables (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_EC2`…),
 //! and a timeout on every call.
 
-use crate::config::AwsSettings;
+use crate::diag::Invalid;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -16,6 +16,35 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The SDK's standard mode: three attempts with jittered backoff for throttling and 5xx.
 pub const MAX_ATTEMPTS: u32 = 3;
+
+/// `[aws]` in the config; anything unset falls back to the SDK's standard chain (env, profile,
+/// instance role), and endpoints to `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// DescribeInstances page size (MaxResults, 5..=1000): the largest page means the fewest calls.
+    pub page_size: u16,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings { region: None, profile: None, page_size: 1000 }
+    }
+}
+
+impl AwsSettings {
+    /// What the section's types cannot say by themselves.
+    pub fn check(&self) -> Vec<Invalid> {
+        if (5..=1000).contains(&self.page_size) {
+            return Vec::new();
+        }
+        let msg =
+            format!("{} is outside DescribeInstances' 5..=1000; use 1000 unless AWS throttles you", self.page_size);
+        vec![Invalid::new("page_size", msg)]
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsConfigError {

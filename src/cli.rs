@@ -1,6 +1,10 @@
-//! The command line: `opsd run | daemon | validate | jobs | history`.
+//! The command line: `opsd run | daemon | validate | jobs | history | lifecycle | capacity`. Each
+//! wing owns its commands' arguments (`jobs::commands`, `lifecycle::status`, `capacity::status`).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::capacity::status::CapacityCommand;
+use crate::jobs::commands::{HistoryArgs, RunArgs};
+use crate::lifecycle::status::LifecycleCommand;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -62,74 +66,4 @@ pub enum Command {
         after_help = "Examples:\n  opsd history\n  opsd history hello-world --limit 5\n  opsd history --run 42\n  opsd history --run 42 --output json\n\nExit codes:\n  0   shown\n  64  no such run\n  70  the history could not be read"
     )]
     History(HistoryArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The job's name (its file stem in jobs_dir) or a path to a job file.
-    pub job: String,
-    /// Resolve and list the target hosts without connecting to them.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Override the job's max_concurrency (hosts at once).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_concurrency: Option<u64>,
-    /// Run on the hosts listed in FILE instead of resolving the job's target in EC2: one host per
-    /// line, `ADDRESS` or `INSTANCE_ID ADDRESS`; `#` starts a comment. (Benchmarks, break-glass.)
-    #[arg(long, value_name = "FILE")]
-    pub hosts_file: Option<std::path::PathBuf>,
-    /// text: live lines and a summary; json: one document with every host's result on stdout.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LifecycleCommand {
-    /// The queue's depth, the messages being worked, and the last lifecycle actions with their outcome.
-    #[command(
-        after_help = "Examples:\n  opsd lifecycle status\n  opsd lifecycle status --limit 50 --output json\n\nExit codes:\n  0   shown\n  64  no [lifecycle] section in the config\n  69  the queue could not be read\n  70  the history could not be read"
-    )]
-    Status {
-        /// How many recent actions to show.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CapacityCommand {
-    /// Reservation, unplaced demand, current and desired capacity now, and the last decisions with
-    /// their reasons: "why is it not scaling?" answered.
-    #[command(
-        after_help = "Examples:\n  opsd capacity status\n  opsd capacity status --limit 50 --output json\n\nExit codes:\n  0   shown\n  64  no [capacity] section in the config\n  69  the cluster or fleet could not be read\n  70  the history could not be read"
-    )]
-    Status {
-        /// How many recent decisions to show.
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct HistoryArgs {
-    /// Only runs of this job.
-    pub job: Option<String>,
-    /// Show one run in full.
-    #[arg(long, value_name = "ID")]
-    pub run: Option<i64>,
-    /// How many runs to list.
-    #[arg(long, default_value_t = 20)]
-    pub limit: usize,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }

@@ -2,8 +2,14 @@
 //! overrides layered on by the `config` crate (`OPSD_SSH__USER=ec2-user`, `OPSD_JOBS_DIR=…`).
 //! Parsed into validated types at load; `opsd validate` and every command use this same path.
 
-use crate::diag::Diagnostic;
-use crate::job::units::{ByteSize, DurationOrOff, HumanDuration, Limit, Retention};
+use crate::aws::AwsSettings;
+use crate::capacity::settings::CapacitySettings;
+use crate::diag::{Diagnostic, Invalid};
+use crate::jobs::settings::{JobDefaults, RunDefaults};
+use crate::lifecycle::settings::LifecycleSettings;
+use crate::logging::LogFormat;
+use crate::ssh;
+use crate::units::{HumanDuration, Retention};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +17,8 @@ use std::time::Duration;
 /// Where the config is read from when neither `--config` nor `OPSD_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/opsd/opsd.toml";
 
+/// The whole config: the daemon's own keys, and one section per wing and edge, each section's
+/// type (with its defaults and checks) owned by the module it configures.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -19,7 +27,7 @@ pub struct Config {
     /// Directory for the run history and TOFU host-key pins (systemd's StateDirectory).
     pub state_dir: PathBuf,
     pub aws: AwsSettings,
-    pub ssh: SshDefaults,
+    pub ssh: ssh::Defaults,
     pub run: RunDefaults,
     /// `opsd daemon`: how long running jobs may finish after SIGTERM before they are cancelled.
     /// Keep it below the unit's TimeoutStopSec (90 s in systemd/opsd.service).
@@ -33,7 +41,7 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `opsd daemon`: the Auto Scaling lifecycle-hook consumer (secondary ENIs); off when absent.
     pub lifecycle: Option<LifecycleSettings>,
-    /// `opsd daemon`: the Spot Fleet capacity controller for an ECS cluster; off when absent.
+    /// `opsd daemon`: the capacity controller for an ECS cluster; off when absent.
     pub capacity: Option<CapacitySettings>,
     /// The file this config came from, if any.
     #[serde(skip)]
@@ -46,7 +54,7 @@ impl Default for Config {
             jobs_dir: PathBuf::from("/etc/opsd/jobs"),
             state_dir: PathBuf::from("/var/lib/opsd"),
             aws: AwsSettings::default(),
-            ssh: SshDefaults::default(),
+            ssh: ssh::Defaults::default(),
             run: RunDefaults::default(),
             shutdown_grace: HumanDuration(Duration::from_secs(60)),
             history_retention: Retention(Duration::from_secs(30 * 86400)),
@@ -59,303 +67,23 @@ impl Default for Config {
     }
 }
 
-/// `[lifecycle]`: where lifecycle notifications arrive and how they are worked.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LifecycleSettings {
-    /// The SQS queue the hooks notify (directly, through SNS or through EventBridge).
-    pub queue_url: String,
-    /// Messages worked at once.
-    #[serde(default = "default_workers")]
-    pub workers: Workers,
-    /// How long a received message stays invisible before heartbeats extend it.
-    #[serde(default = "default_visibility")]
-    pub visibility_timeout: HumanDuration,
-    /// How often opsd looks for interfaces it created that were left unattached.
-    #[serde(default = "default_sweep_interval")]
-    pub sweep_interval: HumanDuration,
-    /// An unattached opsd interface whose instance is gone is deleted after this long.
-    #[serde(default = "default_sweep_grace")]
-    pub sweep_grace: HumanDuration,
-    #[serde(default)]
-    pub eni: EniSettings,
-}
-
-/// `[capacity]`: keep an ECS cluster's reservation near a target with its Spot Fleet's capacity.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CapacitySettings {
-    pub cluster: String,
-    /// What provides the cluster's instances: exactly one of these.
-    pub spot_fleet_request_id: Option<String>,
-    pub auto_scaling_group: Option<String>,
-    /// An EC2 Fleet of type maintain (ModifyFleet).
-    pub fleet_id: Option<String>,
-    /// Percent: the larger of CPU and memory reservation is held near it.
-    #[serde(default = "default_target_reservation")]
-    pub target_reservation: Percent,
-    /// In the fleet's capacity units (weighted capacity is honoured).
-    #[serde(default = "default_min_capacity")]
-    pub min_capacity: u32,
-    pub max_capacity: u32,
-    #[serde(default = "default_out_step")]
-    pub max_scale_out_step: u32,
-    #[serde(default = "default_in_step")]
-    pub max_scale_in_step: u32,
-    #[serde(default = "default_out_cooldown")]
-    pub scale_out_cooldown: HumanDuration,
-    #[serde(default = "default_in_cooldown")]
-    pub scale_in_cooldown: HumanDuration,
-    #[serde(default = "default_interval")]
-    pub interval: HumanDuration,
-    /// How long new capacity takes to take tasks (launch, boot, ECS agent registration): demand
-    /// that keeps rising is projected this far ahead. "0s" turns the look-ahead off.
-    #[serde(default = "default_lead_time")]
-    pub lead_time: DurationOrOff,
-    /// Drain the chosen container instances before terminating them (their tasks move first).
-    #[serde(default = "default_true")]
-    pub drain_before_scale_in: bool,
-    /// How long a drain may take before the scale-in is given up (the instances are set ACTIVE again).
-    #[serde(default = "default_drain_timeout")]
-    pub drain_timeout: HumanDuration,
-    /// Decide and log, never act.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// What the capacity controller moves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CapacityTarget {
-    /// ModifySpotFleetRequest on its TargetCapacity.
-    SpotFleet(String),
-    /// SetDesiredCapacity; scale-in by TerminateInstanceInAutoScalingGroup.
-    AutoScalingGroup(String),
-    /// ModifyFleet on its TotalTargetCapacity.
-    Ec2Fleet(String),
-}
-
-impl std::fmt::Display for CapacityTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CapacityTarget::SpotFleet(id) => write!(f, "Spot Fleet request {id}"),
-            CapacityTarget::AutoScalingGroup(name) => write!(f, "Auto Scaling group {name}"),
-            CapacityTarget::Ec2Fleet(id) => write!(f, "EC2 Fleet {id}"),
-        }
-    }
-}
-
-impl CapacitySettings {
-    /// The one capacity target the section names (validated at load).
-    pub fn target(&self) -> CapacityTarget {
-        match (&self.spot_fleet_request_id, &self.auto_scaling_group, &self.fleet_id) {
-            (Some(id), _, _) => CapacityTarget::SpotFleet(id.clone()),
-            (None, Some(name), _) => CapacityTarget::AutoScalingGroup(name.clone()),
-            (None, None, Some(id)) => CapacityTarget::Ec2Fleet(id.clone()),
-            (None, None, None) => CapacityTarget::SpotFleet(String::new()),
-        }
+impl Config {
+    /// What a job file's missing values are taken from.
+    pub fn job_defaults(&self) -> JobDefaults {
+        JobDefaults { ssh: self.ssh.clone(), run: self.run.clone() }
     }
 
-    fn check_target(&self) -> Result<(), String> {
-        let given = [&self.spot_fleet_request_id, &self.auto_scaling_group, &self.fleet_id]
-            .iter()
-            .filter(|t| t.is_some())
-            .count();
-        match given {
-            1 => Ok(()),
-            0 => Err("no capacity to move; set spot_fleet_request_id = \"sfr-…\", fleet_id = \"fleet-…\" or auto_scaling_group = \"…\"".into()),
-            _ => Err("give one of spot_fleet_request_id, fleet_id and auto_scaling_group, not several".into()),
-        }
+    /// The file's name for messages: its path, or that the built-in defaults are in use.
+    pub fn name(&self) -> String {
+        self.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into())
     }
-}
 
-/// A percentage in (0, 100].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Percent(pub f64);
-
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = f64::deserialize(d)?;
-        if !(n > 0.0 && n <= 100.0) {
-            return Err(serde::de::Error::custom(format!("{n}: use a percentage above 0 and at most 100, like 80")));
-        }
-        Ok(Percent(n))
-    }
-}
-
-fn default_target_reservation() -> Percent {
-    Percent(80.0)
-}
-fn default_min_capacity() -> u32 {
-    1
-}
-fn default_out_step() -> u32 {
-    10
-}
-fn default_in_step() -> u32 {
-    2
-}
-fn default_out_cooldown() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-fn default_in_cooldown() -> HumanDuration {
-    HumanDuration(Duration::from_secs(600))
-}
-fn default_lead_time() -> DurationOrOff {
-    DurationOrOff(Duration::from_secs(180))
-}
-fn default_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-fn default_true() -> bool {
-    true
-}
-fn default_drain_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-/// `[lifecycle.eni]`: the interface each launching instance gets (NotificationMetadata may override
-/// the subnets and security groups per hook).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct EniSettings {
-    /// One subnet per Availability Zone: the interface goes in the one of the instance's zone.
-    pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
-    pub device_index: DeviceIndex,
-    pub description: String,
-    /// How long a new interface may take to become `available`.
-    pub ready_timeout: HumanDuration,
-}
-
-impl Default for EniSettings {
-    fn default() -> Self {
-        EniSettings {
-            subnets: Vec::new(),
-            security_groups: Vec::new(),
-            device_index: DeviceIndex(1),
-            description: "opsd admin interface".into(),
-            ready_timeout: HumanDuration(Duration::from_secs(120)),
-        }
-    }
-}
-
-/// Worker count, 1..=100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Workers(pub usize);
-
-impl<'de> Deserialize<'de> for Workers {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u64::deserialize(d)?;
-        if !(1..=100).contains(&n) {
-            return Err(serde::de::Error::custom(format!("{n} workers: use 1 to 100 (16 suits most queues)")));
-        }
-        Ok(Workers(n as usize))
-    }
-}
-
-/// A secondary interface's device index, 1..=31 (0 is the primary interface).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceIndex(pub i32);
-
-impl<'de> Deserialize<'de> for DeviceIndex {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        if !(1..=31).contains(&n) {
-            return Err(serde::de::Error::custom(format!(
-                "device index {n}: use 1 to 31 (0 is the instance's primary interface)"
-            )));
-        }
-        Ok(DeviceIndex(n as i32))
-    }
-}
-
-fn default_workers() -> Workers {
-    Workers(16)
-}
-
-fn default_visibility() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-fn default_sweep_interval() -> HumanDuration {
-    HumanDuration(Duration::from_secs(600))
-}
-
-fn default_sweep_grace() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1800))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// AWS settings; anything unset falls back to the SDK's standard chain (env, profile, instance role),
-/// and endpoints to `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_EC2`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AwsSettings {
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    /// DescribeInstances page size (MaxResults, 5..=1000): the largest page means the fewest calls.
-    pub page_size: u16,
-}
-
-impl Default for AwsSettings {
-    fn default() -> Self {
-        AwsSettings { region: None, profile: None, page_size: 1000 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SshDefaults {
-    pub user: Option<String>,
-    pub port: u16,
-    pub identity_file: Option<PathBuf>,
-    pub known_hosts: PathBuf,
-    pub connect_timeout: HumanDuration,
-}
-
-/// Long enough for a TCP connect, key exchange and authentication across regions on a loaded host;
-/// short enough that one dead host does not hold a run for long.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Default for SshDefaults {
-    fn default() -> Self {
-        SshDefaults {
-            user: None,
-            port: 22,
-            identity_file: None,
-            known_hosts: PathBuf::from("/etc/opsd/known_hosts"),
-            connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunDefaults {
-    pub timeout: HumanDuration,
-    pub max_concurrency: Limit,
-    pub max_errors: Limit,
-    pub output_limit: ByteSize,
-}
-
-impl Default for RunDefaults {
-    fn default() -> Self {
-        RunDefaults {
-            // Per host, all commands: maintenance commands finish in minutes; a hung one must not hold a run.
-            timeout: HumanDuration(Duration::from_secs(300)),
-            // sshd-side CPU, not opsd, is the limit of a fan-out: 50 keeps a small fleet host responsive.
-            max_concurrency: Limit::Count(50),
-            // Stop widening a run once a tenth of the fleet has failed: a bad command stays contained.
-            max_errors: Limit::Percent(10.0),
-            // Enough for a useful log tail per stream; bounded memory at any concurrency.
-            output_limit: ByteSize(64 * 1024),
-        }
+    /// What the sections' types cannot say by themselves, each with the section's key.
+    fn invalid(&self) -> Vec<(&'static str, Invalid)> {
+        let mut all: Vec<(&'static str, Invalid)> = Vec::new();
+        all.extend(self.capacity.iter().flat_map(|c| c.check()).map(|i| ("capacity", i)));
+        all.extend(self.aws.check().into_iter().map(|i| ("aws", i)));
+        all
     }
 }
 
@@ -439,21 +167,17 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if let Some(c) = &cfg.capacity {
-            if let Err(msg) = c.check_target() {
-                return Err(vec![Diagnostic::field(&shown, &text, "capacity", msg)]);
-            }
-            if c.min_capacity > c.max_capacity {
-                let msg = format!("min_capacity {} is above max_capacity {}; lower it", c.min_capacity, c.max_capacity);
-                return Err(vec![Diagnostic::field(&shown, &text, "capacity.min_capacity", msg)]);
-            }
-        }
-        if !(5..=1000).contains(&cfg.aws.page_size) {
-            let msg = format!(
-                "{} is outside DescribeInstances' 5..=1000; use 1000 unless AWS throttles you",
-                cfg.aws.page_size
-            );
-            return Err(vec![Diagnostic::field(&shown, &text, "aws.page_size", msg)]);
+        // Every setting that parsed but is not valid with the others, all at once, located.
+        let invalid: Vec<Diagnostic> = cfg
+            .invalid()
+            .into_iter()
+            .map(|(section, i)| {
+                let field = if i.key.is_empty() { section.to_string() } else { format!("{section}.{}", i.key) };
+                Diagnostic::field(&shown, &text, &field, i.message)
+            })
+            .collect();
+        if !invalid.is_empty() {
+            return Err(invalid);
         }
         cfg.source = file;
         Ok(cfg)
@@ -463,6 +187,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::fleet::CapacityTarget;
+    use crate::lifecycle::settings::{DeviceIndex, Workers};
+    use crate::units::Limit;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();

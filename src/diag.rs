@@ -32,6 +32,28 @@ impl Diagnostic {
     }
 }
 
+/// Print diagnostics to stderr, one a line.
+pub fn print_diags(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+/// A setting that parsed but is not valid with the others (`min_capacity` above `max_capacity`):
+/// what a config section's `check` returns. `key` is relative to the section (`""` for the
+/// section itself); the config locates it in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: &'static str, message: impl Into<String>) -> Invalid {
+        Invalid { key, message: message.into() }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}: {}", self.file.display(), self.line, self.col, self.field, self.message)

@@ -1,44 +1,38 @@
-//! opsd: an operations-automation daemon for AWS fleets.
+//! opsd: an operations-automation daemon for AWS fleets. ARCHITECTURE.md has the code map, the
+//! "where does a change go" table and the invariants; in short:
 //!
-//! Code map (one line per module; ARCHITECTURE.md has the invariants):
-//! - [`cli`]: the command line (clap), exit codes in `--help`.
-//! - [`exit`]: the exit codes opsd promises to scripts.
-//! - [`config`]: the daemon config file + `OPSD_…` environment overrides, validated at load.
-//! - [`diag`]: `file:line:col: field: message` diagnostics for bad input.
-//! - [`job`]: job files: spec, units, schedules and firing times, loading with precise errors.
-//! - [`aws`]: the one place that builds the AWS SDK config (timeouts, retries, endpoints).
-//! - [`fleet`]: EC2 target resolution: tags and states to hosts, paginated.
-//! - [`ssh`]: the only russh user: connect, host-key policy, auth, exec with caps and timeouts.
-//! - [`outcome`]: per-host and per-command results, the domain types everything else shares.
-//! - [`runner`]: fan-out of one job over its hosts: semaphore, deadlines, error budget.
-//! - [`store`]: the embedded run history (SQLite, WAL).
-//! - [`tomlfile`]: TOML files deserialized with every bad key and value reported, located.
-//! - [`report`]: what a run prints: live view, summary, JSON document.
-//! - [`execute`]: one recorded run over resolved hosts, shared by `opsd run` and the daemon.
-//! - [`daemon`]: `opsd daemon`: schedules, reload, sd_notify, graceful shutdown.
+//! Three wings, one per capability; none imports another:
+//! - [`jobs`]: scheduled and by-hand SSH jobs over EC2 instances found by tag.
 //! - [`lifecycle`]: the Auto Scaling lifecycle-hook consumer (SQS, secondary ENIs).
-//! - [`capacity`]: the Spot Fleet capacity controller: observe ECS, decide (pure), act on the fleet.
-//! - [`metrics`]: Prometheus series and the `/metrics` endpoint.
-//! - [`logging`]: the tracing subscriber (text or JSON).
-//! - [`app`]: the commands (`run`, `daemon`, `validate`, `jobs`, `history`, `lifecycle status`).
+//! - [`capacity`]: the ECS capacity controller (observe, decide, act on the fleet).
+//!
+//! Edges every wing may use, which know no capability:
+//! - [`store`]: SQLite plumbing (open, lock, WAL, migrations, calls on a blocking thread).
+//! - [`ssh`]: the only russh user; its settings and the TOFU pins.
+//! - [`aws`]: the SDK config (timeouts, retries, endpoints) and AWS errors.
+//! - [`metrics`]: the registry the wings register in, and `GET /metrics`.
+//! - [`units`], [`backoff`], [`vocab`], [`diag`], [`tomlfile`], [`output`], [`exit`], [`logging`].
+//!
+//! What puts them together: [`config`] (the file, one section per wing), [`schema`] (the
+//! migrations in order), [`cli`] and [`app`] (the commands), [`daemon`] (the composition root).
 
 pub mod app;
 pub mod aws;
+pub mod backoff;
 pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod diag;
-pub mod execute;
 pub mod exit;
-pub mod fleet;
-pub mod job;
+pub mod jobs;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod outcome;
-pub mod report;
-pub mod runner;
+pub mod output;
+pub mod schema;
 pub mod ssh;
 pub mod store;
 pub mod tomlfile;
+pub mod units;
+pub mod vocab;

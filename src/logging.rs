@@ -2,9 +2,18 @@
 //! where journald (or a shipper, with `log_format = "json"`) picks the lines up. `OPSD_LOG` takes
 //! an EnvFilter directive (`debug`, `opsd=debug,russh=warn`) and overrides the level.
 
-use crate::config::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+
+/// `log_format` in the config: how `opsd daemon` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people (and journald).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Install the global subscriber; call once.
 pub fn init(format: LogFormat, daemon: bool) {

@@ -5,10 +5,11 @@
 //! its own), then terminate exactly those. An instance that still runs tasks is never terminated, and
 //! whatever fails once the drain has begun puts the victims that still run back to ACTIVE.
 
-use super::observe::{self, Clients, Member};
+use super::fleet::{CapacityTarget, FleetError};
+use super::observe::{self, Member};
+use super::Clients;
 use crate::aws::{call_error, CallError};
-use crate::config::CapacityTarget;
-use aws_sdk_ec2::types::{ExcessCapacityTerminationPolicy, Filter};
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_ecs::types::ContainerInstanceStatus;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,11 +21,6 @@ use tokio_util::sync::CancellationToken;
 const DRAIN_POLL: Duration = Duration::from_secs(2);
 /// UpdateContainerInstancesState takes at most 10 container instances per call.
 const STATE_BATCH: usize = 10;
-/// DescribeAutoScalingInstances takes at most 50 instance ids per call.
-const ASG_DESCRIBE_BATCH: usize = 50;
-/// How long a lowered fleet target may take to be applied (the request is `modifying` meanwhile)
-/// before the victims are terminated: terminated earlier, the fleet could still replace them.
-const TARGET_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -42,8 +38,8 @@ pub enum ActError {
         "instances {0:?} are no longer ACTIVE (drained by someone else?); nothing done, the next decision looks again"
     )]
     NotActive(Vec<String>),
-    #[error("{0} did not apply the lowered target within {TARGET_APPLY_TIMEOUT:?}; nothing terminated")]
-    TargetNotApplied(CapacityTarget),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     /// A failure once the victims were DRAINING, and what came of putting them back to work.
     #[error("{cause}; {undone}")]
     Undone { cause: Box<ActError>, undone: String, restored: bool },
@@ -54,50 +50,6 @@ impl ActError {
     pub fn left_draining(&self) -> bool {
         matches!(self, ActError::Undone { restored: false, .. })
     }
-}
-
-/// Set the target capacity (absolute). On a Spot Fleet a lowered target never terminates anything
-/// by itself (noTermination); an Auto Scaling group is only ever raised this way (scale-in goes
-/// through TerminateInstanceInAutoScalingGroup, instance by instance).
-pub async fn set_target(c: &Clients, target: &CapacityTarget, to: u32) -> Result<(), CallError> {
-    match target {
-        CapacityTarget::SpotFleet(id) => {
-            c.ec2
-                .modify_spot_fleet_request()
-                .spot_fleet_request_id(id)
-                .target_capacity(to as i32)
-                .excess_capacity_termination_policy(ExcessCapacityTerminationPolicy::NoTermination)
-                .send()
-                .await
-                .map_err(|e| call_error("ModifySpotFleetRequest", e))?;
-        }
-        CapacityTarget::Ec2Fleet(id) => {
-            let spec = aws_sdk_ec2::types::TargetCapacitySpecificationRequest::builder()
-                .total_target_capacity(to as i32)
-                .build();
-            c.ec2
-                .modify_fleet()
-                .fleet_id(id)
-                .target_capacity_specification(spec)
-                .excess_capacity_termination_policy(
-                    aws_sdk_ec2::types::FleetExcessCapacityTerminationPolicy::NoTermination,
-                )
-                .send()
-                .await
-                .map_err(|e| call_error("ModifyFleet", e))?;
-        }
-        CapacityTarget::AutoScalingGroup(name) => {
-            c.asg
-                .set_desired_capacity()
-                .auto_scaling_group_name(name)
-                .desired_capacity(to as i32)
-                .honor_cooldown(false)
-                .send()
-                .await
-                .map_err(|e| call_error("SetDesiredCapacity", e))?;
-        }
-    }
-    Ok(())
 }
 
 /// A scale-in to carry out.
@@ -162,109 +114,11 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
     if let Err(e) = emptied {
         return Err(undo(c, cluster, target, victims, &[], e).await);
     }
-    let removed = match target {
-        CapacityTarget::SpotFleet(_) | CapacityTarget::Ec2Fleet(_) => {
-            // The target first (noTermination): the fleet then neither picks victims of its own
-            // nor replaces the instances terminated next.
-            if let Err(e) = set_target(c, target, to).await {
-                return Err(undo(c, cluster, target, victims, &[], e.into()).await);
-            }
-            if let Err(e) = wait_applied(c, target, to, cancel).await {
-                if let Err(back) = set_target(c, target, from).await {
-                    tracing::error!(target = %target, "capacity: restoring the target of {target} to {from} failed: {back}");
-                }
-                return Err(undo(c, cluster, target, victims, &[], e).await);
-            }
-            let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
-            let r = c.ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
-            match r.map_err(|e| call_error("TerminateInstances", e)) {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    // Some may be gone, some not: the target goes back up (never short of
-                    // capacity), and those still running go back to work (below).
-                    if let Err(back) = set_target(c, target, from).await {
-                        tracing::error!(
-                            target = %target,
-                            "capacity: restoring the target of {target} to {from} failed: {back}; the fleet keeps its instances (noTermination) and the next decision sets the target again"
-                        );
-                    }
-                    Err(e)
-                }
-            }
-        }
-        CapacityTarget::AutoScalingGroup(_) => {
-            // Exactly these instances, and the desired capacity down by each.
-            // The group terminates them in its own time (a termination hook may hold them):
-            // one whose termination was accepted is never put back to work.
-            let mut requested = Vec::new();
-            for v in victims {
-                let r = c
-                    .asg
-                    .terminate_instance_in_auto_scaling_group()
-                    .instance_id(&v.ec2_id)
-                    .should_decrement_desired_capacity(true)
-                    .send()
-                    .await;
-                if let Err(e) = r.map_err(|e| call_error("TerminateInstanceInAutoScalingGroup", e)) {
-                    return Err(undo(c, cluster, target, victims, &requested, e.into()).await);
-                }
-                requested.push(v.ec2_id.clone());
-            }
-            Ok(())
-        }
-    };
-    if let Err(e) = removed {
-        return Err(undo(c, cluster, target, victims, &[], e.into()).await);
+    let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
+    if let Err(failed) = target.remove(c, from, to, &ids, cancel).await {
+        return Err(undo(c, cluster, target, victims, &failed.requested, failed.error.into()).await);
     }
     Ok(())
-}
-
-/// Wait until the fleet reports `to` as its target and is no longer `modifying`.
-async fn wait_applied(
-    c: &Clients,
-    target: &CapacityTarget,
-    to: u32,
-    cancel: &CancellationToken,
-) -> Result<(), ActError> {
-    let start = Instant::now();
-    loop {
-        let (state, now) = match target {
-            CapacityTarget::SpotFleet(id) => {
-                let out = c
-                    .ec2
-                    .describe_spot_fleet_requests()
-                    .spot_fleet_request_ids(id)
-                    .send()
-                    .await
-                    .map_err(|e| call_error("DescribeSpotFleetRequests", e))?;
-                let cfg = out.spot_fleet_request_configs().first();
-                (
-                    cfg.and_then(|c| c.spot_fleet_request_state()).map(|s| s.as_str().to_string()),
-                    cfg.and_then(|c| c.spot_fleet_request_config()).and_then(|c| c.target_capacity()),
-                )
-            }
-            CapacityTarget::Ec2Fleet(id) => {
-                let out =
-                    c.ec2.describe_fleets().fleet_ids(id).send().await.map_err(|e| call_error("DescribeFleets", e))?;
-                let f = out.fleets().first();
-                (
-                    f.and_then(|f| f.fleet_state()).map(|s| s.as_str().to_string()),
-                    f.and_then(|f| f.target_capacity_specification()).and_then(|t| t.total_target_capacity()),
-                )
-            }
-            CapacityTarget::AutoScalingGroup(_) => return Ok(()),
-        };
-        if now == Some(to as i32) && state.as_deref() != Some("modifying") {
-            return Ok(());
-        }
-        if start.elapsed() >= TARGET_APPLY_TIMEOUT {
-            return Err(ActError::TargetNotApplied(target.clone()));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(DRAIN_POLL) => {}
-            _ = cancel.cancelled() => return Err(ActError::Cancelled),
-        }
-    }
 }
 
 /// After a failure once the drain began: the victims that still run go back to ACTIVE, except
@@ -303,10 +157,8 @@ pub async fn reactivate(
 ) -> Result<Vec<String>, ActError> {
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
     let mut alive = running_instances(c, &ids).await?;
-    if let CapacityTarget::AutoScalingGroup(_) = target {
-        let leaving = terminating_in_group(c, &ids).await?;
-        alive.retain(|id| !leaving.contains(id));
-    }
+    let leaving = target.leaving(c, &ids).await?;
+    alive.retain(|id| !leaving.contains(id));
     let alive_arns: Vec<String> = victims.iter().filter(|v| alive.contains(&v.ec2_id)).map(|v| v.arn.clone()).collect();
     let draining: Vec<(String, String)> = observe::describe_container_instances(c, cluster, &alive_arns)
         .await?
@@ -322,26 +174,6 @@ pub async fn reactivate(
     let arns: Vec<String> = draining.iter().map(|(a, _)| a.clone()).collect();
     set_state(c, cluster, &arns, ContainerInstanceStatus::Active).await?;
     Ok(draining.into_iter().map(|(_, id)| id).collect())
-}
-
-/// The instances among `ids` that their group is terminating (lifecycle state `Terminating…`).
-async fn terminating_in_group(c: &Clients, ids: &[String]) -> Result<HashSet<String>, CallError> {
-    let mut leaving = HashSet::new();
-    for chunk in ids.chunks(ASG_DESCRIBE_BATCH) {
-        let out = c
-            .asg
-            .describe_auto_scaling_instances()
-            .set_instance_ids(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeAutoScalingInstances", e))?;
-        for i in out.auto_scaling_instances() {
-            if i.lifecycle_state().is_some_and(|s| s.starts_with("Terminat")) {
-                leaving.insert(i.instance_id().unwrap_or_default().to_string());
-            }
-        }
-    }
-    Ok(leaving)
 }
 
 /// The EC2 instances among `ids` that are pending or running (a filter, so one long gone is simply

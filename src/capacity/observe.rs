@@ -1,10 +1,11 @@
 //! What the controller sees: the cluster's container instances with their resources and tasks, the
-//! demand that has no room, and the Spot Fleet's capacity and instance types. Every list is paginated;
-//! every call has the SDK's timeouts.
+//! demand that has no room, and the fleet's capacity and instance types (through [`super::fleet`]).
+//! Every list is paginated; every call has the SDK's timeouts.
 
+use super::fleet::{CapacityTarget, FleetError};
 use super::policy::{Fleet, Instance, InstanceType, Observation, Resources};
+use super::Clients;
 use crate::aws::{call_error, CallError};
-use crate::config::CapacityTarget;
 use std::collections::HashMap;
 
 /// ECS reports a little less memory than the instance type has (the OS and agent keep some). For a
@@ -48,16 +49,10 @@ pub enum ObserveError {
     Aws(#[from] CallError),
     #[error("ECS cluster {0} was not found; check [capacity] cluster and the region")]
     NoCluster(String),
-    #[error("{0} was not found; check [capacity] and the region")]
-    NoTarget(CapacityTarget),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     #[error("{0} is {1}: it launches nothing and cannot be modified; point [capacity] at an active one")]
     NotActive(CapacityTarget, String),
-}
-
-pub struct Clients {
-    pub ecs: aws_sdk_ecs::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub asg: aws_sdk_autoscaling::Client,
 }
 
 fn member(ci: &aws_sdk_ecs::types::ContainerInstance) -> Member {
@@ -85,11 +80,8 @@ pub async fn members_of(c: &Clients, cluster: &str, ec2_ids: &[String]) -> Resul
 const LIVE_FLEET_STATES: [&str; 3] = ["submitted", "active", "modifying"];
 
 pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Result<Seen, ObserveError> {
-    let (fleet, fleet_state) = match target {
-        CapacityTarget::SpotFleet(id) => spot_fleet(c, id).await?,
-        CapacityTarget::AutoScalingGroup(name) => group(c, name).await?,
-        CapacityTarget::Ec2Fleet(id) => ec2_fleet(c, id).await?,
-    };
+    let fleet = target.describe(c).await?;
+    let fleet_state = fleet.status.state.clone();
     if !LIVE_FLEET_STATES.contains(&fleet_state.as_str()) {
         return Err(ObserveError::NotActive(target.clone(), fleet_state));
     }
@@ -211,271 +203,18 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let present: f64 = instances.iter().filter(|i| i.in_fleet).map(|i| weight(&i.instance_type)).sum::<f64>() + 0.0;
     Ok(Seen {
         observation: Observation { instances, unplaced },
-        fleet: Fleet { target: fleet.target.max(fleet.fulfilled), fulfilled: present, types },
+        fleet: Fleet { target: fleet.status.target.max(fleet.status.fulfilled), fulfilled: present, types },
         members,
         short_services,
         fleet_state,
         daemon_groups: daemons.iter().map(|d| format!("service:{d}")).collect(),
-        raw_target: fleet.target,
-        raw_fulfilled: fleet.fulfilled,
+        raw_target: fleet.status.target,
+        raw_fulfilled: fleet.status.fulfilled,
     })
 }
 
 fn fargate(launch_type: Option<&aws_sdk_ecs::types::LaunchType>, provider: Option<&str>) -> bool {
     launch_type.is_some_and(|l| l.as_str() == "FARGATE") || provider.is_some_and(|p| p.starts_with("FARGATE"))
-}
-
-struct FleetRaw {
-    target: f64,
-    fulfilled: f64,
-    types: Vec<(String, f64)>,
-    /// The fleet's instances: EC2 id → instance type.
-    members: HashMap<String, String>,
-}
-
-/// An Auto Scaling group as a fleet: desired capacity is the target, instances in service (or
-/// launching past Pending) the fulfilled capacity, every instance of weight 1 (or its override's).
-async fn group(c: &Clients, name: &str) -> Result<(FleetRaw, String), ObserveError> {
-    let out = c
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(name)
-        .send()
-        .await
-        .map_err(|e| call_error("DescribeAutoScalingGroups", e))?;
-    let Some(g) = out.auto_scaling_groups().first() else {
-        return Err(ObserveError::NoTarget(CapacityTarget::AutoScalingGroup(name.into())));
-    };
-    let weight_of = |t: &str| -> f64 {
-        g.mixed_instances_policy()
-            .and_then(|m| m.launch_template())
-            .map(|lt| lt.overrides())
-            .and_then(|o| o.iter().find(|o| o.instance_type() == Some(t)).and_then(|o| o.weighted_capacity()))
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(1.0)
-    };
-    let mut types: Vec<(String, f64)> = Vec::new();
-    let mut fulfilled = 0.0;
-    let mut members = HashMap::new();
-    for i in g.instances() {
-        let t = i.instance_type().unwrap_or_default().to_string();
-        members.insert(i.instance_id().unwrap_or_default().to_string(), t.clone());
-        let state = i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default();
-        if state == "InService" {
-            fulfilled += weight_of(&t);
-        }
-        if !t.is_empty() {
-            add_type(&mut types, &t, weight_of(&t));
-        }
-    }
-    if let Some(lc) = g.launch_configuration_name() {
-        let out = c
-            .asg
-            .describe_launch_configurations()
-            .launch_configuration_names(lc)
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeLaunchConfigurations", e))?;
-        if let Some(t) = out.launch_configurations().first().and_then(|l| l.instance_type()) {
-            add_type(&mut types, t, 1.0);
-        }
-    }
-    let mixed = g.mixed_instances_policy().and_then(|m| m.launch_template());
-    for o in mixed.map(|lt| lt.overrides()).unwrap_or_default() {
-        if let Some(t) = o.instance_type() {
-            add_type(&mut types, t, weight_of(t));
-        }
-    }
-    // A launch template (the group's own, or the mixed policy's without typed overrides) names
-    // the type: needed to scale out a group that has no instance yet.
-    let spec =
-        g.launch_template().map(|s| (s.launch_template_id(), s.launch_template_name(), s.version())).or_else(|| {
-            mixed
-                .filter(|lt| lt.overrides().iter().all(|o| o.instance_type().is_none()))
-                .and_then(|lt| lt.launch_template_specification())
-                .map(|s| (s.launch_template_id(), s.launch_template_name(), s.version()))
-        });
-    if let Some((id, name, version)) = spec {
-        if let Some(t) = template_type(c, id, name, version).await? {
-            add_type(&mut types, &t, weight_of(&t));
-        }
-    }
-    let raw = FleetRaw { target: f64::from(g.desired_capacity().unwrap_or(0)), fulfilled, types, members };
-    Ok((raw, "active".into()))
-}
-
-/// An EC2 Fleet: TotalTargetCapacity, FulfilledCapacity, the types of its overrides (or of its launch
-/// template), its instances from DescribeFleetInstances.
-async fn ec2_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
-    let missing = || ObserveError::NoTarget(CapacityTarget::Ec2Fleet(id.into()));
-    let out = c.ec2.describe_fleets().fleet_ids(id).send().await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            let e = call_error("DescribeFleets", e);
-            if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c.contains("Malformed")) {
-                return Err(missing());
-            }
-            return Err(e.into());
-        }
-    };
-    let Some(f) = out.fleets().first() else { return Err(missing()) };
-    let state = f.fleet_state().map(|s| s.as_str().to_string()).unwrap_or_default();
-    let mut types: Vec<(String, f64)> = Vec::new();
-    for cfg in f.launch_template_configs() {
-        let named = cfg.overrides().iter().map(|o| (o.instance_type().map(|t| t.as_str()), o.weighted_capacity()));
-        config_types(c, &mut types, named.collect(), cfg.launch_template_specification()).await?;
-    }
-    let members = fleet_members(c, FleetKind::Ec2(id)).await?;
-    let target = f.target_capacity_specification().and_then(|t| t.total_target_capacity()).unwrap_or(0);
-    let raw = FleetRaw { target: f64::from(target), fulfilled: f.fulfilled_capacity().unwrap_or(0.0), types, members };
-    Ok((raw, state))
-}
-
-enum FleetKind<'a> {
-    Spot(&'a str),
-    Ec2(&'a str),
-}
-
-/// A fleet's active instances, EC2 id → instance type, every page followed.
-async fn fleet_members(c: &Clients, kind: FleetKind<'_>) -> Result<HashMap<String, String>, CallError> {
-    let mut members = HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let (instances, next) = match kind {
-            FleetKind::Spot(id) => {
-                let p = c
-                    .ec2
-                    .describe_spot_fleet_instances()
-                    .spot_fleet_request_id(id)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| call_error("DescribeSpotFleetInstances", e))?;
-                (p.active_instances().to_vec(), p.next_token().map(str::to_string))
-            }
-            FleetKind::Ec2(id) => {
-                let p = c
-                    .ec2
-                    .describe_fleet_instances()
-                    .fleet_id(id)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| call_error("DescribeFleetInstances", e))?;
-                (p.active_instances().to_vec(), p.next_token().map(str::to_string))
-            }
-        };
-        for i in instances {
-            if let Some(iid) = i.instance_id() {
-                members.insert(iid.to_string(), i.instance_type().unwrap_or_default().to_string());
-            }
-        }
-        match next {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(members),
-        }
-    }
-}
-
-/// The types one launch template config of a fleet names: its overrides' (type, weight), or, when
-/// no override names a type, the launch template's own (weight 1).
-async fn config_types(
-    c: &Clients,
-    types: &mut Vec<(String, f64)>,
-    overrides: Vec<(Option<&str>, Option<f64>)>,
-    spec: Option<&aws_sdk_ec2::types::FleetLaunchTemplateSpecification>,
-) -> Result<(), CallError> {
-    let mut any = false;
-    for (t, weight) in overrides {
-        if let Some(t) = t {
-            any = true;
-            add_type(types, t, weight.unwrap_or(1.0));
-        }
-    }
-    if let (false, Some(spec)) = (any, spec) {
-        if let Some(t) =
-            template_type(c, spec.launch_template_id(), spec.launch_template_name(), spec.version()).await?
-        {
-            add_type(types, &t, 1.0);
-        }
-    }
-    Ok(())
-}
-
-/// The instance type a launch template's version (default: `$Default`) names, if any.
-async fn template_type(
-    c: &Clients,
-    id: Option<&str>,
-    name: Option<&str>,
-    version: Option<&str>,
-) -> Result<Option<String>, CallError> {
-    let req = c.ec2.describe_launch_template_versions();
-    let req = match (id, name) {
-        (Some(id), _) => req.launch_template_id(id),
-        (None, Some(name)) => req.launch_template_name(name),
-        _ => return Ok(None),
-    };
-    let v = match req.versions(version.unwrap_or("$Default")).send().await {
-        Ok(v) => v,
-        Err(e) => {
-            // Not fatal: the types of running instances are known anyway; without this one the
-            // controller cannot scale out from no instance of it (say so, with what to do).
-            let e = call_error("DescribeLaunchTemplateVersions", e);
-            tracing::warn!(
-                "capacity: cannot read the instance type of launch template {}: {e}; allow ec2:DescribeLaunchTemplateVersions",
-                id.or(name).unwrap_or_default()
-            );
-            return Ok(None);
-        }
-    };
-    Ok(v.launch_template_versions()
-        .first()
-        .and_then(|v| v.launch_template_data()?.instance_type())
-        .map(|t| t.as_str().to_string()))
-}
-
-/// Add an instance type the first time it is named.
-fn add_type(types: &mut Vec<(String, f64)>, name: &str, weight: f64) {
-    if !types.iter().any(|(n, _)| n == name) {
-        types.push((name.to_string(), weight));
-    }
-}
-
-async fn spot_fleet(c: &Clients, id: &str) -> Result<(FleetRaw, String), ObserveError> {
-    let out = c.ec2.describe_spot_fleet_requests().spot_fleet_request_ids(id).send().await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            let e = call_error("DescribeSpotFleetRequests", e);
-            if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c == "InvalidSpotFleetRequestId.Malformed") {
-                return Err(ObserveError::NoTarget(CapacityTarget::SpotFleet(id.into())));
-            }
-            return Err(e.into());
-        }
-    };
-    let missing = || ObserveError::NoTarget(CapacityTarget::SpotFleet(id.into()));
-    let Some(cfg) = out.spot_fleet_request_configs().first() else { return Err(missing()) };
-    let state = cfg.spot_fleet_request_state().map(|s| s.as_str().to_string()).unwrap_or_default();
-    let Some(conf) = cfg.spot_fleet_request_config() else { return Err(missing()) };
-    let mut types: Vec<(String, f64)> = Vec::new();
-    for spec in conf.launch_specifications() {
-        if let Some(t) = spec.instance_type() {
-            add_type(&mut types, t.as_str(), spec.weighted_capacity().unwrap_or(1.0));
-        }
-    }
-    for ltc in conf.launch_template_configs() {
-        let named = ltc.overrides().iter().map(|o| (o.instance_type().map(|t| t.as_str()), o.weighted_capacity()));
-        config_types(c, &mut types, named.collect(), ltc.launch_template_specification()).await?;
-    }
-    let members = fleet_members(c, FleetKind::Spot(id)).await?;
-    let raw = FleetRaw {
-        target: f64::from(conf.target_capacity().unwrap_or(0)),
-        fulfilled: conf.fulfilled_capacity().unwrap_or(0.0),
-        types,
-        members,
-    };
-    Ok((raw, state))
 }
 
 async fn container_instance_arns(c: &Clients, cluster: &str) -> Result<Vec<String>, ObserveError> {

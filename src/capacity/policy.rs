@@ -214,15 +214,25 @@ pub fn reservation(instances: &[Instance]) -> f64 {
     reservation_with(instances, Resources::default())
 }
 
+/// CPU and memory reservation apart, percent, over ACTIVE instances (what `capacity status` shows).
+pub fn reservations(instances: &[Instance]) -> (f64, f64) {
+    reservations_with(instances, Resources::default())
+}
+
 /// The reservation if `extra` were reserved too.
 fn reservation_with(instances: &[Instance], extra: Resources) -> f64 {
+    let (cpu, mem) = reservations_with(instances, extra);
+    cpu.max(mem)
+}
+
+fn reservations_with(instances: &[Instance], extra: Resources) -> (f64, f64) {
     let (mut reg, mut used) = (Resources::default(), extra);
     for i in instances.iter().filter(|i| !i.draining) {
         reg = reg.plus(i.registered);
         used = used.plus(i.registered.minus(i.remaining));
     }
     let pct = |u: u32, r: u32| if r == 0 { 0.0 } else { 100.0 * f64::from(u) / f64::from(r) };
-    pct(used.cpu, reg.cpu).max(pct(used.mem, reg.mem))
+    (pct(used.cpu, reg.cpu), pct(used.mem, reg.mem))
 }
 
 /// The result of bin-packing unplaced tasks.

@@ -1,27 +1,29 @@
-//! `opsd daemon`: fires every job of the jobs directory on its schedule, reloads on SIGHUP and on
-//! file changes, speaks sd_notify, serves metrics, and stops gracefully.
+//! `opsd daemon`, the composition root: it takes the state directory, opens the store, builds the
+//! AWS config and the metrics registry, starts each configured wing (the jobs scheduler always,
+//! the lifecycle consumer and the capacity controller when their sections are present) and history
+//! retention, speaks sd_notify, reloads on SIGHUP and file changes, and shuts down gracefully.
 //!
 //! Shutdown (SIGTERM/SIGINT cancels the token from `main`): no new firing starts; firings still in
 //! their jitter delay or queue are recorded as skipped; running runs get `shutdown_grace` to finish,
 //! then are cancelled (their remote commands are killed) and recorded; the process exits 0.
 
-mod firing;
 mod reload;
 mod retention;
 mod systemd;
-mod table;
 
+use crate::capacity::{self, controller::Controller, history::DecisionHistory, metrics::CapacityMetrics};
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::job::{self, calendar};
-use crate::metrics::{self, Metrics};
+use crate::jobs::history::RunHistory;
+use crate::jobs::metrics::JobMetrics;
+use crate::jobs::scheduler::{firing, Scheduler};
+use crate::jobs::spec;
+use crate::lifecycle::{self, metrics::LifecycleMetrics};
+use crate::metrics::{self, Exporter};
+use crate::ssh::pins::StorePins;
 use crate::store::Store;
-use chrono::{DateTime, Utc};
-use firing::{Context, Firing};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use table::{Changes, Loaded, Table};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,8 +31,6 @@ use tokio_util::task::TaskTracker;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// A reload waits at most this long for changes to stop arriving.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
-/// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
-const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// After the grace period, how long cancelled runs get to kill their commands and record.
 const CANCEL_CLEANUP: Duration = Duration::from_secs(30);
 
@@ -43,14 +43,15 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
             return Exit::Unavailable;
         }
     };
-    let store = match Store::open(&config.state_dir).await {
+    let store = match Store::open(&config.state_dir, crate::schema::MIGRATIONS).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("opsd: {e}");
             return Exit::Software;
         }
     };
-    match store.interrupt_stale().await {
+    let runs = RunHistory::new(store.clone());
+    match runs.interrupt_stale().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!("{n} scheduled runs were left running by a previous daemon; recorded as interrupted"),
         Err(e) => tracing::warn!("cannot mark runs left by a previous daemon: {e}"),
@@ -62,14 +63,19 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
             return Exit::Usage;
         }
     };
-    if let Err(d) = job::files_in(&config.jobs_dir) {
+    if let Err(d) = spec::files_in(&config.jobs_dir) {
         eprintln!("{d}");
         return Exit::Usage;
     }
-    let metrics = Arc::new(Metrics::new());
+    // Every wing registers its series, whether it runs or not, so dashboards see zeros, not gaps.
+    let mut registry = metrics::registry();
+    let job_metrics = JobMetrics::register(&mut registry);
+    let lifecycle_metrics = LifecycleMetrics::register(&mut registry);
+    let capacity_metrics = CapacityMetrics::register(&mut registry);
+    let exporter = Arc::new(Exporter::new(registry));
     let server_stop = CancellationToken::new();
     let metrics_addr = match config.metrics_listen {
-        Some(addr) => match metrics::serve(addr, metrics.clone(), server_stop.clone()).await {
+        Some(addr) => match metrics::serve(addr, exporter, server_stop.clone()).await {
             Ok((local, _)) => Some(local),
             Err(e) => {
                 eprintln!("opsd: {e}");
@@ -78,55 +84,57 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         },
         None => None,
     };
-    let ctx = Arc::new(Context {
-        store,
-        ec2: aws_sdk_ec2::Client::new(&sdk),
-        page_size: config.aws.page_size,
-        metrics: metrics.clone(),
-        stop: cancel.clone(),
-        abort: CancellationToken::new(),
-    });
+
+    // Cancelled when the shutdown grace has run out: work still going is cancelled.
+    let abort = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(retention::run(ctx.store.clone(), config.history_retention.0, cancel.clone()));
+    tracker.spawn(retention::run(store.clone(), config.history_retention.0, cancel.clone()));
     if let Some(l) = config.lifecycle.clone() {
-        let lctx = crate::lifecycle::context(&sdk, &l, ctx.store.clone(), metrics.clone(), ctx.abort.clone());
-        tracker.spawn(crate::lifecycle::run(lctx, l, cancel.clone()));
+        let lctx = lifecycle::context(&sdk, &l, store.clone(), lifecycle_metrics, abort.clone());
+        tracker.spawn(lifecycle::run(lctx, l, cancel.clone()));
     }
     if let Some(c) = config.capacity.clone() {
-        let clients = crate::capacity::clients(&sdk);
-        tracker.spawn(crate::capacity::run(c, clients, ctx.store.clone(), metrics.clone(), cancel.clone()));
+        let history = DecisionHistory::new(store.clone());
+        let controller =
+            Controller::new(c, capacity::Clients::new(&sdk), history, capacity_metrics, cancel.clone()).await;
+        tracker.spawn(controller.run());
     }
-    let mut table = Table::default();
+    let ctx = firing::Context {
+        runs,
+        pins: Arc::new(StorePins(store.clone())),
+        ec2: aws_sdk_ec2::Client::new(&sdk),
+        page_size: config.aws.page_size,
+        metrics: job_metrics,
+        stop: cancel.clone(),
+        abort: abort.clone(),
+    };
+    let mut scheduler = Scheduler::new(config.jobs_dir.clone(), config.job_defaults(), ctx, tracker.clone());
     let mut reloads = reload::watch(&config.jobs_dir, cancel.clone());
-    load(&mut table, &config, &ctx).await;
-    catch_up(&table, &ctx, &tracker).await;
+    scheduler.load().await;
+    scheduler.catch_up().await;
 
     let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).ok();
+    let (jobs, scheduled) = scheduler.counts();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
         jobs_dir = %config.jobs_dir.display(),
         state_dir = %config.state_dir.display(),
-        jobs = table.entries.len(),
-        scheduled = table.scheduled(),
+        jobs,
+        scheduled,
         region = sdk.region().map(|r| r.as_ref()).unwrap_or("-"),
         endpoint = endpoint.as_deref().unwrap_or("AWS default"),
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         lifecycle_queue = config.lifecycle.as_ref().map(|l| l.queue_url.as_str()).unwrap_or("off"),
-        capacity = %config.capacity.as_ref().map(|c| format!("{} on {}", c.cluster, c.target())).unwrap_or_else(|| "off".into()),
+        capacity = %config.capacity.as_ref().map(|c| c.scope()).unwrap_or_else(|| "off".into()),
         "opsd daemon started"
     );
-    systemd::ready(status(&table)).await;
+    systemd::ready(scheduler.status()).await;
 
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
-        let now = Utc::now();
-        let sleep = table
-            .next_firing()
-            .map(|(_, t)| (t - now).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP);
+        let sleep = scheduler.until_next();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
@@ -134,27 +142,25 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
                 debounce(&mut reloads, &cancel).await;
                 systemd::reloading().await;
                 config = reload_config(config);
-                load(&mut table, &config, &ctx).await;
-                systemd::reloaded(status(&table)).await;
+                scheduler.set_defaults(config.job_defaults());
+                scheduler.load().await;
+                systemd::reloaded(scheduler.status()).await;
             }
             Some(()) = reloads.files.recv() => {
                 let signal = debounce(&mut reloads, &cancel).await;
                 systemd::reloading().await;
                 if signal {
                     config = reload_config(config);
+                    scheduler.set_defaults(config.job_defaults());
                 }
-                load(&mut table, &config, &ctx).await;
-                systemd::reloaded(status(&table)).await;
+                scheduler.load().await;
+                systemd::reloaded(scheduler.status()).await;
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog().await,
             _ = tokio::time::sleep(sleep) => {
-                let due = table.take_due(Utc::now());
-                for (job, slot, at) in due {
-                    tracing::info!(job = %job.name, firing = %at, "firing");
-                    tracker.spawn(firing::fire(ctx.clone(), Firing { job, slot, at, kind: "schedule" }));
-                }
-                if !table.entries.is_empty() {
-                    systemd::status(status(&table)).await;
+                scheduler.fire_due();
+                if scheduler.counts().0 > 0 {
+                    systemd::status(scheduler.status()).await;
                 }
             }
         }
@@ -174,7 +180,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
             "shutdown_grace of {} is over: cancelling the runs still going (their commands are killed)",
             humantime::format_duration(grace)
         );
-        ctx.abort.cancel();
+        abort.cancel();
         if tokio::time::timeout(CANCEL_CLEANUP, tracker.wait()).await.is_err() {
             tracing::error!(
                 "some runs did not finish recording within {CANCEL_CLEANUP:?} of cancellation; exiting anyway"
@@ -204,93 +210,8 @@ async fn debounce(reloads: &mut reload::Requests, cancel: &CancellationToken) ->
     }
 }
 
-/// Read every job file and apply them to the table.
-async fn load(table: &mut Table, config: &Config, ctx: &Context) {
-    let files = match job::files_in(&config.jobs_dir) {
-        Ok(f) => f,
-        Err(d) => {
-            tracing::error!("{d}; keeping the {} jobs already loaded", table.entries.len());
-            return;
-        }
-    };
-    let config2 = config.clone();
-    // File reads and parsing off the runtime: a jobs directory on a slow disk must not stall firing.
-    let loaded = tokio::task::spawn_blocking(move || {
-        files
-            .into_iter()
-            .map(|f| match job::load(&f, &config2) {
-                Ok(j) => Loaded::Good(Box::new(j)),
-                Err(diags) => {
-                    let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    Loaded::Bad { name, diags }
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for l in &loaded {
-        if let Loaded::Bad { name, diags } = l {
-            ctx.metrics.job_file_error(name);
-            for d in diags {
-                tracing::error!(job = %name, "{d}");
-            }
-        }
-    }
-    // Rate schedules keep their phase across restarts: they count from the last recorded firing.
-    let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
-    for l in &loaded {
-        if let Loaded::Good(j) = l {
-            if !table.entries.contains_key(&j.name) {
-                if let Ok(Some(t)) = ctx.store.last_firing(&j.name).await {
-                    last.insert(j.name.clone(), t);
-                }
-            }
-        }
-    }
-    let changes = table.apply(loaded, Utc::now(), &|name| last.get(name).copied());
-    log_changes(&changes);
-    ctx.metrics.set_jobs_loaded(table.entries.len());
-}
-
-fn log_changes(c: &Changes) {
-    for (what, names) in [("added", &c.added), ("changed", &c.changed), ("removed", &c.removed)] {
-        if !names.is_empty() {
-            tracing::info!("jobs {what}: {}", names.join(", "));
-        }
-    }
-    if !c.kept.is_empty() {
-        tracing::warn!("invalid job files, their last good version stays scheduled: {}", c.kept.join(", "));
-    }
-    if !c.rejected.is_empty() {
-        tracing::warn!(
-            "invalid job files, not scheduled (fix them; `opsd validate` shows why): {}",
-            c.rejected.join(", ")
-        );
-    }
-}
-
-/// Jobs with `catch_up = true` whose last recorded firing was followed by a missed one run once now.
-async fn catch_up(table: &Table, ctx: &Arc<Context>, tracker: &TaskTracker) {
-    let now = Utc::now();
-    for e in table.entries.values() {
-        let Some(t) = e.job.timing.as_ref().filter(|t| t.catch_up) else { continue };
-        let last = match ctx.store.last_run_firing(&e.job.name).await {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::warn!(job = %e.job.name, "catch_up: cannot read the last firing: {err}");
-                continue;
-            }
-        };
-        if let Some(missed) = calendar::latest_missed(&t.schedule, last, now, t.timezone, e.anchor) {
-            tracing::info!(job = %e.job.name, last = %last, missed = %missed, "catch_up: a firing was missed while opsd was down; running once now");
-            let f = Firing { job: e.job.clone(), slot: e.slot.clone(), at: missed, kind: "catch-up" };
-            tracker.spawn(firing::fire(ctx.clone(), f));
-        }
-    }
-}
-
+/// The config read again at SIGHUP. Only what the jobs resolve against takes effect now; every
+/// other key is fixed for the process's life (a warning says so), and a bad config keeps the old.
 fn reload_config(old: Config) -> Config {
     match Config::load(old.source.as_deref()) {
         Ok(new) => {
@@ -328,14 +249,6 @@ fn reload_config(old: Config) -> Config {
             tracing::error!("the config is invalid; keeping the previous one");
             old
         }
-    }
-}
-
-fn status(table: &Table) -> String {
-    let n = table.entries.len();
-    match table.next_firing() {
-        Some((job, at)) => format!("{n} jobs, {} scheduled; next: {job} at {}", table.scheduled(), at.to_rfc3339()),
-        None => format!("{n} jobs, none scheduled"),
     }
 }
 

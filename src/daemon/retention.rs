@@ -1,10 +1,13 @@
-//! History retention: what the store holds older than `history_retention` (runs with their hosts
-//! and output, lifecycle actions, capacity decisions) is deleted at start and then hourly, in short
-//! transactions with pauses between them, so recording waits for one batch at most. What the
-//! daemon reads back is kept whatever its age (see [`Store::prune`]).
+//! History retention across the wings: what the store holds older than `history_retention` (runs
+//! with their hosts and output, lifecycle actions, capacity decisions) is deleted at start and then
+//! hourly. Runs go in short transactions with pauses between them, so recording waits for one batch
+//! at most; what each wing reads back is kept whatever its age (each wing's `prune` says what).
 
-use crate::store::{Pruned, Store};
-use chrono::Utc;
+use crate::capacity::history::DecisionHistory;
+use crate::jobs::history::RunHistory;
+use crate::lifecycle::history::ActionHistory;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +17,14 @@ const BATCH_RUNS: usize = 500;
 const BATCH_HOSTS: i64 = 2000;
 /// Between transactions, so a long backlog (the first start after an upgrade) never holds the store.
 const PAUSE: Duration = Duration::from_millis(50);
+
+/// What one pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Pruned {
+    runs: usize,
+    lifecycle_actions: usize,
+    capacity_decisions: usize,
+}
 
 pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
     loop {
@@ -30,25 +41,23 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
         return; // Longer than the calendar: nothing is that old.
     };
     let mut total = Pruned::default();
-    let mut first = true;
+    if let Err(e) = prune_records(store, cutoff, &mut total).await {
+        warn(e);
+    }
+    let runs = RunHistory::new(store.clone());
     while !stop.is_cancelled() {
-        match store.prune(cutoff, BATCH_RUNS, BATCH_HOSTS, first).await {
-            Ok((p, more)) => {
-                total.runs += p.runs;
-                total.lifecycle_actions += p.lifecycle_actions;
-                total.capacity_decisions += p.capacity_decisions;
+        match runs.prune(cutoff, BATCH_RUNS, BATCH_HOSTS).await {
+            Ok((n, more)) => {
+                total.runs += n;
                 if !more {
                     break;
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    "history: deleting what is older than history_retention failed: {e}; retrying in an hour"
-                );
+                warn(e);
                 break;
             }
         }
-        first = false;
         tokio::select! {
             _ = tokio::time::sleep(PAUSE) => {}
             _ = stop.cancelled() => break,
@@ -63,4 +72,15 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
             humantime::format_duration(retention)
         );
     }
+}
+
+/// The lifecycle actions and capacity decisions (few rows: one transaction each).
+async fn prune_records(store: &Store, cutoff: DateTime<Utc>, total: &mut Pruned) -> Result<(), StoreError> {
+    total.lifecycle_actions = ActionHistory::new(store.clone()).prune(cutoff).await?;
+    total.capacity_decisions = DecisionHistory::new(store.clone()).prune(cutoff).await?;
+    Ok(())
+}
+
+fn warn(e: StoreError) {
+    tracing::warn!("history: deleting what is older than history_retention failed: {e}; retrying in an hour");
 }

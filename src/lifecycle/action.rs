@@ -4,22 +4,26 @@
 //! deleted only once the action is completed, or AWS says it no longer exists.
 
 use super::eni::{self, EniError, NewEni};
+use super::history::{ActionHistory, ActionRecord, LifecycleResult, MessageOutcome};
 use super::message::{self, Action, Notification, Transition};
+use super::metrics::{EniOp, LifecycleMetrics, MessageKind};
 use super::placement::{self, PlacementError};
+use super::settings::EniSettings;
 use crate::aws::{call_error, CallError};
-use crate::config::EniSettings;
-use crate::metrics::Metrics;
-use crate::store::{ActionRecord, Store};
+use crate::backoff::Backoff;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Cleanup after a failure runs on its own clock, not the (possibly cancelled) action's; short enough
 /// to finish within the daemon's 30 s after the shutdown grace.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(20);
 /// Attempts at CompleteLifecycleAction before the message is left for redelivery.
 const COMPLETE_ATTEMPTS: u32 = 4;
+/// The wait after the first failed attempt (doubling after each): throttling clears in this time.
+const COMPLETE_FIRST_WAIT: Duration = Duration::from_millis(200);
 /// Used when the hook cannot be described: AWS's minimum heartbeat timeout, so heartbeats come early enough.
 const FALLBACK_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,8 +36,8 @@ pub struct Ctx {
     pub eni: EniSettings,
     /// The visibility a message keeps while worked (set at receive, renewed by each heartbeat).
     pub visibility: Duration,
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
+    pub history: ActionHistory,
+    pub metrics: LifecycleMetrics,
     /// Cancelled when opsd must stop working (after the shutdown grace).
     pub abort: CancellationToken,
 }
@@ -67,22 +71,46 @@ pub async fn handle(ctx: Arc<Ctx>, m: Received) {
         Err(e) => {
             // Not deleted: after maxReceiveCount the queue's redrive policy moves it to the dead-letter queue.
             tracing::error!(message = %m.id, "lifecycle message {} cannot be parsed: {e}; left in the queue for its dead-letter queue", m.id);
-            ctx.metrics.lifecycle_message("malformed", "kept");
+            ctx.metrics.message(MessageKind::Malformed, MessageOutcome::Kept);
         }
         Ok(Notification::Test { group }) => {
             tracing::info!(message = %m.id, group = %group, "test notification from Auto Scaling group {group}: the hook reaches this queue");
-            let outcome = if delete(&ctx, &m).await { "deleted" } else { "kept" };
-            ctx.metrics.lifecycle_message("test", outcome);
+            let outcome = if delete(&ctx, &m).await { MessageOutcome::Deleted } else { MessageOutcome::Kept };
+            ctx.metrics.message(MessageKind::Test, outcome);
         }
-        Ok(Notification::Action(a)) => crate::aws::timed(work(&ctx, &m, a)).await,
+        Ok(Notification::Action(a)) => {
+            let span = tracing::info_span!(
+                "lifecycle",
+                transition = %a.transition,
+                instance = %a.instance_id,
+                group = %a.group,
+                hook = %a.hook,
+                message = %m.id,
+            );
+            crate::aws::timed(work(&ctx, &m, a)).instrument(span).await
+        }
     }
 }
 
 async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let started = Utc::now();
     let clock = std::time::Instant::now();
-    let span = format!("{} {} ({} hook {}, message {})", a.transition.as_str(), a.instance_id, a.group, a.hook, m.id);
-    tracing::info!("lifecycle: {span}: started");
+    // Context (instance, hook, message) is in the span; the lines say what happened.
+    tracing::info!("{} {}: started", a.transition, a.instance_id);
+    let record = |result, outcome, eni_id, error| ActionRecord {
+        message_id: m.id.clone(),
+        group: a.group.clone(),
+        hook: a.hook.clone(),
+        instance_id: a.instance_id.clone(),
+        transition: a.transition,
+        result,
+        outcome,
+        eni_id,
+        error,
+        started_at: started,
+        ended_at: Utc::now(),
+        aws_ms: crate::aws::aws_time().map(|d| d.as_millis() as u64),
+    };
     let timeout = heartbeat_timeout(ctx, &a).await;
     let lease = lease(ctx.visibility, timeout);
     // The hook's clock started when the instance began to wait, perhaps long before this message was
@@ -90,40 +118,42 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     match beat(ctx, &a, &m.receipt, lease).await {
         Beat::Ok => {}
         Beat::NoAction(why) => {
-            tracing::warn!("lifecycle: {span}: the action is no longer active ({why}): already completed or timed out; deleting the message");
+            tracing::warn!(
+                "the action is no longer active ({why}): already completed or timed out; deleting the message"
+            );
             delete(ctx, m).await;
-            ctx.metrics.lifecycle_message(a.transition.as_str(), "expired");
-            record(ctx, m, &a, "-", "expired", None, Some(why), started).await;
+            ctx.metrics.message(a.transition, MessageOutcome::Expired);
+            save(ctx, record(LifecycleResult::None, MessageOutcome::Expired, None, Some(why))).await;
             return;
         }
     }
     let beat_stop = CancellationToken::new();
-    let beats = tokio::spawn(heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, lease, beat_stop.clone()));
+    let beats = tokio::spawn(
+        heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, lease, beat_stop.clone()).in_current_span(),
+    );
 
     let result = match a.transition {
         Transition::Launching => launch(ctx, &a).await,
         Transition::Terminating => terminate(ctx, &a).await,
     };
     let (lifecycle_result, eni_id, error) = match result {
-        Ok(eni) => ("CONTINUE", eni, None),
+        Ok(eni) => (LifecycleResult::Continue, eni, None),
         Err((e, _)) if e.cancelled() => {
             beat_stop.cancel();
             let _ = beats.await;
             // Not completed and not deleted: visible again at once for the next opsd, which resumes
             // idempotently (the interface is found by its token).
-            tracing::warn!(
-                "lifecycle: {span}: stopped by shutdown before completion; the message returns to the queue"
-            );
+            tracing::warn!("stopped by shutdown before completion; the message returns to the queue");
             release(ctx, m).await;
-            ctx.metrics.lifecycle_message(a.transition.as_str(), "interrupted");
+            ctx.metrics.message(a.transition, MessageOutcome::Interrupted);
             return;
         }
         Err((e, created)) => {
-            tracing::error!("lifecycle: {span}: failed: {e}; cleaning up and completing with ABANDON");
+            tracing::error!("{} {} failed: {e}; cleaning up and completing with ABANDON", a.transition, a.instance_id);
             if let Some(id) = &created {
-                cleanup(ctx, id, &a.instance_id, &span).await;
+                cleanup(ctx, id, &a.instance_id).await;
             }
-            ("ABANDON", None, Some(e.to_string()))
+            (LifecycleResult::Abandon, None, Some(e.to_string()))
         }
     };
     let completion = complete(ctx, &a, lifecycle_result).await;
@@ -132,60 +162,36 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let outcome = match &completion {
         Completion::Done => {
             tracing::info!(
-                "lifecycle: {span}: completed with {lifecycle_result}{}",
+                "completed with {lifecycle_result}{}",
                 eni_id.as_deref().map(|e| format!(" (interface {e})")).unwrap_or_default()
             );
             if delete(ctx, m).await {
-                "completed"
+                MessageOutcome::Completed
             } else {
-                "completed_not_deleted"
+                MessageOutcome::CompletedNotDeleted
             }
         }
         Completion::NoAction(why) => {
-            tracing::warn!("lifecycle: {span}: the action is no longer active ({why}): already completed or timed out; deleting the message");
+            tracing::warn!(
+                "the action is no longer active ({why}): already completed or timed out; deleting the message"
+            );
             delete(ctx, m).await;
-            "expired"
+            MessageOutcome::Expired
         }
         Completion::Failed(e) => {
-            tracing::error!(
-                "lifecycle: {span}: CompleteLifecycleAction failed: {e}; the message stays and will be redelivered"
-            );
-            "complete_failed"
+            tracing::error!("CompleteLifecycleAction failed: {e}; the message stays and will be redelivered");
+            MessageOutcome::CompleteFailed
         }
     };
-    let kind = a.transition.as_str();
-    ctx.metrics.lifecycle_message(kind, outcome);
-    ctx.metrics.lifecycle_action_duration(kind, clock.elapsed().as_secs_f64());
-    record(ctx, m, &a, lifecycle_result, outcome, eni_id, error, started).await;
+    ctx.metrics.message(a.transition, outcome);
+    ctx.metrics.action_duration(a.transition, clock.elapsed().as_secs_f64());
+    save(ctx, record(lifecycle_result, outcome, eni_id, error)).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    ctx: &Ctx,
-    m: &Received,
-    a: &Action,
-    result: &str,
-    outcome: &str,
-    eni_id: Option<String>,
-    error: Option<String>,
-    started: chrono::DateTime<Utc>,
-) {
-    let record = ActionRecord {
-        message_id: m.id.clone(),
-        group: a.group.clone(),
-        hook: a.hook.clone(),
-        instance_id: a.instance_id.clone(),
-        transition: a.transition.as_str().into(),
-        result: result.into(),
-        outcome: outcome.into(),
-        eni_id,
-        error,
-        started_at: started,
-        ended_at: Utc::now(),
-        aws_ms: crate::aws::aws_time().map(|d| d.as_millis() as u64),
-    };
-    if let Err(e) = ctx.store.record_action(record).await {
-        tracing::error!(instance = %a.instance_id, "cannot record the lifecycle action: {e}");
+async fn save(ctx: &Ctx, record: ActionRecord) {
+    let instance = record.instance_id.clone();
+    if let Err(e) = ctx.history.record(record).await {
+        tracing::error!(instance = %instance, "cannot record the lifecycle action: {e}");
     }
 }
 
@@ -243,7 +249,7 @@ async fn beat(ctx: &Ctx, a: &Action, receipt: &str, lease: Duration) -> Beat {
     }
     match hb.map_err(|e| call_error("RecordLifecycleActionHeartbeat", e)) {
         Ok(_) => {
-            ctx.metrics.lifecycle_heartbeat();
+            ctx.metrics.heartbeat();
             Beat::Ok
         }
         Err(e) if no_active_action(&e) => Beat::NoAction(e.message),
@@ -310,7 +316,7 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
                 token: &a.token,
             };
             let id = eni::create(&ctx.ec2, new).await.map_err(|e| (e.into(), None))?;
-            ctx.metrics.lifecycle_eni("created");
+            ctx.metrics.eni(EniOp::Created);
             tracing::info!(instance = %a.instance_id, "created interface {id} in {subnet} ({})", inst.zone);
             id
         }
@@ -319,7 +325,7 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     if attached != id {
         // Another interface took the index first (a concurrent delivery of another launch hook).
         tracing::info!(instance = %a.instance_id, "interface {attached} is at device index {idx}; removing {id}, made for this action");
-        cleanup(ctx, &id, &a.instance_id, &format!("launch {}", a.instance_id)).await;
+        cleanup(ctx, &id, &a.instance_id).await;
     }
     Ok(Some(attached))
 }
@@ -378,7 +384,7 @@ async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
             continue;
         }
         eni::remove(&ctx.ec2, &e, ctx.eni.ready_timeout.0, &ctx.abort).await.map_err(|err| (err.into(), None))?;
-        ctx.metrics.lifecycle_eni("deleted");
+        ctx.metrics.eni(EniOp::Deleted);
         tracing::info!(instance = %a.instance_id, "detached and deleted interface {}", e.id);
         removed.push(e.id);
     }
@@ -388,7 +394,7 @@ async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
 /// Delete an interface a launch created and does not keep, on its own time limit (it must happen
 /// even at shutdown). One attached to the action's instance is never touched: another worker holding
 /// the same action attached it, and the instance keeps it.
-async fn cleanup(ctx: &Ctx, id: &str, instance: &str, span: &str) {
+async fn cleanup(ctx: &Ctx, id: &str, instance: &str) {
     let own = CancellationToken::new();
     let work = async {
         match eni::describe(&ctx.ec2, id).await? {
@@ -399,12 +405,12 @@ async fn cleanup(ctx: &Ctx, id: &str, instance: &str, span: &str) {
     };
     match tokio::time::timeout(CLEANUP_LIMIT, work).await {
         Ok(Ok(true)) => {
-            ctx.metrics.lifecycle_eni("deleted");
-            tracing::info!("lifecycle: {span}: deleted interface {id} that this action created");
+            ctx.metrics.eni(EniOp::Deleted);
+            tracing::info!("deleted interface {id} that this action created");
         }
         Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::error!("lifecycle: {span}: cannot delete interface {id}: {e}; the sweep will retry"),
-        Err(_) => tracing::error!("lifecycle: {span}: deleting interface {id} timed out; the sweep will retry"),
+        Ok(Err(e)) => tracing::error!("cannot delete interface {id}: {e}; the sweep will retry"),
+        Err(_) => tracing::error!("deleting interface {id} timed out; the sweep will retry"),
     }
 }
 
@@ -415,8 +421,8 @@ enum Completion {
     Failed(CallError),
 }
 
-async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
-    let mut wait = Duration::from_millis(200);
+async fn complete(ctx: &Ctx, a: &Action, result: LifecycleResult) -> Completion {
+    let mut wait = Backoff::new(COMPLETE_FIRST_WAIT, COMPLETE_FIRST_WAIT * 2u32.pow(COMPLETE_ATTEMPTS));
     let mut last = None;
     for attempt in 1..=COMPLETE_ATTEMPTS {
         let r = ctx
@@ -426,7 +432,7 @@ async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
             .lifecycle_hook_name(&a.hook)
             .lifecycle_action_token(&a.token)
             .instance_id(&a.instance_id)
-            .lifecycle_action_result(result)
+            .lifecycle_action_result(result.as_str())
             .send()
             .await;
         match r.map_err(|e| call_error("CompleteLifecycleAction", e)) {
@@ -439,8 +445,7 @@ async fn complete(ctx: &Ctx, a: &Action, result: &str) -> Completion {
             }
         }
         // Backoff between attempts; a shutdown does not cut it short: completing is what matters most.
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+        tokio::time::sleep(wait.fail()).await;
     }
     Completion::Failed(last.unwrap_or(CallError {
         operation: "CompleteLifecycleAction",

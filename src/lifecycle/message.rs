@@ -16,18 +16,11 @@ pub enum Notification {
     Action(Action),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    Launching,
-    Terminating,
-}
-
-impl Transition {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transition::Launching => "launch",
-            Transition::Terminating => "terminate",
-        }
+crate::vocabulary! {
+    /// Which way the instance is going, as recorded and exported.
+    pub enum Transition {
+        Launching = "launch",
+        Terminating = "terminate",
     }
 }
 

@@ -1,18 +1,26 @@
-//! The Auto Scaling lifecycle-hook consumer: long-polls the SQS queue the hooks notify, works each
-//! message with bounded workers (see [`action`]), and sweeps interfaces left behind. Runs inside
-//! `opsd daemon` when the config has a `[lifecycle]` section.
+//! The lifecycle wing: the Auto Scaling lifecycle-hook consumer. It long-polls the SQS queue the
+//! hooks notify (here), works each message with bounded workers ([`action`], over [`message`],
+//! [`placement`] and [`eni`]), and sweeps interfaces left behind. Runs inside `opsd daemon` when the
+//! config has a `[lifecycle]` section ([`settings`]); records each action ([`history`]), exports the
+//! `opsd_lifecycle…` series ([`metrics`]), and answers `opsd lifecycle status` ([`status`]).
 
 pub mod action;
 pub mod eni;
+pub mod history;
 pub mod message;
+pub mod metrics;
 pub mod placement;
+pub mod settings;
+pub mod status;
 
 use crate::aws::call_error;
-use crate::config::LifecycleSettings;
-use crate::metrics::Metrics;
+use crate::backoff::Backoff;
 use crate::store::Store;
 use action::{Ctx, Received};
 use aws_config::SdkConfig;
+use history::ActionHistory;
+use metrics::{EniOp, LifecycleMetrics};
+use settings::LifecycleSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +59,7 @@ pub fn context(
     sdk: &SdkConfig,
     settings: &LifecycleSettings,
     store: Store,
-    metrics: Arc<Metrics>,
+    metrics: LifecycleMetrics,
     abort: CancellationToken,
 ) -> Arc<Ctx> {
     let (ec2, asg, sqs) = clients(sdk);
@@ -62,7 +70,7 @@ pub fn context(
         queue_url: settings.queue_url.clone(),
         eni: settings.eni.clone(),
         visibility: settings.visibility_timeout.0,
-        store,
+        history: ActionHistory::new(store),
         metrics,
         abort,
     })
@@ -77,7 +85,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     let tracker = TaskTracker::new();
     let sweeper =
         tokio::spawn(sweep_loop(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let visibility = settings.visibility_timeout.0.as_secs().clamp(1, 43_200) as i32;
     loop {
         // Only receive what can be worked now: a message held but not worked would only time out.
@@ -113,16 +121,16 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
         }
         let messages = match out {
             Ok(o) => {
-                backoff = BACKOFF_FIRST;
+                backoff.reset();
                 o.messages.unwrap_or_default()
             }
             Err(e) => {
-                tracing::error!(queue = %ctx.queue_url, "{e}; retrying in {backoff:?}");
+                let wait = backoff.fail();
+                tracing::error!(queue = %ctx.queue_url, "{e}; retrying in {wait:?}");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => break,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
@@ -233,7 +241,7 @@ async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) 
             match eni::delete(&ctx.ec2, &e.id).await {
                 Ok(()) => {
                     tracing::info!("lifecycle sweep: deleted interface {} of gone instance {instance}", e.id);
-                    ctx.metrics.lifecycle_eni("swept");
+                    ctx.metrics.eni(EniOp::Swept);
                     seen.remove(&e.id);
                 }
                 Err(err) => tracing::warn!("lifecycle sweep: {err}"),
@@ -241,19 +249,4 @@ async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) 
         }
     }
     Ok(())
-}
-
-/// `opsd lifecycle status`: the queue's depth and in-flight count.
-pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(i64, i64), crate::aws::CallError> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| call_error("GetQueueAttributes", e))?;
-    let get = |k: A| out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok((get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible)))
 }

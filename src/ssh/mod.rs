@@ -5,14 +5,16 @@
 
 mod guard;
 pub mod known_hosts;
+pub mod pins;
+pub mod settings;
 
-use crate::job::{HostKeyPolicy, SshSettings};
-use crate::outcome::{CommandResult, ErrorKind};
 use known_hosts::{HostEntries, KnownHosts, Verdict};
 use russh::client::{self, AuthResult};
 use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
 use russh::{ChannelMsg, Preferred, Sig};
+use serde::{Serialize, Serializer};
+pub use settings::{Defaults, HostKeyPolicy, Settings};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -48,7 +50,44 @@ impl OutputSink for NoSink {
     async fn output(&self, _: Stream, _: &[u8]) {}
 }
 
-/// Where TOFU pins live. Implemented by the store; called from a blocking thread.
+/// Why a host's session did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// TCP connect or SSH handshake failed or took longer than connect_timeout.
+    Connect,
+    /// The server's host key is unknown, changed or revoked.
+    HostKey,
+    /// The server refused the key.
+    Auth,
+    /// The script's timeout ended the commands.
+    Timeout,
+    /// A command exited non-zero.
+    CommandFailed,
+    /// A command was killed by a signal.
+    Signal,
+    /// The SSH session broke in an unexpected way.
+    Protocol,
+    /// Cancelled (opsd is stopping).
+    Cancelled,
+}
+
+/// One command on one host. Output is what was kept within the host's output_limit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommandResult {
+    pub command: String,
+    pub exit_status: Option<u32>,
+    pub exit_signal: Option<String>,
+    #[serde(serialize_with = "lossy")]
+    pub stdout: Vec<u8>,
+    #[serde(serialize_with = "lossy")]
+    pub stderr: Vec<u8>,
+}
+
+fn lossy<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+/// Where TOFU pins live ([`pins::StorePins`]); called from a blocking thread.
 pub trait KeyPins: Send + Sync + 'static {
     /// Pin `key` (OpenSSH text) for `host_id` if none is pinned; return the pinned key.
     fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String>;
@@ -97,14 +136,14 @@ pub struct Script<'a> {
 #[derive(Debug, Default)]
 pub struct SessionOutcome {
     pub commands: Vec<CommandResult>,
-    pub error: Option<(ErrorKind, String)>,
+    pub error: Option<(Failure, String)>,
     pub stdout_dropped: u64,
     pub stderr_dropped: u64,
 }
 
 impl Connector {
     /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
-    pub fn new(settings: &SshSettings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
+    pub fn new(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
         let key = russh::keys::load_secret_key(&settings.identity_file, None)
             .map_err(|e| SetupError::Identity { path: settings.identity_file.clone(), reason: e.to_string() })?;
         let check = match settings.host_keys {
@@ -139,7 +178,7 @@ impl Connector {
         let mut out = SessionOutcome::default();
         let handle = tokio::select! {
             h = self.connect(host_id, address) => h,
-            _ = cancel.cancelled() => Err((ErrorKind::Cancelled, "cancelled before the connection was up".into())),
+            _ = cancel.cancelled() => Err((Failure::Cancelled, "cancelled before the connection was up".into())),
         };
         let handle = match handle {
             Ok(h) => h,
@@ -184,11 +223,11 @@ impl Connector {
         }
     }
 
-    async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (ErrorKind, String)> {
+    async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (Failure, String)> {
         let deadline = Instant::now() + self.connect_timeout;
         let late = |what: &str| {
             (
-                ErrorKind::Connect,
+                Failure::Connect,
                 format!(
                     "{what} took longer than connect_timeout ({})",
                     humantime::format_duration(self.connect_timeout)
@@ -200,7 +239,7 @@ impl Connector {
             .map_err(|_| late("TCP connect"))?
             .map_err(|e| {
                 let msg = format!("cannot connect to {address}:{}: {e}; check that sshd runs there and that security groups and firewalls let opsd in", self.port);
-                (ErrorKind::Connect, msg)
+                (Failure::Connect, msg)
             })?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
@@ -220,9 +259,9 @@ impl Connector {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 if let Some(v) = verdict.lock().unwrap().take() {
-                    return Err((ErrorKind::HostKey, v));
+                    return Err((Failure::HostKey, v));
                 }
-                return Err((ErrorKind::Connect, format!("SSH handshake with {address}:{} failed: {e}", self.port)));
+                return Err((Failure::Connect, format!("SSH handshake with {address}:{} failed: {e}", self.port)));
             }
         };
         let hash = if self.key.algorithm().is_rsa() {
@@ -233,13 +272,13 @@ impl Connector {
         let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
         match timeout_at(deadline, handle.authenticate_publickey(self.user.clone(), key)).await {
             Err(_) => Err(late("authentication")),
-            Ok(Err(e)) => Err((ErrorKind::Auth, format!("authentication as {} failed: {e}", self.user))),
+            Ok(Err(e)) => Err((Failure::Auth, format!("authentication as {} failed: {e}", self.user))),
             Ok(Ok(AuthResult::Success)) => {
                 disarm.disarm();
                 Ok(handle)
             }
             Ok(Ok(AuthResult::Failure { .. })) => Err((
-                ErrorKind::Auth,
+                Failure::Auth,
                 format!(
                     "the server refused the key for user {}; add the public key to the user's authorized_keys",
                     self.user
@@ -419,21 +458,21 @@ async fn exec<S: OutputSink>(
     caps: &mut [Cap; 2],
     sink: &S,
     cancel: &CancellationToken,
-) -> (CommandResult, Option<(ErrorKind, String)>) {
+) -> (CommandResult, Option<(Failure, String)>) {
     let mut r = CommandResult { command: command.to_string(), ..Default::default() };
     let opened = tokio::select! {
         c = timeout_at(deadline, handle.channel_open_session()) => c,
-        _ = cancel.cancelled() => return (r, Some((ErrorKind::Cancelled, "cancelled".into()))),
+        _ = cancel.cancelled() => return (r, Some((Failure::Cancelled, "cancelled".into()))),
     };
     let mut ch = match opened {
-        Err(_) => return (r, Some((ErrorKind::Timeout, timed_out(run_timeout)))),
-        Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot open a session channel: {e}")))),
+        Err(_) => return (r, Some((Failure::Timeout, timed_out(run_timeout)))),
+        Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot open a session channel: {e}")))),
         Ok(Ok(c)) => c,
     };
     match timeout_at(deadline, ch.exec(true, command)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return (r, Some((ErrorKind::Protocol, format!("cannot start the command: {e}")))),
-        Err(_) => return (r, Some((ErrorKind::Timeout, timed_out(run_timeout)))),
+        Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot start the command: {e}")))),
+        Err(_) => return (r, Some((Failure::Timeout, timed_out(run_timeout)))),
     }
     // The deadline and cancellation are watched at every await, including a slow live view. Both
     // futures are made once per command and polled by reference: no new timer per output chunk.
@@ -445,8 +484,8 @@ async fn exec<S: OutputSink>(
     let stop = loop {
         let msg = tokio::select! {
             m = ch.wait() => m,
-            _ = &mut expired => break Some((ErrorKind::Timeout, timed_out_msg())),
-            _ = &mut cancelled => break Some((ErrorKind::Cancelled, cancelled_msg())),
+            _ = &mut expired => break Some((Failure::Timeout, timed_out_msg())),
+            _ = &mut cancelled => break Some((Failure::Cancelled, cancelled_msg())),
         };
         let (stream, kept) = match &msg {
             Some(ChannelMsg::Data { data }) => (Stream::Stdout, caps[0].take(data, &mut r.stdout)),
@@ -456,8 +495,8 @@ async fn exec<S: OutputSink>(
         if !kept.is_empty() {
             tokio::select! {
                 _ = sink.output(stream, kept) => {}
-                _ = &mut expired => break Some((ErrorKind::Timeout, timed_out_msg())),
-                _ = &mut cancelled => break Some((ErrorKind::Cancelled, cancelled_msg())),
+                _ = &mut expired => break Some((Failure::Timeout, timed_out_msg())),
+                _ = &mut cancelled => break Some((Failure::Cancelled, cancelled_msg())),
             }
         }
         match msg {
@@ -465,7 +504,7 @@ async fn exec<S: OutputSink>(
             Some(ChannelMsg::ExitStatus { exit_status }) => r.exit_status = Some(exit_status),
             Some(ChannelMsg::ExitSignal { signal_name, .. }) => r.exit_signal = Some(format!("{signal_name:?}")),
             Some(ChannelMsg::Failure) => {
-                break Some((ErrorKind::Protocol, "the server refused to run the command".into()))
+                break Some((Failure::Protocol, "the server refused to run the command".into()))
             }
             Some(ChannelMsg::Close) | None => break None,
             Some(_) => {}
@@ -479,9 +518,9 @@ async fn exec<S: OutputSink>(
     }
     let err = match (r.exit_status, &r.exit_signal) {
         (Some(0), _) => None,
-        (Some(n), _) => Some((ErrorKind::CommandFailed, format!("command {command:?} exited with status {n}"))),
-        (None, Some(sig)) => Some((ErrorKind::Signal, format!("command {command:?} was killed by signal {sig}"))),
-        (None, None) => Some((ErrorKind::Protocol, format!("command {command:?} ended without an exit status"))),
+        (Some(n), _) => Some((Failure::CommandFailed, format!("command {command:?} exited with status {n}"))),
+        (None, Some(sig)) => Some((Failure::Signal, format!("command {command:?} was killed by signal {sig}"))),
+        (None, None) => Some((Failure::Protocol, format!("command {command:?} ended without an exit status"))),
     };
     (r, err)
 }

@@ -3,26 +3,30 @@
 //! `error` entry that says why.
 
 use super::table::Slot;
-use crate::execute::{self, Trigger};
-use crate::fleet;
-use crate::job::schedule::Overlap;
-use crate::job::Job;
-use crate::metrics::Metrics;
-use crate::ssh::Connector;
-use crate::store::Store;
+use crate::jobs::execute;
+use crate::jobs::history::RunHistory;
+use crate::jobs::metrics::JobMetrics;
+use crate::jobs::outcome::{HostStatus, RunOutcome, SkipReason, Trigger, TriggerKind};
+use crate::jobs::schedule::Overlap;
+use crate::jobs::spec::Job;
+use crate::jobs::target;
+use crate::ssh::{Connector, KeyPins};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What every firing shares.
 pub struct Context {
-    pub store: Store,
+    pub runs: RunHistory,
+    /// TOFU host-key pins, for jobs with `host_keys = "tofu"`.
+    pub pins: Arc<dyn KeyPins>,
     pub ec2: aws_sdk_ec2::Client,
     pub page_size: u16,
-    pub metrics: Arc<Metrics>,
+    pub metrics: JobMetrics,
     /// Cancelled when the daemon stops: firings not yet running are skipped.
     pub stop: CancellationToken,
     /// Cancelled when the shutdown grace has run out: running runs are cancelled.
@@ -34,11 +38,16 @@ pub struct Firing {
     pub slot: Arc<Slot>,
     pub at: DateTime<Utc>,
     /// `schedule` or `catch-up`.
-    pub kind: &'static str,
+    pub kind: TriggerKind,
 }
 
-/// Carry out a firing to its end (recorded in the store).
+/// Carry out a firing to its end (recorded in the store), in a span that names the job and firing.
 pub async fn fire(ctx: Arc<Context>, f: Firing) {
+    let span = tracing::info_span!("firing", job = %f.job.name, firing = %f.at, trigger = %f.kind);
+    fire_in_span(ctx, f).instrument(span).await
+}
+
+async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
     let Some(timing) = f.job.timing.as_ref() else { return };
     let jitter = random_below(timing.jitter);
     if !jitter.is_zero() {
@@ -46,7 +55,7 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
         tokio::select! {
             _ = tokio::time::sleep(jitter) => {}
             _ = ctx.stop.cancelled() => {
-                return skip(&ctx, &f, "shutdown", "the daemon stopped during the firing's jitter delay").await;
+                return skip(&ctx, &f, SkipReason::Shutdown, "the daemon stopped during the firing's jitter delay").await;
             }
         }
     }
@@ -56,7 +65,7 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
             Ok(p) => Some(p),
             Err(_) => {
                 let reason = format!("the previous run{} is still running (overlap = skip)", since(&f.slot));
-                return skip(&ctx, &f, "overlap", &reason).await;
+                return skip(&ctx, &f, SkipReason::Overlap, &reason).await;
             }
         },
         Overlap::Queue => match f.slot.permit.clone().try_acquire_owned() {
@@ -67,7 +76,7 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
                         "a firing is already queued behind the run{} still running (overlap = queue)",
                         since(&f.slot)
                     );
-                    return skip(&ctx, &f, "queue_full", &reason).await;
+                    return skip(&ctx, &f, SkipReason::QueueFull, &reason).await;
                 }
                 tracing::info!(job = %f.job.name, "previous run still running; this firing waits for it (overlap = queue)");
                 let permit = tokio::select! {
@@ -77,13 +86,16 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
                 f.slot.queued.store(false, Ordering::SeqCst);
                 match permit {
                     Some(p) => Some(p),
-                    None => return skip(&ctx, &f, "shutdown", "the daemon stopped while the firing was queued").await,
+                    None => {
+                        return skip(&ctx, &f, SkipReason::Shutdown, "the daemon stopped while the firing was queued")
+                            .await
+                    }
                 }
             }
         },
     };
     if ctx.stop.is_cancelled() {
-        return skip(&ctx, &f, "shutdown", "the daemon was stopping when the firing came due").await;
+        return skip(&ctx, &f, SkipReason::Shutdown, "the daemon was stopping when the firing came due").await;
     }
     if timing.overlap != Overlap::Allow {
         *f.slot.running_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Utc::now());
@@ -94,21 +106,21 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
 async fn run(ctx: &Context, f: &Firing) {
     let job = &f.job;
     let hosts = tokio::select! {
-        h = fleet::resolve(&ctx.ec2, &job.target, ctx.page_size) => h,
-        _ = ctx.abort.cancelled() => return skip(ctx, f, "shutdown", "cancelled at shutdown while resolving the target").await,
+        h = target::resolve(&ctx.ec2, &job.target, ctx.page_size) => h,
+        _ = ctx.abort.cancelled() => return skip(ctx, f, SkipReason::Shutdown, "cancelled at shutdown while resolving the target").await,
     };
     let hosts = match hosts {
         Ok(h) => h,
         Err(e) => return error(ctx, f, &format!("resolving the target: {e}")).await,
     };
-    let connector = match Connector::new(&job.ssh, Arc::new(ctx.store.clone())) {
+    let connector = match Connector::new(&job.ssh, ctx.pins.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => return error(ctx, f, &e.to_string()).await,
     };
     let req = execute::Request {
         job,
         hosts,
-        store: &ctx.store,
+        store: &ctx.runs,
         connector,
         trigger: Trigger { kind: f.kind, scheduled_for: Some(f.at) },
         live_output: false,
@@ -117,7 +129,12 @@ async fn run(ctx: &Context, f: &Firing) {
         Ok(report) => {
             let c = &report.counts;
             let secs = (report.ended_at - report.started_at).num_milliseconds() as f64 / 1000.0;
-            let hosts = [("ok", c.ok), ("failed", c.failed), ("skipped", c.skipped), ("cancelled", c.cancelled)];
+            let hosts = [
+                (HostStatus::Ok, c.ok),
+                (HostStatus::Failed, c.failed),
+                (HostStatus::Skipped, c.skipped),
+                (HostStatus::Cancelled, c.cancelled),
+            ];
             ctx.metrics.run_ended(
                 &job.name,
                 c.outcome(),
@@ -128,7 +145,7 @@ async fn run(ctx: &Context, f: &Firing) {
         }
         Err(e) => {
             tracing::error!(job = %job.name, "the firing of {} could not run: {e}", f.at);
-            ctx.metrics.run_ended(&job.name, "error", &[], 0.0, 0.0);
+            ctx.metrics.run_ended(&job.name, RunOutcome::Error, &[], 0.0, 0.0);
         }
     }
 }
@@ -140,20 +157,20 @@ fn since(slot: &Slot) -> String {
     }
 }
 
-async fn skip(ctx: &Context, f: &Firing, category: &'static str, reason: &str) {
+async fn skip(ctx: &Context, f: &Firing, category: SkipReason, reason: &str) {
     tracing::warn!(job = %f.job.name, firing = %f.at, "firing skipped: {reason}");
     ctx.metrics.firing_skipped(&f.job.name, category);
-    record(ctx, f, "skipped", reason).await;
+    record(ctx, f, RunOutcome::Skipped, reason).await;
 }
 
 async fn error(ctx: &Context, f: &Firing, reason: &str) {
     tracing::error!(job = %f.job.name, firing = %f.at, "firing failed: {reason}");
-    ctx.metrics.run_ended(&f.job.name, "error", &[], 0.0, 0.0);
-    record(ctx, f, "error", reason).await;
+    ctx.metrics.run_ended(&f.job.name, RunOutcome::Error, &[], 0.0, 0.0);
+    record(ctx, f, RunOutcome::Error, reason).await;
 }
 
-async fn record(ctx: &Context, f: &Firing, outcome: &'static str, reason: &str) {
-    if let Err(e) = ctx.store.record_firing(&f.job.name, f.kind, f.at, outcome, reason).await {
+async fn record(ctx: &Context, f: &Firing, outcome: RunOutcome, reason: &str) {
+    if let Err(e) = ctx.runs.record_firing(&f.job.name, f.kind, f.at, outcome, reason).await {
         tracing::error!(job = %f.job.name, "cannot record the firing of {}: {e}", f.at);
     }
 }

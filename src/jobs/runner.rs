@@ -3,8 +3,7 @@
 //! hosts have failed, no new host starts; hosts already running finish. Every host ends in exactly one
 //! [`Event::Finished`], in completion order.
 
-use crate::fleet::Host;
-use crate::outcome::{ErrorKind, HostResult, HostStatus};
+use super::outcome::{ErrorKind, Host, HostResult, HostStatus};
 use crate::ssh::{Connector, NoSink, OutputSink, Script, Stream};
 use chrono::Utc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,35 +76,41 @@ pub async fn run(plan: Arc<Plan>, connector: Arc<Connector>, events: mpsc::Sende
         }
         let (plan, connector, events, failures, cancel) =
             (plan.clone(), connector.clone(), events.clone(), failures.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let _ = events.send(Event::Started { seq }).await;
-            // The host runs in its own task, so a panic in it becomes this host's failure, counted
-            // against the error budget while this task still holds the permit.
-            let spare = host.clone();
-            let (p, c, e, k) = (plan.clone(), connector, events.clone(), cancel);
-            let work = tokio::spawn(async move {
-                if p.live_output {
-                    run_host(&p, &c, host, &LiveSink { tx: e, seq }, &k).await
-                } else {
-                    run_host(&p, &c, host, &NoSink, &k).await
+        tasks.spawn(
+            async move {
+                let _ = events.send(Event::Started { seq }).await;
+                // The host runs in its own task, so a panic in it becomes this host's failure, counted
+                // against the error budget while this task still holds the permit.
+                let spare = host.clone();
+                let (p, c, e, k) = (plan.clone(), connector, events.clone(), cancel);
+                let work = tokio::spawn(
+                    async move {
+                        if p.live_output {
+                            run_host(&p, &c, host, &LiveSink { tx: e, seq }, &k).await
+                        } else {
+                            run_host(&p, &c, host, &NoSink, &k).await
+                        }
+                    }
+                    .in_current_span(),
+                );
+                let result = match work.await {
+                    Ok(r) => r,
+                    Err(e) => not_run(
+                        spare,
+                        HostStatus::Failed,
+                        ErrorKind::Protocol,
+                        &format!("internal error in opsd: {e}; please report it"),
+                    ),
+                };
+                if result.status == HostStatus::Failed {
+                    // Counted before the permit is released, so the next start sees it.
+                    failures.fetch_add(1, Ordering::SeqCst);
                 }
-            });
-            let result = match work.await {
-                Ok(r) => r,
-                Err(e) => not_run(
-                    spare,
-                    HostStatus::Failed,
-                    ErrorKind::Protocol,
-                    &format!("internal error in opsd: {e}; please report it"),
-                ),
-            };
-            if result.status == HostStatus::Failed {
-                // Counted before the permit is released, so the next start sees it.
-                failures.fetch_add(1, Ordering::SeqCst);
+                let _ = events.send(finished(seq, result)).await;
+                drop(permit);
             }
-            let _ = events.send(finished(seq, result)).await;
-            drop(permit);
-        });
+            .in_current_span(),
+        );
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -152,12 +157,13 @@ async fn run_host<S: OutputSink>(
     let span = tracing::info_span!("host", host = %host_id, address = %address);
     let script = Script { commands: &plan.commands, output_limit: plan.output_limit, timeout: plan.timeout };
     let out = connector.run(&host_id, &address, &script, sink, cancel).instrument(span).await;
-    let status = match &out.error {
+    let error = out.error.map(|(failure, msg)| (ErrorKind::from(failure), msg));
+    let status = match &error {
         None => HostStatus::Ok,
         Some((ErrorKind::Cancelled, _)) => HostStatus::Cancelled,
         Some(_) => HostStatus::Failed,
     };
-    if let Some((kind, msg)) = &out.error {
+    if let Some((kind, msg)) = &error {
         tracing::debug!(host = %host_id, kind = kind.as_str(), "{msg}");
     }
     HostResult {
@@ -166,8 +172,8 @@ async fn run_host<S: OutputSink>(
         ended_at: Utc::now(),
         status,
         exit_status: out.commands.last().and_then(|c| c.exit_status),
-        error_kind: out.error.as_ref().map(|e| e.0),
-        error: out.error.map(|e| e.1),
+        error_kind: error.as_ref().map(|e| e.0),
+        error: error.map(|e| e.1),
         commands: out.commands,
         stdout_dropped: out.stdout_dropped,
         stderr_dropped: out.stderr_dropped,

@@ -1,34 +1,22 @@
 //! One run of a job over resolved hosts, recorded in the store: what `opsd run` and the daemon's
 //! firings share. The caller watches the runner's events (live view, logs); this module records.
 
-use crate::fleet::Host;
-use crate::job::Job;
-use crate::outcome::{HostResult, HostStatus};
-use crate::report::Counts;
-use crate::runner::{self, Event, Plan};
+use super::history::{RunEnd, RunHistory, RunStart};
+use super::outcome::{Host, HostResult, HostStatus, Trigger};
+use super::report::Counts;
+use super::runner::{self, Event, Plan};
+use super::spec::Job;
 use crate::ssh::Connector;
-use crate::store::{RunEnd, RunStart, Store, StoreError};
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Events buffered between the runner and the watcher: enough to absorb bursts, small enough that
 /// a slow terminal slows the run instead of growing memory.
 const EVENT_BUFFER: usize = 256;
-
-/// What started the run.
-#[derive(Debug, Clone, Copy)]
-pub struct Trigger {
-    /// `manual`, `schedule` or `catch-up`.
-    pub kind: &'static str,
-    /// The firing time it belongs to, for scheduled runs.
-    pub scheduled_for: Option<DateTime<Utc>>,
-}
-
-impl Trigger {
-    pub const MANUAL: Trigger = Trigger { kind: "manual", scheduled_for: None };
-}
 
 /// A finished run.
 #[derive(Debug)]
@@ -56,7 +44,7 @@ pub enum ExecuteError {
 pub struct Request<'a> {
     pub job: &'a Job,
     pub hosts: Vec<Host>,
-    pub store: &'a Store,
+    pub store: &'a RunHistory,
     pub connector: Arc<Connector>,
     pub trigger: Trigger,
     /// Send output chunks as events while commands run (the live view); otherwise only results.
@@ -82,7 +70,9 @@ pub async fn run(
             scheduled_for: trigger.scheduled_for,
         })
         .await?;
-    tracing::info!(job = %job.name, run = run_id, hosts = n, trigger = trigger.kind, "run started");
+    tracing::info!(job = %job.name, run = run_id, hosts = n, trigger = %trigger.kind, "run started");
+    // The hosts' spans (and their events) nest under the run's.
+    let span = tracing::info_span!("run", job = %job.name, run = run_id);
     let mut store_failed = false;
     let mut results: Vec<Option<HostResult>> = vec![None; n];
     if n > 0 {
@@ -96,7 +86,7 @@ pub async fn run(
             live_output,
         });
         let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
-        let runner = tokio::spawn(runner::run(plan, connector, tx, cancel.clone()));
+        let runner = tokio::spawn(runner::run(plan, connector, tx, cancel.clone()).instrument(span));
         let mut failed = 0;
         while let Some(ev) = rx.recv().await {
             if let Event::Finished { result, .. } = &ev {
@@ -134,7 +124,7 @@ pub async fn run(
     tracing::info!(
         job = %job.name,
         run = run_id,
-        outcome = counts.outcome(),
+        outcome = %counts.outcome(),
         ok = counts.ok,
         failed = counts.failed,
         skipped = counts.skipped,

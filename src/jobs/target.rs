@@ -1,31 +1,101 @@
-//! EC2 target resolution: a job's tags and states become hosts, through every DescribeInstances page.
-//! SDK types stop here; the rest of opsd sees [`Host`].
+//! A job's target (EC2 tags, instance states, which address) and its resolution into hosts, through
+//! every DescribeInstances page; or hosts read from a hosts file. SDK types stop here; the rest of
+//! the wing sees [`Host`].
 
-use crate::job::{AddressKind, Target};
+use super::outcome::Host;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::Filter;
-use serde::Serialize;
+use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
 
-/// One machine a job runs on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Host {
-    /// The EC2 instance id, when the host came from EC2.
-    pub instance_id: Option<String>,
-    /// Where to connect, or `None` when the instance has no address of the job's kind.
-    pub address: Option<String>,
-    /// The instance's `Name` tag, for display.
-    pub name: Option<String>,
+/// Which instances a job runs on, and which of their addresses it connects to.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Target {
+    pub tags: Tags,
+    pub states: Vec<InstanceState>,
+    pub address: AddressKind,
 }
 
-impl Host {
-    /// The label used in logs and the live view: the instance id, else the address.
-    pub fn label(&self) -> &str {
-        self.instance_id.as_deref().or(self.address.as_deref()).unwrap_or("?")
+/// Tag filters: every tag must match; a value may be a list (any of).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tags(pub BTreeMap<String, Vec<String>>);
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw: BTreeMap<String, V> = BTreeMap::deserialize(d)?;
+        if raw.is_empty() {
+            return Err(de::Error::custom(
+                "at least one tag is required (opsd never targets a whole account); add e.g. tags = { Environment = \"Dev\" }",
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in raw {
+            let vals = match v {
+                V::One(s) => vec![s],
+                V::Many(v) if v.is_empty() => {
+                    return Err(de::Error::custom(format!("tag {k:?} has an empty list of values; give at least one")))
+                }
+                V::Many(v) => v,
+            };
+            out.insert(k, vals);
+        }
+        Ok(Tags(out))
+    }
+}
+
+/// EC2 instance states a target may select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Which address of an instance opsd connects to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressKind {
+    #[default]
+    PrivateIp,
+    PublicIp,
+    PrivateDns,
+}
+
+impl AddressKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressKind::PrivateIp => "private-ip",
+            AddressKind::PublicIp => "public-ip",
+            AddressKind::PrivateDns => "private-dns",
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum FleetError {
+pub enum ResolveError {
     #[error("EC2 DescribeInstances was denied ({code}): {message}; check opsd's AWS credentials and that they allow ec2:DescribeInstances")]
     Denied { code: String, message: String },
     #[error("EC2 is unreachable: {0}; check the network, AWS_REGION and AWS_ENDPOINT_URL(_EC2)")]
@@ -55,7 +125,7 @@ pub fn filters(target: &Target) -> Vec<Filter> {
 
 /// Every instance matching `target`, sorted by instance id, each once.
 /// `page_size` is DescribeInstances' MaxResults (5..=1000; the config's `aws.page_size`).
-pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target, page_size: u16) -> Result<Vec<Host>, FleetError> {
+pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target, page_size: u16) -> Result<Vec<Host>, ResolveError> {
     let mut pages = client
         .describe_instances()
         .set_filters(Some(filters(target)))
@@ -82,7 +152,7 @@ pub async fn resolve(client: &aws_sdk_ec2::Client, target: &Target, page_size: u
     Ok(hosts)
 }
 
-fn classify<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> FleetError
+fn classify<E, R>(e: aws_sdk_ec2::error::SdkError<E, R>) -> ResolveError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -104,17 +174,17 @@ where
                     | "ExpiredToken"
                     | "RequestExpired"
             ) {
-                FleetError::Denied { code, message }
+                ResolveError::Denied { code, message }
             } else {
-                FleetError::Api { code, message }
+                ResolveError::Api { code, message }
             }
         }
         _ => {
             let why = crate::aws::describe(&e);
             if why.to_ascii_lowercase().contains("credential") {
-                FleetError::Credentials(why)
+                ResolveError::Credentials(why)
             } else {
-                FleetError::Unreachable(why)
+                ResolveError::Unreachable(why)
             }
         }
     }

@@ -1,27 +1,8 @@
 //! What a run shows a person or a script: the live view (indicatif on a TTY, host-prefixed lines
 //! otherwise), the closing summary, and the JSON document.
 
-use crate::outcome::{HostResult, HostStatus};
-
-/// `println!` that never panics: when stdout is closed (`opsd history | head`), the output is dropped
-/// and the command goes on, so a run is still completed and recorded.
-#[macro_export]
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// `print!` that never panics; see [`outln!`].
-#[macro_export]
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-use crate::runner::Event;
+use super::outcome::{HostResult, HostStatus, RunOutcome, TriggerKind};
+use super::runner::Event;
 use crate::ssh::Stream;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -158,16 +139,16 @@ impl Counts {
         c
     }
 
-    /// The run's outcome word, as stored and printed.
-    pub fn outcome(&self) -> &'static str {
+    /// The run's outcome, as stored and printed.
+    pub fn outcome(&self) -> RunOutcome {
         if self.total == 0 {
-            "no_hosts"
+            RunOutcome::NoHosts
         } else if self.cancelled > 0 {
-            "cancelled"
+            RunOutcome::Cancelled
         } else if self.failed + self.skipped > 0 {
-            "failed"
+            RunOutcome::Failed
         } else {
-            "succeeded"
+            RunOutcome::Succeeded
         }
     }
 }
@@ -177,10 +158,10 @@ impl Counts {
 pub struct RunDocument<'a> {
     pub run_id: Option<i64>,
     pub job: &'a str,
-    pub trigger: &'a str,
+    pub trigger: TriggerKind,
     pub started_at: String,
     pub ended_at: String,
-    pub outcome: &'a str,
+    pub outcome: RunOutcome,
     pub counts: Counts,
     pub hosts: &'a [HostResult],
 }

@@ -1,18 +1,15 @@
 //! Job files (`jobs/*.toml`): the spec as written, its resolution against the config's defaults, and
 //! loading with `file:line:col: field: message` errors. A job's name is its file stem.
 
-pub mod calendar;
-pub mod schedule;
-pub mod units;
-
-use crate::config::Config;
+use super::schedule::{Overlap, Schedule, TimeZone, Timing};
+use super::settings::JobDefaults;
+use super::target::{AddressKind, InstanceState, Tags, Target};
 use crate::diag::Diagnostic;
-use schedule::{Overlap, Schedule, TimeZone, Timing};
+use crate::ssh::{self, HostKeyPolicy};
+use crate::units::{ByteSize, HumanDuration, Limit};
 use serde::{de, Deserialize, Deserializer};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use units::{ByteSize, HumanDuration, Limit};
 
 /// A job file as written. Unknown keys are errors.
 #[derive(Debug, Deserialize)]
@@ -43,95 +40,6 @@ pub struct TargetSpec {
 
 fn default_states() -> Vec<InstanceState> {
     vec![InstanceState::Running]
-}
-
-/// Tag filters: every tag must match; a value may be a list (any of).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Tags(pub BTreeMap<String, Vec<String>>);
-
-impl<'de> Deserialize<'de> for Tags {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum V {
-            One(String),
-            Many(Vec<String>),
-        }
-        let raw: BTreeMap<String, V> = BTreeMap::deserialize(d)?;
-        if raw.is_empty() {
-            return Err(de::Error::custom(
-                "at least one tag is required (opsd never targets a whole account); add e.g. tags = { Environment = \"Dev\" }",
-            ));
-        }
-        let mut out = BTreeMap::new();
-        for (k, v) in raw {
-            let vals = match v {
-                V::One(s) => vec![s],
-                V::Many(v) if v.is_empty() => {
-                    return Err(de::Error::custom(format!("tag {k:?} has an empty list of values; give at least one")))
-                }
-                V::Many(v) => v,
-            };
-            out.insert(k, vals);
-        }
-        Ok(Tags(out))
-    }
-}
-
-/// EC2 instance states a target may select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InstanceState {
-    Pending,
-    Running,
-    ShuttingDown,
-    Terminated,
-    Stopping,
-    Stopped,
-}
-
-impl InstanceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Pending => "pending",
-            InstanceState::Running => "running",
-            InstanceState::ShuttingDown => "shutting-down",
-            InstanceState::Terminated => "terminated",
-            InstanceState::Stopping => "stopping",
-            InstanceState::Stopped => "stopped",
-        }
-    }
-}
-
-/// Which address of an instance opsd connects to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AddressKind {
-    #[default]
-    PrivateIp,
-    PublicIp,
-    PrivateDns,
-}
-
-impl AddressKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressKind::PrivateIp => "private-ip",
-            AddressKind::PublicIp => "public-ip",
-            AddressKind::PrivateDns => "private-dns",
-        }
-    }
-}
-
-/// How a server's host key is checked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must be listed in the known_hosts file from the config.
-    #[default]
-    KnownHosts,
-    /// Trust on first use: pin the key in the store, refuse any later change.
-    Tofu,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,25 +88,8 @@ pub struct Job {
     /// `None`: the job runs only by hand.
     pub timing: Option<Timing>,
     pub target: Target,
-    pub ssh: SshSettings,
+    pub ssh: ssh::Settings,
     pub run: RunSettings,
-}
-
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-pub struct Target {
-    pub tags: Tags,
-    pub states: Vec<InstanceState>,
-    pub address: AddressKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SshSettings {
-    pub user: String,
-    pub port: u16,
-    pub identity_file: PathBuf,
-    pub host_keys: HostKeyPolicy,
-    pub known_hosts: PathBuf,
-    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +110,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Parse one job file's text. On failure, every problem found is returned.
-pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec<Diagnostic>> {
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
     let mut diags = Vec::new();
     if !valid_name(&name) {
@@ -235,7 +126,7 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
             return Err(diags);
         }
     };
-    let d = &config.ssh;
+    let d = &defaults.ssh;
     let identity_file = spec.ssh.identity_file.clone().or_else(|| d.identity_file.clone());
     let user = spec.ssh.user.clone().or_else(|| d.user.clone());
     let host_keys = spec.ssh.host_keys.unwrap_or_default();
@@ -301,14 +192,14 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
     if !diags.is_empty() {
         return Err(diags);
     }
-    let r = &config.run;
+    let r = &defaults.run;
     Ok(Job {
         name,
         file: file.to_path_buf(),
         description: spec.description,
         timing,
         target: Target { tags: spec.target.tags, states: spec.target.states, address: spec.target.address },
-        ssh: SshSettings {
+        ssh: ssh::Settings {
             user: user.unwrap_or_default(),
             port: spec.ssh.port.unwrap_or(d.port),
             identity_file: identity_file.unwrap_or_default(),
@@ -327,11 +218,11 @@ pub fn parse(file: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagno
 }
 
 /// Read and parse one job file.
-pub fn load(file: &Path, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+pub fn load(file: &Path, defaults: &JobDefaults) -> Result<Job, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         vec![Diagnostic::file(file, format!("cannot read the job file: {e}; check the path and permissions"))]
     })?;
-    parse(file, &text, config)
+    parse(file, &text, defaults)
 }
 
 /// The job files of a directory (`*.toml`), sorted by name.
@@ -352,7 +243,7 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 }
 
 /// Every job of a directory. Bad files do not stop the others: their diagnostics come back beside the good jobs.
-pub fn load_dir(dir: &Path, config: &Config) -> (Vec<Job>, Vec<Diagnostic>) {
+pub fn load_dir(dir: &Path, defaults: &JobDefaults) -> (Vec<Job>, Vec<Diagnostic>) {
     let files = match files_in(dir) {
         Ok(f) => f,
         Err(d) => return (Vec::new(), vec![d]),
@@ -360,7 +251,7 @@ pub fn load_dir(dir: &Path, config: &Config) -> (Vec<Job>, Vec<Diagnostic>) {
     let mut jobs = Vec::new();
     let mut diags = Vec::new();
     for f in files {
-        match load(&f, config) {
+        match load(&f, defaults) {
             Ok(j) => jobs.push(j),
             Err(d) => diags.extend(d),
         }
@@ -370,10 +261,10 @@ pub fn load_dir(dir: &Path, config: &Config) -> (Vec<Job>, Vec<Diagnostic>) {
 
 /// Find the job `name_or_path`: a path to a file, or a name looked up as `<jobs_dir>/<name>.toml`.
 /// Only that file is read, so a broken neighbour cannot stop it.
-pub fn find(name_or_path: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+pub fn find(name_or_path: &str, jobs_dir: &Path, defaults: &JobDefaults) -> Result<Job, Vec<Diagnostic>> {
     let as_path = Path::new(name_or_path);
     if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
-        return load(as_path, config);
+        return load(as_path, defaults);
     }
     if !valid_name(name_or_path) {
         return Err(vec![Diagnostic::file(
@@ -381,22 +272,22 @@ pub fn find(name_or_path: &str, config: &Config) -> Result<Job, Vec<Diagnostic>>
             "not a valid job name; give the file stem of a job in the jobs directory",
         )]);
     }
-    let file = config.jobs_dir.join(format!("{name_or_path}.toml"));
+    let file = jobs_dir.join(format!("{name_or_path}.toml"));
     if !file.exists() {
         return Err(vec![Diagnostic::file(
             &file,
-            format!("no job named {name_or_path:?} in {}; `opsd jobs` lists the jobs", config.jobs_dir.display()),
+            format!("no job named {name_or_path:?} in {}; `opsd jobs` lists the jobs", jobs_dir.display()),
         )]);
     }
-    load(&file, config)
+    load(&file, defaults)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg() -> Config {
-        let mut c = Config::default();
+    fn cfg() -> JobDefaults {
+        let mut c = JobDefaults::default();
         c.ssh.user = Some("ec2-user".into());
         c.ssh.identity_file = Some("/etc/opsd/keys/fleet".into());
         c
@@ -470,7 +361,7 @@ max_concurrency = "20%"
 
     #[test]
     fn missing_identity_is_reported_with_its_field() {
-        let c = Config::default();
+        let c = JobDefaults::default();
         let e = parse(Path::new("jobs/x.toml"), "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n", &c)
             .unwrap_err();
         let fields: Vec<_> = e.iter().map(|d| d.field.as_str()).collect();

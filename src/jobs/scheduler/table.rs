@@ -2,7 +2,8 @@
 //! A file that fails validation keeps its job's last good version; no file can stop another.
 
 use crate::diag::Diagnostic;
-use crate::job::{calendar, Job};
+use crate::jobs::calendar;
+use crate::jobs::spec::Job;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -153,14 +154,14 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::jobs::settings::JobDefaults;
 
     fn job(name: &str, schedule: &str) -> Loaded {
         let text = format!(
             "schedule = \"{schedule}\"\n[target]\ntags = {{ A = \"b\" }}\n[ssh]\nuser = \"u\"\nidentity_file = \"/k\"\n[run]\ncommands = [\"true\"]\n"
         );
         let file = std::path::PathBuf::from(format!("/jobs/{name}.toml"));
-        match crate::job::parse(&file, &text, &Config::default()) {
+        match crate::jobs::spec::parse(&file, &text, &JobDefaults::default()) {
             Ok(j) => Loaded::Good(Box::new(j)),
             Err(diags) => Loaded::Bad { name: name.into(), diags },
         }

@@ -1,0 +1,441 @@
+//! The capacity controller, an explicit event loop: every `interval` (longer, backing off, while AWS
+//! fails) it observes the cluster and the fleet, decides ([`super::policy`], pure), records the
+//! evaluation for `opsd capacity status`, records the decision and acts on it unless `dry_run`.
+//! One decision at a time: a scale-in's drain finishes (or is given up) before the next tick.
+//!
+//! [`Controller`] does the I/O; [`State`] holds what it remembers between ticks (the policy's
+//! clock and memory, the backoff, the recording cadence) and is what the paused-time tests drive.
+
+use super::act::{self, ActError};
+use super::fleet::CapacityTarget;
+use super::history::{DecisionHistory, DecisionKind, DecisionOutcome, DecisionRecord, Victims};
+use super::metrics::CapacityMetrics;
+use super::observe::{self, Seen};
+use super::policy::{self, Action, Decision, Memory};
+use super::settings::CapacitySettings;
+use super::Clients;
+use crate::backoff::Backoff;
+use chrono::Utc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The longest wait between attempts while AWS fails (the interval doubles up to it).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Holds, and a dry-run decision that does not change, are recorded at most this often (every
+/// decision that acts is recorded): enough to see the controller alive, few enough rows.
+pub const RECORD_EVERY: Duration = Duration::from_secs(300);
+
+/// What wakes the controller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Time to observe and decide.
+    Tick,
+    /// The daemon is stopping.
+    Stop,
+}
+
+/// A decision's kind, the capacity it sets (the current one for a hold) and its victims.
+pub fn action_parts(action: &Action, current: f64) -> (DecisionKind, f64, Vec<String>) {
+    match action {
+        Action::Hold => (DecisionKind::Hold, current, Vec::new()),
+        Action::ScaleOut { to } => (DecisionKind::ScaleOut, *to, Vec::new()),
+        Action::ScaleIn { to, victims } => (DecisionKind::ScaleIn, *to, victims.clone()),
+    }
+}
+
+/// Decide on one observation (also what `opsd capacity status` shows): the policy, held while the
+/// fleet is still applying the last change.
+pub fn decide(seen: &Seen, mem: &Memory, s: &CapacitySettings, now: f64) -> Decision {
+    let mut d = policy::decide(&seen.observation, &seen.fleet, mem, &s.limits(), now);
+    if seen.fleet_state == "modifying" && d.action != Action::Hold {
+        d.reason = format!("{}; held: the fleet request is still modifying from the last change", d.reason);
+        d.action = Action::Hold;
+    }
+    d
+}
+
+/// How long the running controller may go without recording an evaluation: a few intervals, a
+/// whole scale-in (the drain, the fleet applying the target, the termination) or the longest backoff.
+pub fn stale_after(s: &CapacitySettings) -> Duration {
+    (s.interval.0 * 3).max(s.drain_timeout.0 + Duration::from_secs(180)).max(MAX_BACKOFF) + Duration::from_secs(60)
+}
+
+/// What the controller remembers between ticks.
+#[derive(Debug)]
+pub struct State {
+    /// The policy's clock: seconds since this started.
+    clock: Instant,
+    pub mem: Memory,
+    interval: Duration,
+    /// When the next tick comes.
+    next: Instant,
+    /// How long after the current tick ends the next one comes.
+    delay: Duration,
+    backoff: Backoff,
+    /// When a hold was last recorded.
+    last_hold: Option<Instant>,
+    /// When a dry-run decision was last recorded, and which.
+    last_dry: Option<(Instant, String)>,
+}
+
+impl State {
+    /// The first tick comes at once.
+    pub fn new(interval: Duration, mem: Memory) -> State {
+        let now = Instant::now();
+        State {
+            clock: now,
+            mem,
+            interval,
+            next: now,
+            delay: interval,
+            backoff: Backoff::new(interval, MAX_BACKOFF),
+            last_hold: None,
+            last_dry: None,
+        }
+    }
+
+    /// Seconds on the policy's clock.
+    pub fn now(&self) -> f64 {
+        self.clock.elapsed().as_secs_f64()
+    }
+
+    /// The next tick, or the stop.
+    pub async fn next_event(&self, stop: &CancellationToken) -> Event {
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.next) => Event::Tick,
+            _ = stop.cancelled() => Event::Stop,
+        }
+    }
+
+    /// A tick began: unless it fails, the next one comes an interval after it ends.
+    pub fn ticked(&mut self) {
+        self.delay = self.interval;
+    }
+
+    /// The tick failed (AWS, the store): the next one waits the backoff, which doubles.
+    pub fn failed(&mut self) {
+        self.delay = self.backoff.fail();
+    }
+
+    /// The tick ended (a scale-in's drain may have taken minutes): the wait starts now.
+    pub fn tick_ended(&mut self) {
+        self.next = Instant::now() + self.delay;
+    }
+
+    /// The wait the next failure brings.
+    pub fn backoff(&self) -> Duration {
+        self.backoff.next_wait()
+    }
+
+    /// An observation came in: the backoff starts over, the below-target clock and the demand trend
+    /// move, and the policy decides. Returns when (on the policy's clock) and what.
+    pub fn observed(&mut self, seen: &Seen, s: &CapacitySettings) -> (f64, Decision) {
+        self.backoff.reset();
+        let now = self.now();
+        if policy::below_target(&seen.observation, &seen.fleet.types, s.target_reservation.0) {
+            self.mem.below_target_since.get_or_insert(now);
+        } else {
+            self.mem.below_target_since = None;
+        }
+        self.mem.trend.push(now, policy::demand(&seen.observation, &seen.fleet.types));
+        (now, decide(seen, &self.mem, s, now))
+    }
+
+    /// A hold: whether to record it (at most every [`RECORD_EVERY`]).
+    pub fn record_hold(&mut self) -> bool {
+        self.last_dry = None;
+        if self.last_hold.is_none_or(|t| t.elapsed() >= RECORD_EVERY) {
+            self.last_hold = Some(Instant::now());
+            return true;
+        }
+        false
+    }
+
+    /// A dry-run decision described by `what`: whether to log and record it (when it changes, and
+    /// otherwise at most every [`RECORD_EVERY`]). Nothing is done, so the same one comes every interval.
+    pub fn record_dry_run(&mut self, what: String) -> bool {
+        self.last_hold = None;
+        let again = self.last_dry.as_ref().is_some_and(|(t, w)| *w == what && t.elapsed() < RECORD_EVERY);
+        if !again {
+            self.last_dry = Some((Instant::now(), what));
+        }
+        !again
+    }
+
+    /// A decision that acts is about to be carried out.
+    pub fn acting(&mut self) {
+        self.last_hold = None;
+    }
+
+    /// Acting on `action` (decided at `decided`, on the policy's clock) ended; `ok` if it succeeded.
+    /// A scale-in attempt starts the cooldown whatever came of it: a drain that timed out is not
+    /// retried at once, and a half-done one is not followed by another.
+    pub fn acted(&mut self, action: &Action, decided: f64, ok: bool) {
+        match action {
+            Action::ScaleIn { .. } => {
+                self.mem.last_scale_in = Some(self.now());
+                self.mem.below_target_since = None;
+            }
+            Action::ScaleOut { .. } if ok => self.mem.last_scale_out = Some(decided),
+            _ => {}
+        }
+        if !ok {
+            self.failed();
+        }
+    }
+}
+
+/// The controller with its AWS clients, history and series.
+pub struct Controller {
+    settings: CapacitySettings,
+    target: CapacityTarget,
+    clients: Clients,
+    history: DecisionHistory,
+    metrics: CapacityMetrics,
+    stop: CancellationToken,
+    state: State,
+    /// What a previous process left half done (or an undo that failed) is finished first.
+    unfinished: bool,
+}
+
+impl Controller {
+    /// The cooldowns are read back from the history, so they survive a restart.
+    pub async fn new(
+        settings: CapacitySettings,
+        clients: Clients,
+        history: DecisionHistory,
+        metrics: CapacityMetrics,
+        stop: CancellationToken,
+    ) -> Controller {
+        let state = State::new(settings.interval.0, history.memory().await);
+        let target = settings.target();
+        Controller { settings, target, clients, history, metrics, stop, state, unfinished: true }
+    }
+
+    /// Tick until the daemon stops.
+    pub async fn run(mut self) {
+        let s = &self.settings;
+        tracing::info!(cluster = %s.cluster, target = %self.target, dry_run = s.dry_run, "capacity controller started");
+        while let Event::Tick = self.state.next_event(&self.stop).await {
+            self.state.ticked();
+            if self.tick().await.is_break() {
+                break;
+            }
+            self.state.tick_ended();
+        }
+        tracing::info!("capacity controller stopped");
+    }
+
+    /// One observation, decision and (unless held or dry-run) action.
+    async fn tick(&mut self) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+        if self.unfinished {
+            self.unfinished = !self.recover().await;
+        }
+        let (cluster, target) = (&self.settings.cluster, &self.target);
+        let seen = match observe::observe(&self.clients, cluster, target).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                let wait = self.state.backoff();
+                tracing::error!(cluster = %cluster, target = %target, "capacity: {e}; retrying in {wait:?}");
+                self.metrics.observe_failed();
+                self.state.failed();
+                return Continue(());
+            }
+        };
+        let (decided, d) = self.state.observed(&seen, &self.settings);
+        let res = policy::reservation(&seen.observation.instances);
+        self.metrics.observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
+        let (kind, to, victims) = action_parts(&d.action, seen.fleet.target);
+        let dry_run = self.settings.dry_run;
+        let rec = |outcome| decision_record(&seen, &d, outcome, dry_run);
+        // What `opsd capacity status` shows as the daemon's view: every evaluation, replaced.
+        let since = self
+            .state
+            .mem
+            .below_target_since
+            .map(|t| Utc::now() - chrono::Duration::milliseconds(((decided - t) * 1000.0) as i64));
+        if let Err(e) = self.history.set_latest(rec(DecisionOutcome::Evaluated), since, self.settings.scope()).await {
+            tracing::warn!(cluster = %cluster, "capacity: cannot record the latest evaluation for `opsd capacity status`: {e}");
+        }
+        if kind == DecisionKind::Hold {
+            tracing::debug!(cluster = %cluster, "capacity: {}", d.reason);
+            self.metrics.decision(kind, DecisionOutcome::Held);
+            if self.state.record_hold() {
+                self.record(rec(DecisionOutcome::Held)).await;
+            }
+            return Continue(());
+        }
+        if dry_run {
+            self.metrics.decision(kind, DecisionOutcome::DryRun);
+            if self.state.record_dry_run(format!("{kind} {to} {victims:?}")) {
+                tracing::info!(cluster = %cluster, target = %target, "capacity (dry_run, nothing done): {}", d.reason);
+                self.record(rec(DecisionOutcome::DryRun)).await;
+            } else {
+                tracing::debug!(cluster = %cluster, "capacity (dry_run, nothing done): {}", d.reason);
+            }
+            return Continue(());
+        }
+        self.state.acting();
+        if self.stop.is_cancelled() {
+            return Break(());
+        }
+        tracing::info!(cluster = %cluster, target = %target, "capacity: {}", d.reason);
+        // Recorded before acting: if opsd dies meanwhile, the next start finds it `started` and
+        // puts a scale-in's victims back to work.
+        let id = self.record(rec(DecisionOutcome::Started)).await;
+        if id.is_none() && kind == DecisionKind::ScaleIn {
+            // Unrecorded, a crash mid-drain could not be undone at the next start: not started.
+            tracing::error!(cluster = %cluster, "capacity: the scale-in is not started, since it could not be recorded");
+            self.metrics.decision(kind, DecisionOutcome::Failed);
+            self.state.failed();
+            return Continue(());
+        }
+        let result = self.act(&d.action, &seen, to).await;
+        self.state.acted(&d.action, decided, result.is_ok());
+        match result {
+            Ok(()) => {
+                self.metrics.decision(kind, DecisionOutcome::Acted);
+                self.finish(id, DecisionOutcome::Acted, None).await;
+            }
+            Err(e) => {
+                let (cluster, target) = (&self.settings.cluster, &self.target);
+                tracing::error!(cluster = %cluster, target = %target, "capacity: acting on the decision failed: {e}");
+                self.metrics.decision(kind, DecisionOutcome::Failed);
+                if e.left_draining() {
+                    // Still `started`: recovery puts the victims back to ACTIVE at the next tick.
+                    self.unfinished = true;
+                    self.finish(id, DecisionOutcome::Started, Some(e.to_string())).await;
+                } else {
+                    self.finish(id, DecisionOutcome::Failed, Some(e.to_string())).await;
+                }
+            }
+        }
+        Continue(())
+    }
+
+    /// Carry out a scale-out or scale-in to `to` capacity units.
+    async fn act(&self, action: &Action, seen: &Seen, to: f64) -> Result<(), ActError> {
+        // Capacity is whole units: up when adding, down when removing (rounding a scale-in up would
+        // leave the fleet short of its target after the termination, and it would launch again).
+        match action {
+            Action::Hold => Ok(()),
+            Action::ScaleOut { .. } => {
+                let to = to.ceil().max(0.0) as u32;
+                self.target.set_target(&self.clients, to).await.map_err(ActError::from)
+            }
+            Action::ScaleIn { victims, .. } => {
+                let s = &self.settings;
+                let members: Vec<observe::Member> =
+                    victims.iter().filter_map(|v| seen.members.get(v).cloned()).collect();
+                let plan = act::ScaleIn {
+                    cluster: &s.cluster,
+                    target: &self.target,
+                    from: seen.raw_target.round().max(0.0) as u32,
+                    to: to.floor().max(0.0) as u32,
+                    victims: &members,
+                    drain: s.drain_before_scale_in,
+                    drain_timeout: s.drain_timeout.0,
+                    daemon_groups: &seen.daemon_groups,
+                };
+                act::scale_in(&self.clients, plan, &self.stop).await
+            }
+        }
+    }
+
+    /// Finish the decisions left `started` (opsd stopped while acting, or putting a scale-in's
+    /// victims back to ACTIVE failed). How far a scale-in got cannot be known, so its victims that
+    /// still run and are still DRAINING go back to ACTIVE (a drained instance left so is paid for and
+    /// runs nothing; the policy decides afresh); a scale-out needs nothing, targets being absolute.
+    /// This undoes opsd's own half-done action, so it runs with `dry_run` too. Returns whether all is done.
+    async fn recover(&self) -> bool {
+        let (c, cluster) = (&self.clients, self.settings.cluster.as_str());
+        let rows = match self.history.unfinished().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(cluster, "capacity: cannot read unfinished decisions: {e}");
+                return false;
+            }
+        };
+        let mut done = true;
+        for (id, d) in rows {
+            if d.action != DecisionKind::ScaleIn {
+                let why = "opsd stopped while acting on it; targets are absolute, so the next decision sets it again";
+                done &= self.finish(Some(id), DecisionOutcome::Interrupted, Some(why.into())).await;
+                continue;
+            }
+            let back = match observe::members_of(c, cluster, &d.victims.0).await {
+                Ok(members) => act::reactivate(c, cluster, &self.target, &members).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let victims = d.victims.joined();
+            match back {
+                Ok(back) => {
+                    let what = if back.is_empty() {
+                        "no victim that still runs was left DRAINING".to_string()
+                    } else {
+                        format!("{} set back to ACTIVE", back.join(", "))
+                    };
+                    let (outcome, error) = match &d.error {
+                        Some(e) => (DecisionOutcome::Failed, format!("{e}; then: {what}")),
+                        None => (DecisionOutcome::Interrupted, format!("opsd stopped while acting on it; {what}")),
+                    };
+                    tracing::warn!(cluster, victims = %victims, "capacity: an unfinished scale-in: {error}");
+                    done &= self.finish(Some(id), outcome, Some(error)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        cluster,
+                        victims = %victims,
+                        "capacity: cannot put the victims of an unfinished scale-in back to ACTIVE: {e}; retrying at the next decision"
+                    );
+                    done = false;
+                }
+            }
+        }
+        done
+    }
+
+    /// Record a decision; its id when the store took it.
+    async fn record(&self, r: DecisionRecord) -> Option<i64> {
+        match self.history.record(r).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!("capacity: cannot record the decision: {e}");
+                None
+            }
+        }
+    }
+
+    /// Record the outcome of decision `id`; false when the store refused it.
+    async fn finish(&self, id: Option<i64>, outcome: DecisionOutcome, error: Option<String>) -> bool {
+        let Some(id) = id else { return true };
+        match self.history.finish(id, outcome, error).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("capacity: cannot record the outcome of decision {id}: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// The record of decision `d` on observation `seen`, with its outcome so far.
+fn decision_record(seen: &Seen, d: &Decision, outcome: DecisionOutcome, dry_run: bool) -> DecisionRecord {
+    let (action, to, victims) = action_parts(&d.action, seen.fleet.target);
+    DecisionRecord {
+        at: Utc::now(),
+        action,
+        from_capacity: seen.fleet.target,
+        to_capacity: to,
+        victims: Victims(victims),
+        reservation: d.reservation,
+        unplaced: seen.observation.unplaced.len() as i64,
+        reason: d.reason.clone(),
+        outcome,
+        error: None,
+        dry_run,
+        ended_at: outcome.ended().then(Utc::now),
+    }
+}

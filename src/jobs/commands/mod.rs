@@ -1,0 +1,139 @@
+//! The jobs wing's commands: `opsd run` ([`run`]), `opsd history` ([`history`]), `opsd jobs` and
+//! `opsd validate` (here). Each returns the [`Exit`] the process ends with and prints what the user
+//! needs: diagnostics to stderr, results to stdout.
+
+mod history;
+pub mod run;
+
+pub use history::history;
+pub use run::run;
+
+use super::history::RunHistory;
+use super::schedule::Schedule;
+use super::settings::JobDefaults;
+use super::{calendar, spec};
+use crate::diag::print_diags;
+use crate::exit::Exit;
+use crate::outln;
+use crate::output::OutputFormat;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's name (its file stem in jobs_dir) or a path to a job file.
+    pub job: String,
+    /// Resolve and list the target hosts without connecting to them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the job's max_concurrency (hosts at once).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrency: Option<u64>,
+    /// Run on the hosts listed in FILE instead of resolving the job's target in EC2: one host per
+    /// line, `ADDRESS` or `INSTANCE_ID ADDRESS`; `#` starts a comment. (Benchmarks, break-glass.)
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<std::path::PathBuf>,
+    /// text: live lines and a summary; json: one document with every host's result on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only runs of this job.
+    pub job: Option<String>,
+    /// Show one run in full.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `opsd validate`: every job file of `paths` (default: the jobs directory) checked with the
+/// daemon's own parser. `config_name` names the config that was already loaded.
+pub fn validate(paths: &[PathBuf], jobs_dir: &Path, defaults: &JobDefaults, config_name: &str) -> Exit {
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    let targets = if paths.is_empty() { vec![jobs_dir.to_path_buf()] } else { paths.to_vec() };
+    for p in targets {
+        if p.is_dir() {
+            match spec::files_in(&p) {
+                Ok(f) => files.extend(f),
+                Err(d) => diags.push(d),
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    let mut bad = 0;
+    for f in &files {
+        if let Err(d) = spec::load(f, defaults) {
+            bad += 1;
+            diags.extend(d);
+        }
+    }
+    print_diags(&diags);
+    outln!("config {config_name}: ok; {} job files checked, {bad} with errors", files.len());
+    if diags.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Usage
+    }
+}
+
+/// `opsd jobs`: every job with its schedule, target and next three firings. `runs` is the history
+/// when one exists (rate schedules count from a job's last firing).
+pub async fn list(jobs_dir: &Path, defaults: &JobDefaults, runs: Option<RunHistory>) -> Exit {
+    let files = match spec::files_in(jobs_dir) {
+        Ok(f) => f,
+        Err(d) => {
+            print_diags(&[d]);
+            return Exit::Usage;
+        }
+    };
+    let now = chrono::Utc::now();
+    outln!("{:<24} {:<28} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
+    for f in files {
+        match spec::load(&f, defaults) {
+            Ok(j) => {
+                let tags: Vec<String> = j.target.tags.0.iter().map(|(k, v)| format!("{k}={}", v.join("|"))).collect();
+                let target = format!(
+                    "{} [{}]",
+                    tags.join(","),
+                    j.target.states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                );
+                let Some(t) = &j.timing else {
+                    outln!("{:<24} {:<28} {:<40} {}", j.name, "(by hand)", target, j.description);
+                    continue;
+                };
+                let schedule = if t.timezone == chrono_tz::Tz::UTC {
+                    t.schedule.to_string()
+                } else {
+                    format!("{} {}", t.schedule, t.timezone)
+                };
+                outln!("{:<24} {:<28} {:<40} {}", j.name, schedule, target, j.description);
+                let last = match &runs {
+                    Some(s) => s.last_firing(&j.name).await.ok().flatten(),
+                    None => None,
+                };
+                let anchor = last.unwrap_or(now);
+                for at in calendar::upcoming(&t.schedule, now, t.timezone, anchor, 3) {
+                    let local = at.with_timezone(&t.timezone);
+                    outln!("  next {}  ({} UTC)", local.format("%Y-%m-%d %H:%M:%S %Z"), at.format("%Y-%m-%d %H:%M:%S"));
+                }
+                if last.is_none() && matches!(t.schedule, Schedule::Rate { .. }) {
+                    outln!("  (no firing recorded yet: a rate counts from when the daemon loads the job)");
+                }
+            }
+            Err(d) => {
+                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                outln!("{name:<24} INVALID: `opsd validate {}` shows why", f.display());
+                print_diags(&d);
+            }
+        }
+    }
+    Exit::Ok
+}

@@ -1,0 +1,168 @@
+//! The scheduler: the table of jobs with their next firings ([`table`]), kept current from the jobs
+//! directory (a broken file keeps its job's last good version), and each due firing carried out on
+//! its own task ([`firing`]). The daemon drives it: it sleeps until [`Scheduler::until_next`], calls
+//! [`Scheduler::fire_due`], and [`Scheduler::load`] when asked to reload.
+
+pub mod firing;
+pub mod table;
+
+use super::history::RunHistory;
+use super::outcome::TriggerKind;
+use super::settings::JobDefaults;
+use super::{calendar, spec};
+use chrono::{DateTime, Utc};
+use firing::{Context, Firing};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use table::{Changes, Loaded, Table};
+use tokio_util::task::TaskTracker;
+
+/// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+pub struct Scheduler {
+    jobs_dir: PathBuf,
+    defaults: JobDefaults,
+    table: Table,
+    ctx: Arc<Context>,
+    /// Where firings run; the daemon waits for it at shutdown.
+    tracker: TaskTracker,
+}
+
+impl Scheduler {
+    pub fn new(jobs_dir: PathBuf, defaults: JobDefaults, ctx: Context, tracker: TaskTracker) -> Scheduler {
+        Scheduler { jobs_dir, defaults, table: Table::default(), ctx: Arc::new(ctx), tracker }
+    }
+
+    /// The config's `[ssh]` and `[run]` changed: job files read from now on resolve against these.
+    pub fn set_defaults(&mut self, defaults: JobDefaults) {
+        self.defaults = defaults;
+    }
+
+    /// Read every job file and apply them to the table.
+    pub async fn load(&mut self) {
+        let files = match spec::files_in(&self.jobs_dir) {
+            Ok(f) => f,
+            Err(d) => {
+                tracing::error!("{d}; keeping the {} jobs already loaded", self.table.entries.len());
+                return;
+            }
+        };
+        let defaults = self.defaults.clone();
+        // File reads and parsing off the runtime: a jobs directory on a slow disk must not stall firing.
+        let loaded = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|f| match spec::load(&f, &defaults) {
+                    Ok(j) => Loaded::Good(Box::new(j)),
+                    Err(diags) => {
+                        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                        Loaded::Bad { name, diags }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for l in &loaded {
+            if let Loaded::Bad { name, diags } = l {
+                self.ctx.metrics.job_file_error(name);
+                for d in diags {
+                    tracing::error!(job = %name, "{d}");
+                }
+            }
+        }
+        // Rate schedules keep their phase across restarts: they count from the last recorded firing.
+        let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
+        for l in &loaded {
+            if let Loaded::Good(j) = l {
+                if !self.table.entries.contains_key(&j.name) {
+                    if let Ok(Some(t)) = self.ctx.runs.last_firing(&j.name).await {
+                        last.insert(j.name.clone(), t);
+                    }
+                }
+            }
+        }
+        let changes = self.table.apply(loaded, Utc::now(), &|name| last.get(name).copied());
+        log_changes(&changes);
+        self.ctx.metrics.set_jobs_loaded(self.table.entries.len());
+    }
+
+    /// Jobs with `catch_up = true` whose last recorded firing was followed by a missed one run once now.
+    pub async fn catch_up(&self) {
+        let now = Utc::now();
+        for e in self.table.entries.values() {
+            let Some(t) = e.job.timing.as_ref().filter(|t| t.catch_up) else { continue };
+            let last = match self.ctx.runs.last_run_firing(&e.job.name).await {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(job = %e.job.name, "catch_up: cannot read the last firing: {err}");
+                    continue;
+                }
+            };
+            if let Some(missed) = calendar::latest_missed(&t.schedule, last, now, t.timezone, e.anchor) {
+                tracing::info!(job = %e.job.name, last = %last, missed = %missed, "catch_up: a firing was missed while opsd was down; running once now");
+                let f = Firing { job: e.job.clone(), slot: e.slot.clone(), at: missed, kind: TriggerKind::CatchUp };
+                self.tracker.spawn(firing::fire(self.ctx.clone(), f));
+            }
+        }
+    }
+
+    /// How long until the earliest firing (at most [`MAX_SLEEP`]).
+    pub fn until_next(&self) -> Duration {
+        let now = Utc::now();
+        self.table
+            .next_firing()
+            .map(|(_, t)| (t - now).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP)
+    }
+
+    /// Start every firing that is due, each on its own task.
+    pub fn fire_due(&mut self) {
+        for (job, slot, at) in self.table.take_due(Utc::now()) {
+            tracing::info!(job = %job.name, firing = %at, "firing");
+            let f = Firing { job, slot, at, kind: TriggerKind::Schedule };
+            self.tracker.spawn(firing::fire(self.ctx.clone(), f));
+        }
+    }
+
+    /// How many jobs are loaded, and how many of them have a next firing.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.table.entries.len(), self.table.scheduled())
+    }
+
+    /// One line for systemd's status: the jobs and the next firing.
+    pub fn status(&self) -> String {
+        let (n, scheduled) = self.counts();
+        match self.table.next_firing() {
+            Some((job, at)) => format!("{n} jobs, {scheduled} scheduled; next: {job} at {}", at.to_rfc3339()),
+            None => format!("{n} jobs, none scheduled"),
+        }
+    }
+
+    /// The history firings are recorded in.
+    pub fn runs(&self) -> &RunHistory {
+        &self.ctx.runs
+    }
+}
+
+fn log_changes(c: &Changes) {
+    for (what, names) in [("added", &c.added), ("changed", &c.changed), ("removed", &c.removed)] {
+        if !names.is_empty() {
+            tracing::info!("jobs {what}: {}", names.join(", "));
+        }
+    }
+    if !c.kept.is_empty() {
+        tracing::warn!("invalid job files, their last good version stays scheduled: {}", c.kept.join(", "));
+    }
+    if !c.rejected.is_empty() {
+        tracing::warn!(
+            "invalid job files, not scheduled (fix them; `opsd validate` shows why): {}",
+            c.rejected.join(", ")
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! SSH settings: the config's `[ssh]` section (defaults for every job) and the settings one run
+//! connects with, after a job's own `[ssh]` values are laid over the defaults.
+
+use crate::units::HumanDuration;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Long enough for a TCP connect, key exchange and authentication across regions on a loaded host;
+/// short enough that one dead host does not hold a run for long.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[ssh]` in the config: defaults for jobs without their own values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    pub user: Option<String>,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            user: None,
+            port: 22,
+            identity_file: None,
+            known_hosts: PathBuf::from("/etc/opsd/known_hosts"),
+            connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
+        }
+    }
+}
+
+/// How a server's host key is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// The key must be listed in the known_hosts file from the config.
+    #[default]
+    KnownHosts,
+    /// Trust on first use: pin the key in the store, refuse any later change.
+    Tofu,
+}
+
+/// What one run connects with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+    pub host_keys: HostKeyPolicy,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
