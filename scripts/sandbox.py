@@ -179,12 +179,13 @@ def cmd_up(_args):
     print(ENV_FILE)
 
 
-def write_config(st):
-    jobs = os.path.join(ROOT, "jobs")
-    with open(os.path.join(SB, "opsd.toml"), "w") as f:
-        f.write(f"""# Written by scripts/sandbox up: opsd pointed at the local sandbox fleet.
-jobs_dir = "{jobs}"
-state_dir = "{SB}/state"
+def opsd_config(jobs_dir, state_dir, st=None):
+    """opsd's config for the sandbox fleet, with the given jobs and state directories (what
+    `up` writes to target/sandbox/opsd.toml, and what benchmarks use for workspaces of their own)."""
+    st = st or load_state()
+    return f"""# Written by scripts/sandbox: opsd pointed at the local sandbox fleet.
+jobs_dir = "{jobs_dir}"
+state_dir = "{state_dir}"
 
 [aws]
 region = "{REGION}"
@@ -195,7 +196,12 @@ port = {st['ssh_port']}
 identity_file = "{KEYS}/client_ed25519"
 known_hosts = "{KEYS}/known_hosts"
 connect_timeout = "10s"
-""")
+"""
+
+
+def write_config(st):
+    with open(os.path.join(SB, "opsd.toml"), "w") as f:
+        f.write(opsd_config(os.path.join(ROOT, "jobs"), f"{SB}/state", st))
 
 
 def write_env(st):
@@ -217,6 +223,14 @@ def write_env(st):
     with open(ENV_FILE, "w") as f:
         for k, v in lines.items():
             f.write(f"{k}={v}\n")
+
+
+def read_env():
+    """The env file (AWS endpoint and credentials, SSH user, port and keys) as a dict."""
+    if not os.path.exists(ENV_FILE):
+        sys.exit("sandbox: not up; run scripts/sandbox up")
+    with open(ENV_FILE) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
 
 
 def ensure_network(st, subnet_no):

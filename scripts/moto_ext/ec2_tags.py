@@ -19,4 +19,6 @@ def _get_tags(self):
     return [{"resource_id": resource_id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
 
 
-TaggedEC2Resource.get_tags = _get_tags
+def apply():
+    """Patch moto: tag lookups by resource id."""
+    TaggedEC2Resource.get_tags = _get_tags

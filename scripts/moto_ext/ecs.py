@@ -24,11 +24,7 @@
 - Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
   STOPPING for N seconds before STOPPED (as ECS does while containers honour their stopTimeout or a
   load balancer drains), so a drain takes time.
-- Spot Fleet: a request that is not active (cancelled_*) cannot be modified (AWS: only an active
-  request of type maintain can be).
-- EC2 Fleet: ModifyFleet (a maintain fleet's TotalTargetCapacity, launching or, with
-  ExcessCapacityTerminationPolicy=termination, terminating the difference); Spot Fleet's
-  ExcessCapacityTerminationPolicy="default" terminates as AWS's does.
+- Spot Fleet and EC2 Fleet changes are in fleets.py.
 """
 import base64
 import re
@@ -57,8 +53,6 @@ DEFAULT_TYPE = (2, 3800)
 
 _lock = threading.RLock()
 
-state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
-
 
 def _set_resources(ci, cpu, mem):
     for lst in (ci.registered_resources, ci.remaining_resources):
@@ -74,16 +68,10 @@ def _remaining(ci):
     return vals.get("CPU", 0), vals.get("MEMORY", 0)
 
 
-_orig_ci_init = ContainerInstance.__init__
-
-
 def _ci_init(self, ec2_instance_id, account_id, region_name, cluster_name, backend):
     _orig_ci_init(self, ec2_instance_id, account_id, region_name, cluster_name, backend)
     vcpus, mem = TYPES.get(self.attributes.get("ecs.instance-type"), DEFAULT_TYPE)
     _set_resources(self, 1024 * vcpus, mem)
-
-
-ContainerInstance.__init__ = _ci_init
 
 
 def _register_container_instance(self):
@@ -101,10 +89,6 @@ def _register_locked(self):
         mem = given.get("MEMORY", _remaining(ci)[1])
         _set_resources(ci, int(cpu), int(mem))
     return result
-
-
-_orig_register_response = EC2ContainerServiceResponse.register_container_instance
-EC2ContainerServiceResponse.register_container_instance = _register_container_instance
 
 
 # --- RunTask failures ----------------------------------------------------------------------------
@@ -153,10 +137,6 @@ def _run_task_response(self):
         )
         failures = [{"arn": arn, "reason": reason} for _ in range(count - len(tasks))]
     return ActionResult({"tasks": tasks, "failures": failures})
-
-
-_orig_run_task = EC2ContainerServiceResponse.run_task
-EC2ContainerServiceResponse.run_task = _run_task_response
 
 
 # --- services ------------------------------------------------------------------------------------
@@ -321,9 +301,6 @@ def _scheduler_loop():
             _reconcile_all()
 
 
-threading.Thread(target=_scheduler_loop, name="ecs-service-scheduler", daemon=True).start()
-
-
 def _wrap_service_call(orig):
     def wrapped(self, *args, **kwargs):
         with _lock:
@@ -332,10 +309,6 @@ def _wrap_service_call(orig):
             return service
 
     return wrapped
-
-
-EC2ContainerServiceBackend.create_service = _wrap_service_call(EC2ContainerServiceBackend.create_service)
-EC2ContainerServiceBackend.update_service = _wrap_service_call(EC2ContainerServiceBackend.update_service)
 
 
 def _locked(orig):
@@ -347,10 +320,6 @@ def _locked(orig):
 
 
 # Every other change of tasks and instances takes the scheduler's lock too.
-for _name in ("update_container_instances_state", "delete_service", "deregister_container_instance", "run_task", "start_task"):
-    setattr(EC2ContainerServiceBackend, _name, _locked(getattr(EC2ContainerServiceBackend, _name)))
-
-_orig_stop_task = EC2ContainerServiceBackend.stop_task
 
 
 STOP_SECONDS_TAG = "moto:task-stop-seconds"
@@ -377,11 +346,6 @@ def _stop_task(self, cluster_str, task_str, reason):
         return task
 
 
-EC2ContainerServiceBackend.stop_task = _stop_task
-
-_orig_list_tasks = EC2ContainerServiceBackend.list_tasks
-
-
 def _list_tasks(self, cluster_str=None, container_instance=None, family=None, started_by=None, service_name=None, desiredStatus=None):
     tasks = _orig_list_tasks(self, cluster_str, container_instance, family, started_by, None, desiredStatus)
     if service_name:
@@ -389,22 +353,13 @@ def _list_tasks(self, cluster_str=None, container_instance=None, family=None, st
     return tasks
 
 
-EC2ContainerServiceBackend.list_tasks = _list_tasks
-
 from moto.ecs.exceptions import InvalidParameterException  # noqa: E402
-
-_orig_update_states = EC2ContainerServiceResponse.update_container_instances_state
 
 
 def _update_container_instances_state(self):
     if len(self._get_param("containerInstances") or []) > 10:
         raise InvalidParameterException("containerInstances can have at most 10 items.")
     return _orig_update_states(self)
-
-
-EC2ContainerServiceResponse.update_container_instances_state = _update_container_instances_state
-
-_orig_list_tasks_response = EC2ContainerServiceResponse.list_tasks
 
 
 def _list_tasks_response(self):
@@ -415,9 +370,6 @@ def _list_tasks_response(self):
     if start + size < len(arns):
         out["nextToken"] = str(start + size)
     return ActionResult(out)
-
-
-EC2ContainerServiceResponse.list_tasks = _list_tasks_response
 
 
 # --- instances register themselves from ECS_CLUSTER= in their user data; deregister at termination --
@@ -447,9 +399,6 @@ def _b64(s):
         return ""
 
 
-_orig_add_instances = EC2Backend.run_instances
-
-
 def _run_instances(self, *args, **kwargs):
     reservation = _orig_add_instances(self, *args, **kwargs)
     for inst in reservation.instances:
@@ -461,11 +410,6 @@ def _run_instances(self, *args, **kwargs):
             with _lock:
                 ecs.register_container_instance(name, inst.id)
     return reservation
-
-
-EC2Backend.run_instances = _run_instances
-
-_orig_terminate = EC2Backend.terminate_instances
 
 
 def _terminate_instances(self, instance_ids):
@@ -487,72 +431,33 @@ def _terminate_instances(self, instance_ids):
     return result
 
 
-EC2Backend.terminate_instances = _terminate_instances
-
-
-# --- Spot Fleet: ExcessCapacityTerminationPolicy as AWS spells it -----------------------------------
-# AWS takes "default" and "noTermination"; moto compares with "Default", so a request that says
-# "default" never terminated anything. (Lowering the target with noTermination keeps every instance.)
-from moto.ec2.exceptions import EC2ClientError  # noqa: E402
-from moto.ec2.responses.spot_fleets import SpotFleets  # noqa: E402
-
-
-
-class _SpotFleetError(EC2ClientError):
-    __module__ = "moto.ec2.exceptions"  # moto finds an error's service from the module name
-
-
-def _modify_spot_fleet_request(self):
-    policy = self._get_param("ExcessCapacityTerminationPolicy", if_none="Default")
-    request_id = self._get_param("SpotFleetRequestId")
-    request = self.ec2_backend.spot_fleet_requests.get(request_id)
-    if request is not None and request.state not in ("submitted", "active", "modifying"):
-        raise _SpotFleetError(
-            "IncorrectState", f"The Spot Fleet request {request_id} is {request.state} and cannot be modified."
-        )
-    self.ec2_backend.modify_spot_fleet_request(
-        self._get_param("SpotFleetRequestId"),
-        self._get_int_param("TargetCapacity"),
-        "Default" if policy in ("default", "Default") else policy,
-    )
-    return ActionResult({"Return": True})
-
-
-SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
-
-
-# --- EC2 Fleet: ModifyFleet (moto 5.2.5 has CreateFleet and DescribeFleets, not ModifyFleet) --------
-from moto.ec2.responses.fleets import Fleets  # noqa: E402
-
-
-class _FleetError(EC2ClientError):
-    __module__ = "moto.ec2.exceptions"  # moto finds an error's service from the module name
-
-
-def _modify_fleet(self):
-    fleet_id = self._get_param("FleetId")
-    fleet = self.ec2_backend.get_fleet(fleet_id)
-    if fleet is None:
-        raise _FleetError("InvalidFleetId.NotFound", f"The fleet ID '{fleet_id}' does not exist")
-    if fleet.fleet_type != "maintain":
-        raise _FleetError("UnsupportedOperation", "You can only modify an EC2 Fleet of type maintain.")
-    spec = self._get_param("TargetCapacitySpecification") or {}
-    policy = self._get_param("ExcessCapacityTerminationPolicy") or fleet.excess_capacity_termination_policy
-    with _lock:
-        if "TotalTargetCapacity" in spec:
-            total = int(spec["TotalTargetCapacity"])
-            fleet.target_capacity = total
-            fleet.target_capacity_specification["TotalTargetCapacity"] = total
-            delta = total - fleet.fulfilled_capacity
-            default = fleet.target_capacity_specification.get("DefaultTargetCapacityType") or "on-demand"
-            if delta > 0:
-                if default == "spot":
-                    fleet.create_spot_requests(delta)
-                else:
-                    fleet.create_on_demand_requests(delta)
-            elif delta < 0 and policy == "termination":
-                fleet.terminate_instances()
-    return ActionResult({"Return": True})
-
-
-Fleets.modify_fleet = _modify_fleet
+def apply():
+    """Patch moto: container instance resources, RunTask failures, the service scheduler (started
+    here), task stops and pages, registration at launch and deregistration at termination."""
+    global _orig_ci_init, _orig_register_response, _orig_run_task, _orig_stop_task, _orig_list_tasks, _orig_update_states, _orig_list_tasks_response, _orig_add_instances, _orig_terminate
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    _orig_ci_init = ContainerInstance.__init__
+    ContainerInstance.__init__ = _ci_init
+    _orig_register_response = EC2ContainerServiceResponse.register_container_instance
+    EC2ContainerServiceResponse.register_container_instance = _register_container_instance
+    _orig_run_task = EC2ContainerServiceResponse.run_task
+    EC2ContainerServiceResponse.run_task = _run_task_response
+    threading.Thread(target=_scheduler_loop, name="ecs-service-scheduler", daemon=True).start()
+    EC2ContainerServiceBackend.create_service = _wrap_service_call(EC2ContainerServiceBackend.create_service)
+    EC2ContainerServiceBackend.update_service = _wrap_service_call(EC2ContainerServiceBackend.update_service)
+    for _name in ("update_container_instances_state", "delete_service", "deregister_container_instance", "run_task", "start_task"):
+        setattr(EC2ContainerServiceBackend, _name, _locked(getattr(EC2ContainerServiceBackend, _name)))
+    _orig_stop_task = EC2ContainerServiceBackend.stop_task
+    EC2ContainerServiceBackend.stop_task = _stop_task
+    _orig_list_tasks = EC2ContainerServiceBackend.list_tasks
+    EC2ContainerServiceBackend.list_tasks = _list_tasks
+    _orig_update_states = EC2ContainerServiceResponse.update_container_instances_state
+    EC2ContainerServiceResponse.update_container_instances_state = _update_container_instances_state
+    _orig_list_tasks_response = EC2ContainerServiceResponse.list_tasks
+    EC2ContainerServiceResponse.list_tasks = _list_tasks_response
+    _orig_add_instances = EC2Backend.run_instances
+    EC2Backend.run_instances = _run_instances
+    # Termination, outer layer: EC2Backend.terminate_instances runs moto's (which calls
+    # Instance.terminate per instance, eni.py's layer) and then deregisters the container instances.
+    _orig_terminate = EC2Backend.terminate_instances
+    EC2Backend.terminate_instances = _terminate_instances

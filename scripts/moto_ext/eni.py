@@ -64,19 +64,12 @@ def _set_status(self, value):
     self.__dict__["_status"] = value
 
 
-NetworkInterface.status = property(_get_status, _set_status)
-
-
 def _get_filter_value(self, filter_name, method_name=None):
     if filter_name == "status":
         return self.status
     if filter_name == "attachment.device-index":
         return str(self.device_index) if self.instance else None
     return _orig_get_filter_value(self, filter_name, method_name)
-
-
-_orig_get_filter_value = NetworkInterface.get_filter_value
-NetworkInterface.get_filter_value = _get_filter_value
 
 
 # --- creation: idempotency and free addresses ---------------------------------------------------
@@ -97,9 +90,6 @@ def _lowest_free_address(backend, subnet):
     raise InvalidParameterValue(f"The subnet '{subnet.id}' has no free addresses.")
 
 
-_orig_create = NetworkInterfaceBackend.create_network_interface
-
-
 def _create_network_interface(self, subnet, private_ip_address, *args, **kwargs):
     if isinstance(subnet, str):
         subnet = self.get_subnet(subnet)
@@ -110,11 +100,6 @@ def _create_network_interface(self, subnet, private_ip_address, *args, **kwargs)
     if pending:
         eni._pending_until = time.time() + float(pending)
     return eni
-
-
-NetworkInterfaceBackend.create_network_interface = _create_network_interface
-
-_orig_create_response = ElasticNetworkInterfaces.create_network_interface
 
 
 # The check and the create are one step: concurrent retries with one token make one interface.
@@ -148,12 +133,7 @@ def _create_with_token(self, token):
     return result
 
 
-ElasticNetworkInterfaces.create_network_interface = _create_network_interface_response
-
-
 # --- attach / delete refusals and termination ---------------------------------------------------
-
-_orig_attach = NetworkInterfaceBackend.attach_network_interface
 
 
 def _attach_network_interface(self, eni_id, instance_id, device_index):
@@ -168,21 +148,11 @@ def _attach_network_interface(self, eni_id, instance_id, device_index):
     return _orig_attach(self, eni_id, instance_id, device_index)
 
 
-NetworkInterfaceBackend.attach_network_interface = _attach_network_interface
-
-_orig_delete = NetworkInterfaceBackend.delete_network_interface
-
-
 def _delete_network_interface(self, eni_id):
     eni = self.enis.get(eni_id)
     if eni is not None and eni.instance is not None:
         raise InUse(f"Network interface '{eni_id}' is currently in use.")
     return _orig_delete(self, eni_id)
-
-
-NetworkInterfaceBackend.delete_network_interface = _delete_network_interface
-
-_orig_terminate = Instance.terminate
 
 
 def _terminate(self):
@@ -192,4 +162,22 @@ def _terminate(self):
     return _orig_terminate(self)
 
 
-Instance.terminate = _terminate
+def apply():
+    """Patch moto: interface status, idempotent creation, attach/delete refusals, detach at
+    termination."""
+    global _orig_get_filter_value, _orig_create, _orig_create_response, _orig_attach, _orig_delete, _orig_terminate
+    NetworkInterface.status = property(_get_status, _set_status)
+    _orig_get_filter_value = NetworkInterface.get_filter_value
+    NetworkInterface.get_filter_value = _get_filter_value
+    _orig_create = NetworkInterfaceBackend.create_network_interface
+    NetworkInterfaceBackend.create_network_interface = _create_network_interface
+    _orig_create_response = ElasticNetworkInterfaces.create_network_interface
+    ElasticNetworkInterfaces.create_network_interface = _create_network_interface_response
+    _orig_attach = NetworkInterfaceBackend.attach_network_interface
+    NetworkInterfaceBackend.attach_network_interface = _attach_network_interface
+    _orig_delete = NetworkInterfaceBackend.delete_network_interface
+    NetworkInterfaceBackend.delete_network_interface = _delete_network_interface
+    # Termination, inner layer: Instance.terminate detaches the secondary interfaces, then runs
+    # moto's; ecs.py wraps the backend call around it (see moto_ext.apply).
+    _orig_terminate = Instance.terminate
+    Instance.terminate = _terminate

@@ -32,7 +32,7 @@ import uuid
 from datetime import datetime, timezone
 
 from moto.autoscaling.exceptions import ValidationError
-from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, LifecycleHook
+from moto.autoscaling.models import FakeAutoScalingGroup, LifecycleHook
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
 from moto.sqs.models import sqs_backends
@@ -188,12 +188,7 @@ def _expire_loop():
                     print(f"moto_ext.lifecycle: applying the default result to {a.instance_id}: {e}", flush=True)
 
 
-threading.Thread(target=_expire_loop, name="lifecycle-timeouts", daemon=True).start()
-
-
 # --- the hook model and PutLifecycleHook --------------------------------------------------------
-
-_orig_hook_init = LifecycleHook.__init__
 
 
 def _hook_init(self, name, as_name, transition, timeout, result, target=None, role=None, metadata=None):
@@ -201,9 +196,6 @@ def _hook_init(self, name, as_name, transition, timeout, result, target=None, ro
     self.notification_target_arn = target
     self.role_arn = role
     self.notification_metadata = metadata
-
-
-LifecycleHook.__init__ = _hook_init
 
 
 def _put_lifecycle_hook(self):
@@ -258,9 +250,6 @@ def _put_lifecycle_hook(self):
     return EmptyResult()
 
 
-AutoScalingResponse.put_lifecycle_hook = _put_lifecycle_hook
-
-
 def _requested_action(response):
     """The active action a Complete or Heartbeat request names (by token or instance id)."""
     return _find(
@@ -291,13 +280,7 @@ def _record_lifecycle_action_heartbeat(self):
     return EmptyResult()
 
 
-AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action
-AutoScalingResponse.record_lifecycle_action_heartbeat = _record_lifecycle_action_heartbeat
-
-
 # --- the group: launches spread over subnets, wait states, hooks on scale-out and scale-in --------
-
-_orig_replace = FakeAutoScalingGroup.replace_autoscaling_group_instances
 
 
 def _replace_instances(self, count_needed, propagated_tags):
@@ -326,19 +309,12 @@ def _replace_instances(self, count_needed, propagated_tags):
         _start(backend, self, state, LAUNCHING)
 
 
-FakeAutoScalingGroup.replace_autoscaling_group_instances = _replace_instances
-
 COUNTED = ("InService", "Pending", "Pending:Wait", "Pending:Proceed")
 
 
 def _active_instances(self):
     # Instances still launching count toward the desired capacity; instances terminating do not.
     return [s for s in self.instance_states if s.lifecycle_state in COUNTED]
-
-
-FakeAutoScalingGroup.active_instances = _active_instances
-
-_orig_set_desired = FakeAutoScalingGroup.set_desired_capacity
 
 
 def _set_desired_capacity(self, new_capacity):
@@ -366,8 +342,18 @@ def _set_desired_capacity_locked(self, new_capacity):
     _orig_set_desired(self, new_capacity)
 
 
-FakeAutoScalingGroup.set_desired_capacity = _set_desired_capacity
-
-
-# Keep a reference so linters see the backend class is the one patched through its groups.
-_ = AutoScalingBackend
+def apply():
+    """Patch moto: lifecycle hooks, actions and their timeouts (the timer starts here), and the
+    group's wait states."""
+    global _orig_hook_init, _orig_replace, _orig_set_desired
+    threading.Thread(target=_expire_loop, name="lifecycle-timeouts", daemon=True).start()
+    _orig_hook_init = LifecycleHook.__init__
+    LifecycleHook.__init__ = _hook_init
+    AutoScalingResponse.put_lifecycle_hook = _put_lifecycle_hook
+    AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action
+    AutoScalingResponse.record_lifecycle_action_heartbeat = _record_lifecycle_action_heartbeat
+    _orig_replace = FakeAutoScalingGroup.replace_autoscaling_group_instances
+    FakeAutoScalingGroup.replace_autoscaling_group_instances = _replace_instances
+    FakeAutoScalingGroup.active_instances = _active_instances
+    _orig_set_desired = FakeAutoScalingGroup.set_desired_capacity
+    FakeAutoScalingGroup.set_desired_capacity = _set_desired_capacity

@@ -439,3 +439,168 @@ fn decision_record(seen: &Seen, d: &Decision, outcome: DecisionOutcome, dry_run:
         ended_at: outcome.ended().then(Utc::now),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::policy::{Fleet, Instance, InstanceType, Observation, Resources};
+    use expect_test::expect;
+    use std::collections::{HashMap, HashSet};
+
+    fn settings(extra: &str) -> CapacitySettings {
+        toml::from_str(&format!("cluster = \"c\"\nspot_fleet_request_id = \"sfr-1\"\nmax_capacity = 10\n{extra}"))
+            .unwrap()
+    }
+
+    /// c5.large instances, each running the given tasks, and tasks waiting for room.
+    fn seen(instances: &[&[(u32, u32)]], unplaced: usize) -> Seen {
+        let ty = InstanceType { name: "c5.large".into(), resources: Resources::new(2048, 3704), weight: 1.0 };
+        let instances: Vec<Instance> = instances
+            .iter()
+            .enumerate()
+            .map(|(i, tasks)| {
+                let tasks: Vec<Resources> = tasks.iter().map(|(c, m)| Resources::new(*c, *m)).collect();
+                let used = tasks.iter().fold(Resources::default(), |a, t| a.plus(*t));
+                Instance {
+                    id: format!("i-{i}"),
+                    instance_type: ty.name.clone(),
+                    registered: ty.resources,
+                    remaining: Resources::new(ty.resources.cpu - used.cpu, ty.resources.mem - used.mem),
+                    tasks,
+                    draining: false,
+                    pinned: false,
+                    in_fleet: true,
+                    daemon: Resources::default(),
+                }
+            })
+            .collect();
+        let n = instances.len() as f64;
+        Seen {
+            observation: Observation { instances, unplaced: vec![Resources::new(1024, 1024); unplaced] },
+            fleet: Fleet { target: n, fulfilled: n, types: vec![ty] },
+            members: HashMap::new(),
+            short_services: Vec::new(),
+            fleet_state: "active".into(),
+            daemon_groups: HashSet::new(),
+            raw_target: n,
+            raw_fulfilled: n,
+        }
+    }
+
+    /// Seconds since `start`, as the test's clock (tokio's, paused) reads them.
+    fn secs(start: Instant) -> u64 {
+        (Instant::now() - start).as_secs()
+    }
+
+    async fn advance(s: u64) {
+        tokio::time::sleep(Duration::from_secs(s)).await;
+    }
+
+    /// The first tick comes at once; failures wait the interval, then twice as long each time up to
+    /// MAX_BACKOFF; an observation starts the backoff over; the wait after a long tick (a drain)
+    /// counts from its end; the stop wins over a pending tick.
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_and_an_observation_resets_it() {
+        let (stop, s) = (CancellationToken::new(), settings(""));
+        let mut st = State::new(s.interval.0, Memory::default());
+        let start = Instant::now();
+        let mut ticks = Vec::new();
+        for _ in 0..7 {
+            assert_eq!(st.next_event(&stop).await, Event::Tick);
+            ticks.push(secs(start));
+            st.ticked();
+            st.failed();
+            st.tick_ended();
+        }
+        assert_eq!(ticks, [0, 30, 90, 210, 450, 750, 1050]);
+        // A good tick: the next comes an interval later, and the next failure waits the interval again.
+        st.next_event(&stop).await;
+        let at = secs(start);
+        st.ticked();
+        st.observed(&seen(&[&[(1024, 1024)]], 0), &s);
+        st.tick_ended();
+        st.next_event(&stop).await;
+        assert_eq!(secs(start) - at, 30);
+        assert_eq!(st.backoff(), Duration::from_secs(30));
+        // A tick that takes 200 s: the next one 30 s after it ended.
+        let at = secs(start);
+        st.ticked();
+        advance(200).await;
+        st.tick_ended();
+        st.next_event(&stop).await;
+        assert_eq!(secs(start) - at, 230);
+        st.ticked();
+        st.tick_ended();
+        stop.cancel();
+        assert_eq!(st.next_event(&stop).await, Event::Stop);
+        assert_eq!(secs(start) - at, 230, "the stop does not wait for the tick");
+    }
+
+    /// A scale-out starts its cooldown when it succeeds (not when it fails); a scale-in's cooldown
+    /// (and the below-target clock) counts from when acting on it ended, however long the drain took.
+    #[tokio::test(start_paused = true)]
+    async fn cooldowns_run_on_the_controllers_clock() {
+        let s = settings("scale_out_cooldown = \"60s\"\nscale_in_cooldown = \"600s\"");
+        let mut st = State::new(s.interval.0, Memory::default());
+        // One full instance and a task waiting: scale out.
+        let full = seen(&[&[(2048, 3704)]], 1);
+        let (t, d) = st.observed(&full, &s);
+        assert_eq!(d.action, Action::ScaleOut { to: 2.0 }, "{}", d.reason);
+        st.acted(&d.action, t, false);
+        let (t, d) = st.observed(&full, &s);
+        assert_eq!(d.action, Action::ScaleOut { to: 2.0 }, "a failed scale-out starts no cooldown: {}", d.reason);
+        st.acted(&d.action, t, true);
+        advance(30).await;
+        let (_, d) = st.observed(&full, &s);
+        assert_eq!(d.action, Action::Hold);
+        expect![[r#"reservation 100.0% (target 80%), 1 instances, 1 unplaced tasks, capacity 1 (fulfilled 1): needs 1.0 more units but the scale-out cooldown has 30s left"#]]
+            .assert_eq(&d.reason);
+        advance(30).await;
+        assert_eq!(st.observed(&full, &s).1.action, Action::ScaleOut { to: 2.0 });
+
+        // Two idle instances: below target, so one may go once the cooldown has passed.
+        let mut st = State::new(s.interval.0, Memory::default());
+        let idle = seen(&[&[(512, 512)], &[]], 0);
+        st.observed(&idle, &s);
+        advance(599).await;
+        let (_, d) = st.observed(&idle, &s);
+        expect![[r#"reservation 12.5% (target 80%), 2 instances, 0 unplaced tasks, capacity 2 (fulfilled 2): below target for 599s of the 600s scale-in cooldown"#]]
+            .assert_eq(&d.reason);
+        advance(1).await;
+        let (t, d) = st.observed(&idle, &s);
+        assert_eq!(d.action, Action::ScaleIn { to: 1.0, victims: vec!["i-1".into()] }, "{}", d.reason);
+        // The drain takes 200 s; the cooldown counts from its end.
+        advance(200).await;
+        st.acted(&d.action, t, true);
+        st.observed(&idle, &s);
+        advance(599).await;
+        assert_eq!(st.observed(&idle, &s).1.action, Action::Hold);
+        advance(1).await;
+        assert!(matches!(st.observed(&idle, &s).1.action, Action::ScaleIn { .. }));
+    }
+
+    /// Holds, and a dry-run decision that does not change, are recorded at most every RECORD_EVERY;
+    /// a changed dry-run decision at once; and one kind of decision in between starts the other over.
+    #[tokio::test(start_paused = true)]
+    async fn holds_and_unchanged_dry_runs_are_recorded_every_five_minutes() {
+        let mut st = State::new(Duration::from_secs(30), Memory::default());
+        assert!(st.record_hold(), "the first hold");
+        advance(299).await;
+        assert!(!st.record_hold());
+        advance(1).await;
+        assert!(st.record_hold(), "five minutes after the last recorded");
+        assert!(st.record_dry_run("scale_out 4".into()), "a decision after a hold");
+        advance(30).await;
+        assert!(!st.record_dry_run("scale_out 4".into()), "unchanged");
+        assert!(st.record_dry_run("scale_out 5".into()), "changed");
+        advance(299).await;
+        assert!(!st.record_dry_run("scale_out 5".into()));
+        advance(1).await;
+        assert!(st.record_dry_run("scale_out 5".into()), "unchanged, five minutes on");
+        assert!(st.record_hold(), "a hold after a dry-run decision");
+        assert!(st.record_dry_run("scale_out 5".into()), "the same decision after a hold");
+        assert!(st.record_hold());
+        st.acting();
+        assert!(st.record_hold(), "a hold after acting");
+    }
+}

@@ -607,6 +607,7 @@ fn choose_victims<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use expect_test::{expect, Expect};
     use proptest::prelude::*;
 
     fn ty(name: &str, cpu: u32, mem: u32, weight: f64) -> InstanceType {
@@ -690,7 +691,7 @@ mod tests {
         let rising = Memory { trend: trend(&[(940.0, 3072), (970.0, 3584), (1000.0, 4096)]), ..Memory::default() };
         let d = decide(&obs, &fleet, &rising, &limits(), 1000.0);
         assert_eq!(d.action, Action::ScaleOut { to: 3.0 }, "{}", d.reason);
-        assert!(d.reason.contains("demand rising: 3072 CPU units"), "{}", d.reason);
+        expect!["reservation 50.0% (target 80%), 2 instances, 0 unplaced tasks, capacity 2 (fulfilled 2): scale out to 3: 1.0 units bring reservation to target once they run (demand rising: 3072 CPU units and 3072 MiB more expected within the 180s lead time); 0.0 units already launching"].assert_eq(&d.reason);
         // The look-ahead off.
         let off = Limits { lead_time: Duration::ZERO, ..limits() };
         let d = decide(&obs, &fleet, &rising, &off, 1000.0);
@@ -708,7 +709,7 @@ mod tests {
         let busy = Memory { trend: trend(&[(940.0, 1448), (970.0, 1748), (1000.0, 2048)]), ..calm };
         let d = decide(&half, &fleet, &busy, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
-        assert!(d.reason.contains("expected within the lead time"), "{}", d.reason);
+        expect!["reservation 25.0% (target 80%), 2 instances, 0 unplaced tasks, capacity 2 (fulfilled 2): below target, but no instance can go (passed over: 2 that would push the reservation above target with the demand expected within the lead time)"].assert_eq(&d.reason);
     }
 
     #[test]
@@ -756,12 +757,12 @@ mod tests {
         let obs = Observation { instances: full.to_vec(), unplaced: vec![Resources::new(2048, 1024); 30] };
         let d = decide(&obs, &fleet, &Memory::default(), &limits(), 1000.0);
         assert_eq!(d.action, Action::ScaleOut { to: 12.0 }, "{}", d.reason);
-        assert!(d.reason.contains("bound by max_scale_out_step 10"), "{}", d.reason);
+        expect!["reservation 100.0% (target 80%), 2 instances, 30 unplaced tasks, capacity 2 (fulfilled 2): scale out to 12: 30 unplaced tasks: 0 fit in free space, the rest need 30.0 units (30 × c5.large); 38.0 units bring reservation to target once they run; 0.0 units already launching; bound by max_scale_out_step 10"].assert_eq(&d.reason);
         // Within the cooldown: hold, and say why.
         let mem = Memory { last_scale_out: Some(970.0), ..Memory::default() };
         let d = decide(&obs, &fleet, &mem, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold);
-        assert!(d.reason.contains("scale-out cooldown has 30s left"), "{}", d.reason);
+        expect!["reservation 100.0% (target 80%), 2 instances, 30 unplaced tasks, capacity 2 (fulfilled 2): needs 38.0 more units but the scale-out cooldown has 30s left"].assert_eq(&d.reason);
         // Capacity already launching counts as present: 32 tasks' worth of CPU at 80 % needs 40 units.
         let launching = Fleet { target: 40.0, fulfilled: 2.0, types: vec![t.clone()] };
         let d = decide(&obs, &launching, &Memory::default(), &limits(), 1000.0);
@@ -777,7 +778,7 @@ mod tests {
         let at_max = Fleet { target: 40.0, fulfilled: 40.0, types: vec![t] };
         let d = decide(&obs, &at_max, &Memory::default(), &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold);
-        assert!(d.reason.contains("max_capacity 40"), "{}", d.reason);
+        expect!["reservation 100.0% (target 80%), 2 instances, 30 unplaced tasks, capacity 40 (fulfilled 40): needs 38.0 more units but capacity is at max_capacity 40"].assert_eq(&d.reason);
     }
 
     #[test]
@@ -794,7 +795,7 @@ mod tests {
         let early = Memory { below_target_since: Some(900.0), ..Memory::default() };
         let d = decide(&obs, &fleet, &early, &limits(), 1000.0);
         assert_eq!(d.action, Action::Hold, "{}", d.reason);
-        assert!(d.reason.contains("scale-in cooldown"), "{}", d.reason);
+        expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): below target for 100s of the 600s scale-in cooldown"].assert_eq(&d.reason);
         let long = Memory { below_target_since: Some(0.0), ..Memory::default() };
         let d = decide(&obs, &fleet, &long, &limits(), 1000.0);
         // Fewest tasks first, at most the step (2 units).
@@ -829,51 +830,51 @@ mod tests {
         let none = |_: &mut Observation| {};
         let drain_idle = |o: &mut Observation| o.instances[1].draining = true;
         #[allow(clippy::type_complexity)]
-        let cases: [(&str, Limits, &dyn Fn(&mut Observation), &[&str], &str); 9] = [
+        let cases: [(&str, Limits, &dyn Fn(&mut Observation), &[&str], Expect); 9] = [
             (
                 "one already draining",
                 limits(),
                 &drain_idle,
                 &["one"],
-                "others passed over: 1 already draining, 2 that would push the reservation above target",
+                expect!["reservation 29.2% (target 80%), 3 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 3: below target for 1000s; removing one (1 tasks moved elsewhere); others passed over: 1 already draining, 2 that would push the reservation above target"],
             ),
-            ("the step", limits(), &none, &["idle", "one"], "others passed over: 2 beyond max_scale_in_step 2"),
+            ("the step", limits(), &none, &["idle", "one"], expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 2: below target for 1000s; removing idle, one (1 tasks moved elsewhere); others passed over: 2 beyond max_scale_in_step 2"]),
             (
                 "min_capacity",
                 Limits { min_capacity: 3.0, ..limits() },
                 &none,
                 &["idle"],
-                "others passed over: 3 that would take capacity below min_capacity 3",
+                expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 3: below target for 1000s; removing idle (0 tasks moved elsewhere); others passed over: 3 that would take capacity below min_capacity 3"],
             ),
             (
                 "min_capacity, nothing can go",
                 Limits { min_capacity: 4.0, ..limits() },
                 &none,
                 &[],
-                "no instance can go (passed over: 4 that would take capacity below min_capacity 4)",
+                expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): below target, but no instance can go (passed over: 4 that would take capacity below min_capacity 4)"],
             ),
             (
                 "the target: a third would leave 1792 on 2048",
                 Limits { max_scale_in_step: 4.0, ..limits() },
                 &none,
                 &["idle", "one"],
-                "others passed over: 2 that would push the reservation above target",
+                expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 2: below target for 1000s; removing idle, one (1 tasks moved elsewhere); others passed over: 2 that would push the reservation above target"],
             ),
             (
                 "no draining",
                 Limits { drain_before_scale_in: false, ..limits() },
                 &none,
                 &["idle"],
-                "others passed over: 3 running tasks while drain_before_scale_in is off",
+                expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 3: below target for 1000s; removing idle (0 tasks moved elsewhere); others passed over: 3 running tasks while drain_before_scale_in is off"],
             ),
             (
                 "a standalone task",
                 limits(),
                 &pin_one,
                 &["idle", "two"],
-                "others passed over: 1 running standalone tasks a drain would not move, 1 beyond max_scale_in_step 2",
+                expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 2: below target for 1000s; removing idle, two (2 tasks moved elsewhere); others passed over: 1 running standalone tasks a drain would not move, 1 beyond max_scale_in_step 2"],
             ),
-            ("outside the fleet", limits(), &leave_fleet, &["idle"], "others passed over: 3 outside the fleet"),
+            ("outside the fleet", limits(), &leave_fleet, &["idle"], expect!["reservation 21.9% (target 80%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 3: below target for 1000s; removing idle (0 tasks moved elsewhere); others passed over: 3 outside the fleet"]),
             (
                 "room: a task of 1536 fits in no other instance's 512 free",
                 Limits { max_scale_in_step: 4.0, target_reservation: 100.0, ..limits() },
@@ -886,7 +887,7 @@ mod tests {
                     ]
                 },
                 &["idle"],
-                "others passed over: 3 whose tasks fit nowhere else",
+                expect!["reservation 56.2% (target 100%), 4 instances, 0 unplaced tasks, capacity 4 (fulfilled 4): scale in to 3: below target for 1000s; removing idle (0 tasks moved elsewhere); others passed over: 3 whose tasks fit nowhere else"],
             ),
         ];
         for (case, lim, setup, victims, said) in cases {
@@ -898,7 +899,7 @@ mod tests {
                 Action::Hold => assert!(victims.is_empty(), "{case}: held: {}", d.reason),
                 other => panic!("{case}: {other:?}: {}", d.reason),
             }
-            assert!(d.reason.contains(said), "{case}: {}", d.reason);
+            said.assert_eq(&d.reason);
         }
     }
 

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod capacity;
 pub mod daemon;
+pub mod lifecycle;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
