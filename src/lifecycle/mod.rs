@@ -1,8 +1,9 @@
 //! The lifecycle wing: the Auto Scaling lifecycle-hook consumer. It long-polls the SQS queue the
 //! hooks notify (here), works each message with bounded workers ([`action`], over [`message`],
-//! [`placement`] and [`eni`]), and sweeps interfaces left behind. Runs inside `opsd daemon` when the
-//! config has a `[lifecycle]` section ([`settings`]); records each action ([`history`]), exports the
-//! `opsd_lifecycle…` series ([`metrics`]), and answers `opsd lifecycle status` ([`status`]).
+//! [`placement`] and [`eni`]), and sweeps interfaces left behind (`sweep`). Runs inside
+//! `opsd daemon` when the config has a `[lifecycle]` section ([`settings`]); records each action
+//! ([`history`]), exports the `opsd_lifecycle…` series ([`metrics`]), and answers
+//! `opsd lifecycle status` ([`status`]).
 
 pub mod action;
 pub mod eni;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod placement;
 pub mod settings;
 pub mod status;
+mod sweep;
 
 use crate::aws::call_error;
 use crate::backoff::Backoff;
@@ -19,13 +21,11 @@ use crate::store::Store;
 use action::{Ctx, Received};
 use aws_config::SdkConfig;
 use history::ActionHistory;
-use metrics::{EniOp, LifecycleMetrics};
+use metrics::LifecycleMetrics;
 use settings::LifecycleSettings;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -84,7 +84,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     let workers = Arc::new(Semaphore::new(settings.workers.0));
     let tracker = TaskTracker::new();
     let sweeper =
-        tokio::spawn(sweep_loop(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
+        tokio::spawn(sweep::run(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let visibility = settings.visibility_timeout.0.as_secs().clamp(1, 43_200) as i32;
     loop {
@@ -202,51 +202,4 @@ async fn warn_without_redrive(ctx: &Ctx) {
             tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes")
         }
     }
-}
-
-/// Every `interval`: delete opsd's interfaces that have been unattached for `grace` (as seen by
-/// this process) and whose instance is gone (a crash between create and attach, a failed cleanup).
-async fn sweep_loop(ctx: Arc<Ctx>, interval: Duration, grace: Duration, stop: CancellationToken) {
-    let mut seen_unattached: HashMap<String, Instant> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
-        }
-        if let Err(e) = sweep(&ctx, grace, &mut seen_unattached).await {
-            tracing::warn!("lifecycle sweep: {e}");
-        }
-    }
-}
-
-async fn sweep(ctx: &Ctx, grace: Duration, seen: &mut HashMap<String, Instant>) -> Result<(), crate::aws::CallError> {
-    let now = Instant::now();
-    let all = eni::all_opsd(&ctx.ec2).await?;
-    let unattached: Vec<_> =
-        all.into_iter().filter(|(e, _)| e.attachment.is_none() && e.status == "available").collect();
-    seen.retain(|id, _| unattached.iter().any(|(e, _)| &e.id == id));
-    for (e, instance) in unattached {
-        let since = *seen.entry(e.id.clone()).or_insert(now);
-        if now.duration_since(since) < grace {
-            continue;
-        }
-        let gone = match eni::instance_gone(&ctx.ec2, &instance).await {
-            Ok(g) => g,
-            Err(err) => {
-                tracing::warn!("lifecycle sweep: cannot check instance {instance} of {}: {err}", e.id);
-                false
-            }
-        };
-        if gone {
-            match eni::delete(&ctx.ec2, &e.id).await {
-                Ok(()) => {
-                    tracing::info!("lifecycle sweep: deleted interface {} of gone instance {instance}", e.id);
-                    ctx.metrics.eni(EniOp::Swept);
-                    seen.remove(&e.id);
-                }
-                Err(err) => tracing::warn!("lifecycle sweep: {err}"),
-            }
-        }
-    }
-    Ok(())
 }
