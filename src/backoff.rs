@@ -11,8 +11,10 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The first failure waits `first`; each one after it twice the last, at most `max` (when `first`
+    /// is above `max`, only the first wait is: the capacity controller's interval may be).
     pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff { first, max: max.max(first), next: first }
+        Backoff { first, max, next: first }
     }
 
     /// A failure: how long to wait before the next attempt (the wait after that is doubled, up to `max`).
@@ -45,5 +47,9 @@ mod tests {
         b.reset();
         assert_eq!(b.fail(), Duration::from_secs(30));
         assert_eq!(b.next_wait(), Duration::from_secs(60));
+        // A first wait above the bound: the bound from the second on.
+        let mut b = Backoff::new(Duration::from_secs(600), Duration::from_secs(300));
+        let waits: Vec<u64> = (0..3).map(|_| b.fail().as_secs()).collect();
+        assert_eq!(waits, [600, 300, 300]);
     }
 }

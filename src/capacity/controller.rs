@@ -200,23 +200,24 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// The cooldowns are read back from the history, so they survive a restart.
-    pub async fn new(
+    pub fn new(
         settings: CapacitySettings,
         clients: Clients,
         history: DecisionHistory,
         metrics: CapacityMetrics,
         stop: CancellationToken,
     ) -> Controller {
-        let state = State::new(settings.interval.0, history.memory().await);
+        let state = State::new(settings.interval.0, Memory::default());
         let target = settings.target();
         Controller { settings, target, clients, history, metrics, stop, state, unfinished: true }
     }
 
-    /// Tick until the daemon stops.
+    /// Tick until the daemon stops. The cooldowns are read back from the history first, so they
+    /// survive a restart.
     pub async fn run(mut self) {
         let s = &self.settings;
         tracing::info!(cluster = %s.cluster, target = %self.target, dry_run = s.dry_run, "capacity controller started");
+        self.state = State::new(s.interval.0, self.history.memory().await);
         while let Event::Tick = self.state.next_event(&self.stop).await {
             self.state.ticked();
             if self.tick().await.is_break() {

@@ -282,7 +282,13 @@ impl DecisionHistory {
     /// this process's clock (seconds since start, so an earlier one is negative).
     pub async fn memory(&self) -> Memory {
         let mut mem = Memory::default();
-        let Ok(decisions) = self.recent(200).await else { return mem };
+        let decisions = match self.recent(200).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("capacity: cannot read the last decisions, so no cooldown is remembered: {e}");
+                return mem;
+            }
+        };
         let now = Utc::now();
         let ago = |at: DateTime<Utc>| -((now - at).num_milliseconds() as f64 / 1000.0);
         use DecisionOutcome::{Acted, Failed, Interrupted, Started};

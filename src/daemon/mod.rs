@@ -95,8 +95,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     }
     if let Some(c) = config.capacity.clone() {
         let history = DecisionHistory::new(store.clone());
-        let controller =
-            Controller::new(c, capacity::Clients::new(&sdk), history, capacity_metrics, cancel.clone()).await;
+        let controller = Controller::new(c, capacity::Clients::new(&sdk), history, capacity_metrics, cancel.clone());
         tracker.spawn(controller.run());
     }
     let ctx = firing::Context {

@@ -7,7 +7,7 @@ use crate::capacity::history::DecisionHistory;
 use crate::jobs::history::RunHistory;
 use crate::lifecycle::history::ActionHistory;
 use crate::store::{Store, StoreError};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +41,17 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
         return; // Longer than the calendar: nothing is that old.
     };
     let mut total = Pruned::default();
-    if let Err(e) = prune_records(store, cutoff, &mut total).await {
-        warn(e);
+    if stop.is_cancelled() {
+        return;
+    }
+    // Lifecycle actions and capacity decisions: few rows, one statement each.
+    match ActionHistory::new(store.clone()).prune(cutoff).await {
+        Ok(n) => total.lifecycle_actions = n,
+        Err(e) => warn(e),
+    }
+    match DecisionHistory::new(store.clone()).prune(cutoff).await {
+        Ok(n) => total.capacity_decisions = n,
+        Err(e) => warn(e),
     }
     let runs = RunHistory::new(store.clone());
     while !stop.is_cancelled() {
@@ -72,13 +81,6 @@ async fn prune(store: &Store, retention: Duration, stop: &CancellationToken) {
             humantime::format_duration(retention)
         );
     }
-}
-
-/// The lifecycle actions and capacity decisions (few rows: one transaction each).
-async fn prune_records(store: &Store, cutoff: DateTime<Utc>, total: &mut Pruned) -> Result<(), StoreError> {
-    total.lifecycle_actions = ActionHistory::new(store.clone()).prune(cutoff).await?;
-    total.capacity_decisions = DecisionHistory::new(store.clone()).prune(cutoff).await?;
-    Ok(())
 }
 
 fn warn(e: StoreError) {

@@ -6,19 +6,23 @@ use crate::aws::{call_error, CallError};
 use crate::capacity::Clients;
 use aws_sdk_ec2::types::{FleetData, FleetExcessCapacityTerminationPolicy, TargetCapacitySpecificationRequest};
 
+/// The fleet as DescribeFleets shows it (None when it lists none): the one call both [`describe`]
+/// and [`applied`] make.
+async fn fetch(c: &Clients, id: &str) -> Result<Option<FleetData>, CallError> {
+    let out = c.ec2.describe_fleets().fleet_ids(id).send().await.map_err(|e| call_error("DescribeFleets", e))?;
+    Ok(out.fleets().first().cloned())
+}
+
+/// The fleet, or why it cannot be observed (not found, malformed id).
 async fn request(c: &Clients, id: &str) -> Result<FleetData, FleetError> {
     let missing = || FleetError::NotFound(CapacityTarget::Ec2Fleet(id.into()));
-    let out = match c.ec2.describe_fleets().fleet_ids(id).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            let e = call_error("DescribeFleets", e);
-            if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c.contains("Malformed")) {
-                return Err(missing());
-            }
-            return Err(e.into());
+    match fetch(c, id).await {
+        Err(e) if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c.contains("Malformed")) => {
+            Err(missing())
         }
-    };
-    out.fleets().first().cloned().ok_or_else(missing)
+        Err(e) => Err(e.into()),
+        Ok(f) => f.ok_or_else(missing),
+    }
 }
 
 fn status_of(f: &FleetData) -> FleetStatus {
@@ -29,8 +33,13 @@ fn status_of(f: &FleetData) -> FleetStatus {
     }
 }
 
-pub async fn status(c: &Clients, id: &str) -> Result<FleetStatus, FleetError> {
-    Ok(status_of(&request(c, id).await?))
+/// The fleet's state and target capacity as it reports them now (either may be absent).
+pub async fn applied(c: &Clients, id: &str) -> Result<(Option<String>, Option<i32>), CallError> {
+    let f = fetch(c, id).await?;
+    Ok((
+        f.as_ref().and_then(|f| f.fleet_state()).map(|s| s.as_str().to_string()),
+        f.as_ref().and_then(|f| f.target_capacity_specification()).and_then(|t| t.total_target_capacity()),
+    ))
 }
 
 pub async fn describe(c: &Clients, id: &str) -> Result<FleetRaw, FleetError> {

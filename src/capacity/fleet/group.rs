@@ -45,8 +45,13 @@ fn status_of(g: &AutoScalingGroup) -> FleetStatus {
     }
 }
 
-pub async fn status(c: &Clients, name: &str) -> Result<FleetStatus, FleetError> {
-    Ok(status_of(&request(c, name).await?))
+/// A group applies its desired capacity at once: its state and desired capacity now.
+pub async fn applied(c: &Clients, name: &str) -> Result<(Option<String>, Option<i32>), CallError> {
+    match request(c, name).await {
+        Ok(g) => Ok((Some("active".into()), g.desired_capacity())),
+        Err(FleetError::Aws(e)) => Err(e),
+        Err(_) => Ok((None, None)),
+    }
 }
 
 pub async fn describe(c: &Clients, name: &str) -> Result<FleetRaw, FleetError> {

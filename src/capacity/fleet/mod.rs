@@ -97,12 +97,13 @@ impl CapacityTarget {
         }
     }
 
-    /// The fleet's target, fulfilled capacity and state only (one call).
-    pub async fn status(&self, c: &Clients) -> Result<FleetStatus, FleetError> {
+    /// The fleet's state and target capacity as it reports them now (one call; either may be
+    /// absent while a change is being applied).
+    pub async fn applied(&self, c: &Clients) -> Result<(Option<String>, Option<i32>), CallError> {
         match self {
-            CapacityTarget::SpotFleet(id) => spot::status(c, id).await,
-            CapacityTarget::Ec2Fleet(id) => ec2::status(c, id).await,
-            CapacityTarget::AutoScalingGroup(name) => group::status(c, name).await,
+            CapacityTarget::SpotFleet(id) => spot::applied(c, id).await,
+            CapacityTarget::Ec2Fleet(id) => ec2::applied(c, id).await,
+            CapacityTarget::AutoScalingGroup(name) => group::applied(c, name).await,
         }
     }
 
@@ -155,26 +156,24 @@ impl CapacityTarget {
     ) -> Result<(), RemoveFailed> {
         self.set_target(c, to).await.map_err(FleetError::from)?;
         if let Err(e) = self.wait_applied(c, to, cancel).await {
-            self.restore(c, from).await;
+            self.restore(c, from, "").await;
             return Err(e.into());
         }
         let r = c.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send().await;
         if let Err(e) = r.map_err(|e| call_error("TerminateInstances", e)) {
             // Some may be gone, some not: the target goes back up (never short of capacity), and the
             // caller puts those still running back to work.
-            self.restore(c, from).await;
+            let note = "; the fleet keeps its instances (noTermination) and the next decision sets the target again";
+            self.restore(c, from, note).await;
             return Err(FleetError::from(e).into());
         }
         Ok(())
     }
 
-    /// Put the target back to `from` after a failed removal (logged if that fails too).
-    async fn restore(&self, c: &Clients, from: u32) {
+    /// Put the target back to `from` after a failed removal (logged, with `note`, if that fails too).
+    async fn restore(&self, c: &Clients, from: u32, note: &str) {
         if let Err(back) = self.set_target(c, from).await {
-            tracing::error!(
-                target = %self,
-                "capacity: restoring the target of {self} to {from} failed: {back}; the fleet keeps its instances (noTermination) and the next decision sets the target again"
-            );
+            tracing::error!(target = %self, "capacity: restoring the target of {self} to {from} failed: {back}{note}");
         }
     }
 
@@ -182,8 +181,8 @@ impl CapacityTarget {
     async fn wait_applied(&self, c: &Clients, to: u32, cancel: &CancellationToken) -> Result<(), FleetError> {
         let start = Instant::now();
         loop {
-            let now = self.status(c).await?;
-            if now.target == f64::from(to) && now.state != "modifying" {
+            let (state, now) = self.applied(c).await?;
+            if now == Some(to as i32) && state.as_deref() != Some("modifying") {
                 return Ok(());
             }
             if start.elapsed() >= TARGET_APPLY_TIMEOUT {

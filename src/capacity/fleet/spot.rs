@@ -6,23 +6,34 @@ use crate::aws::{call_error, CallError};
 use crate::capacity::Clients;
 use aws_sdk_ec2::types::{ExcessCapacityTerminationPolicy, SpotFleetRequestConfig};
 
+/// The request as DescribeSpotFleetRequests shows it (None when it lists none): the one call both
+/// [`describe`] and [`applied`] make.
+async fn fetch(c: &Clients, id: &str) -> Result<Option<SpotFleetRequestConfig>, CallError> {
+    let out = c
+        .ec2
+        .describe_spot_fleet_requests()
+        .spot_fleet_request_ids(id)
+        .send()
+        .await
+        .map_err(|e| call_error("DescribeSpotFleetRequests", e))?;
+    Ok(out.spot_fleet_request_configs().first().cloned())
+}
+
+/// The request, or why it cannot be observed (not found, malformed id, no config).
 async fn request(c: &Clients, id: &str) -> Result<SpotFleetRequestConfig, FleetError> {
     let missing = || FleetError::NotFound(CapacityTarget::SpotFleet(id.into()));
-    let out = match c.ec2.describe_spot_fleet_requests().spot_fleet_request_ids(id).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            let e = call_error("DescribeSpotFleetRequests", e);
-            if e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c == "InvalidSpotFleetRequestId.Malformed") {
-                return Err(missing());
-            }
-            return Err(e.into());
+    match fetch(c, id).await {
+        Err(e)
+            if e.code
+                .as_deref()
+                .is_some_and(|c| c.contains("NotFound") || c == "InvalidSpotFleetRequestId.Malformed") =>
+        {
+            Err(missing())
         }
-    };
-    let cfg = out.spot_fleet_request_configs().first().cloned().ok_or_else(missing)?;
-    if cfg.spot_fleet_request_config().is_none() {
-        return Err(missing());
+        Err(e) => Err(e.into()),
+        Ok(Some(cfg)) if cfg.spot_fleet_request_config().is_some() => Ok(cfg),
+        Ok(_) => Err(missing()),
     }
-    Ok(cfg)
 }
 
 fn status_of(cfg: &SpotFleetRequestConfig) -> FleetStatus {
@@ -34,8 +45,13 @@ fn status_of(cfg: &SpotFleetRequestConfig) -> FleetStatus {
     }
 }
 
-pub async fn status(c: &Clients, id: &str) -> Result<FleetStatus, FleetError> {
-    Ok(status_of(&request(c, id).await?))
+/// The request's state and target capacity as it reports them now (either may be absent).
+pub async fn applied(c: &Clients, id: &str) -> Result<(Option<String>, Option<i32>), CallError> {
+    let cfg = fetch(c, id).await?;
+    Ok((
+        cfg.as_ref().and_then(|c| c.spot_fleet_request_state()).map(|s| s.as_str().to_string()),
+        cfg.as_ref().and_then(|c| c.spot_fleet_request_config()).and_then(|c| c.target_capacity()),
+    ))
 }
 
 pub async fn describe(c: &Clients, id: &str) -> Result<FleetRaw, FleetError> {
