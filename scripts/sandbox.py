@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The local fleet behind opsd's demo, tests and benchmarks (run it through scripts/sandbox).
 
-Real parts only: moto's server is the AWS endpoint, Debian's OpenSSH serves the instances.
+Real parts only: moto's server is the AWS endpoint, Debian's OpenSSH serves the instances, and
+DynamoDB Local (AWS's own emulator, from the npm package amplify-dynamodb-simulator, run by Debian's
+Java) is the DynamoDB endpoint for opsd's cluster mode.
 Everything listens on loopback. Instances get private IPs in 127.0.0.0/16 (all of 127/8 is loopback
 on Linux), so opsd reaches them with its normal code path.
 
@@ -34,6 +36,8 @@ AMI = "ami-760aaa0f"  # Amazon Linux in moto's catalogue (ami-12c6146b is a Wind
 ADDRS_PER_SUBNET = 250  # .4 .. .253 of each /24; AWS reserves .0-.3 and .255
 LISTEN_PER_SSHD = 16  # sshd's MAX_LISTEN_SOCKS
 START_WAIT_S = 20
+# DynamoDB Local, installed by scripts/sandbox with npm (the jar is bundled by this package).
+DYNAMODB_DIR = os.path.join(SB, "dynamodb", "node_modules", "amplify-dynamodb-simulator", "emulator")
 
 
 # Everything here talks to loopback only: never through a proxy from the environment.
@@ -71,7 +75,7 @@ def alive(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmd = f.read()
-        return b"sshd" in cmd or b"moto_server" in cmd
+        return b"sshd" in cmd or b"moto_server" in cmd or b"DynamoDBLocal" in cmd
     except OSError:
         return False
 
@@ -122,10 +126,11 @@ def ensure_user():
     run(["usermod", "-p", "*", SSH_USER])
 
 
-def boto(service):
+def boto(service, st=None):
     import boto3  # from the sandbox venv
-    st = load_state()
-    return boto3.client(service, endpoint_url=f"http://127.0.0.1:{st['moto_port']}", region_name=REGION,
+    st = st or load_state()
+    port = st["dynamodb_port"] if service == "dynamodb" else st["moto_port"]
+    return boto3.client(service, endpoint_url=f"http://127.0.0.1:{port}", region_name=REGION,
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
@@ -171,12 +176,38 @@ def cmd_up(_args):
                 if time.time() > deadline:
                     sys.exit(f"sandbox: moto on port {port} does not answer; see {SB}/moto.log")
                 time.sleep(0.1)
+    if not alive(st.get("dynamodb_pid")):
+        start_dynamodb(st)
     if not st.get("ssh_port"):
         st["ssh_port"] = free_port()
     save_state(st)
     write_config(st)
     write_env(st)
     print(ENV_FILE)
+
+
+def start_dynamodb(st):
+    """DynamoDB Local, in memory, one database for every access key and region (-sharedDb)."""
+    jar = os.path.join(DYNAMODB_DIR, "DynamoDBLocal.jar")
+    if not os.path.exists(jar):
+        sys.exit(f"sandbox: {jar} is missing; scripts/sandbox up installs it with npm")
+    port = free_port()
+    logf = open(os.path.join(SB, "dynamodb.log"), "ab")
+    proc = subprocess.Popen(["java", f"-Djava.library.path={DYNAMODB_DIR}/DynamoDBLocal_lib", "-jar", jar,
+                             "-inMemory", "-sharedDb", "-port", str(port)],
+                            stdout=logf, stderr=logf, start_new_session=True, cwd=DYNAMODB_DIR)
+    st["dynamodb_pid"], st["dynamodb_port"] = proc.pid, port
+    save_state(st)
+    wait_listening("127.0.0.1", port, "DynamoDB Local")
+    deadline = time.time() + START_WAIT_S
+    while True:
+        try:
+            boto("dynamodb", st).list_tables()
+            return
+        except Exception as e:
+            if time.time() > deadline:
+                sys.exit(f"sandbox: DynamoDB Local on port {port} does not answer ({e}); see {SB}/dynamodb.log")
+            time.sleep(0.2)
 
 
 def opsd_config(jobs_dir, state_dir, st=None):
@@ -207,6 +238,8 @@ def write_config(st):
 def write_env(st):
     lines = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{st['moto_port']}",
+        # DynamoDB is DynamoDB Local (AWS's emulator), as a user points the SDK at any endpoint.
+        "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{st['dynamodb_port']}",
         "AWS_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -401,26 +434,33 @@ def cmd_reset(_args):
         sys.exit("sandbox: moto is not running; run scripts/sandbox up first")
     req = urllib.request.Request(f"http://127.0.0.1:{st['moto_port']}/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).read()
+    if alive(st.get("dynamodb_pid")):
+        ddb = boto("dynamodb", st)
+        for name in ddb.list_tables().get("TableNames", []):
+            ddb.delete_table(TableName=name)
     forget_fleet(st)
     save_state(st)
-    log("reset: moto is empty and no instance is served")
+    log("reset: moto and DynamoDB Local are empty and no instance is served")
 
 
 def cmd_down(_args):
     st = load_state()
     stop_sshds(st)
     stop(st.get("moto_pid"))
-    st["moto_pid"] = None
+    stop(st.get("dynamodb_pid"))
+    st["moto_pid"] = st["dynamodb_pid"] = None
     save_state(st)
-    log("stopped moto and every sandbox sshd")
+    log("stopped moto, DynamoDB Local and every sandbox sshd")
 
 
 def cmd_status(_args):
     st = load_state()
     up = alive(st.get("moto_pid"))
+    ddb = alive(st.get("dynamodb_pid"))
     print(f"moto: {'up on port ' + str(st.get('moto_port')) if up else 'down'}; "
+          f"DynamoDB Local: {'up on port ' + str(st.get('dynamodb_port')) if ddb else 'down'}; "
           f"sshd processes: {sum(alive(s['pid']) for s in st.get('sshds', []))}")
-    sys.exit(0 if up else 1)
+    sys.exit(0 if up and ddb else 1)
 
 
 def cmd_env(_args):
