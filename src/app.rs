@@ -3,6 +3,7 @@
 //! only what every command shares: opening the store, loading the AWS SDK config, signals.
 
 use crate::cli::{Cli, Command};
+use crate::cluster::commands::ClusterCommand;
 use crate::config::Config;
 use crate::diag::print_diags;
 use crate::exit::Exit;
@@ -44,6 +45,27 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
         }
         Command::Capacity(cmd) => {
             crate::capacity::status::run(cmd, config.capacity.as_ref(), open_store(&config), load_sdk(&config)).await
+        }
+        Command::Cluster(cmd) => cluster(cmd, &config).await,
+    }
+}
+
+/// `opsd cluster …`: the table's commands, with the jobs wing's recent firings in the status.
+async fn cluster(cmd: ClusterCommand, config: &Config) -> Exit {
+    let Some(c) = &config.cluster else {
+        eprintln!("opsd: the config has no [cluster] section; add one with table = \"NAME\" to run daemons as one");
+        return Exit::Usage;
+    };
+    let sdk = match load_sdk(config).await {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    match cmd {
+        ClusterCommand::Init => crate::cluster::commands::init(c, &sdk).await,
+        ClusterCommand::Status { output } => {
+            let table = crate::cluster::table::Table::new(&sdk, &c.table);
+            let firings = jobs::cluster_section(&config.jobs_dir, &table).await;
+            crate::cluster::commands::status(&table, vec![firings], output).await
         }
     }
 }

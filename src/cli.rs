@@ -2,6 +2,7 @@
 //! wing owns its commands' arguments (`jobs::commands`, `lifecycle::status`, `capacity::status`).
 
 use crate::capacity::status::CapacityCommand;
+use crate::cluster::commands::ClusterCommand;
 use crate::jobs::commands::{HistoryArgs, RunArgs};
 use crate::lifecycle::status::LifecycleCommand;
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ pub enum Command {
     /// The Spot Fleet capacity controller ([capacity] in the config).
     #[command(subcommand)]
     Capacity(CapacityCommand),
+    /// Several daemons as one on a DynamoDB table ([cluster] in the config).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"

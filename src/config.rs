@@ -4,6 +4,7 @@
 
 use crate::aws::AwsSettings;
 use crate::capacity::settings::CapacitySettings;
+use crate::cluster::ClusterSettings;
 use crate::diag::{Diagnostic, Invalid};
 use crate::jobs::settings::{JobDefaults, RunDefaults};
 use crate::lifecycle::settings::LifecycleSettings;
@@ -43,6 +44,8 @@ pub struct Config {
     pub lifecycle: Option<LifecycleSettings>,
     /// `opsd daemon`: the capacity controller for an ECS cluster; off when absent.
     pub capacity: Option<CapacitySettings>,
+    /// Several daemons acting as one through a DynamoDB table; alone when absent.
+    pub cluster: Option<ClusterSettings>,
     /// The file this config came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl Default for Config {
             metrics_listen: None,
             lifecycle: None,
             capacity: None,
+            cluster: None,
             source: None,
         }
     }
@@ -83,6 +87,7 @@ impl Config {
         let mut all: Vec<(&'static str, Invalid)> = Vec::new();
         all.extend(self.capacity.iter().flat_map(|c| c.check()).map(|i| ("capacity", i)));
         all.extend(self.aws.check().into_iter().map(|i| ("aws", i)));
+        all.extend(self.cluster.iter().flat_map(|c| c.check()).map(|i| ("cluster", i)));
         all
     }
 }
@@ -100,6 +105,7 @@ const ENV_KEYS: &[&str] = &[
     "run__",
     "lifecycle__",
     "capacity__",
+    "cluster__",
 ];
 
 impl Config {

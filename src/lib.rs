@@ -10,6 +10,7 @@
 //! - [`store`]: SQLite plumbing (open, lock, WAL, migrations, calls on a blocking thread).
 //! - [`ssh`]: the only russh user; its settings and the TOFU pins.
 //! - [`aws`]: the SDK config (timeouts, retries, endpoints) and AWS errors.
+//! - [`cluster`]: several daemons as one on DynamoDB: the table, membership, claims.
 //! - [`metrics`]: the registry the wings register in, and `GET /metrics`.
 //! - [`units`], [`backoff`], [`vocab`], [`diag`], [`tomlfile`], [`output`], [`exit`], [`logging`].
 //!
@@ -21,6 +22,7 @@ pub mod aws;
 pub mod backoff;
 pub mod capacity;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod diag;

@@ -12,6 +12,7 @@ mod retention;
 mod systemd;
 
 use crate::capacity::{self, controller::Controller, history::DecisionHistory, metrics::CapacityMetrics};
+use crate::cluster::{members, table::Table, Cluster};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::jobs::history::RunHistory;
@@ -67,6 +68,23 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         eprintln!("{d}");
         return Exit::Usage;
     }
+    // Cancelled once everything else has stopped: the heartbeat outlives the shutdown grace, so the
+    // others never take this replica's running jobs for abandoned.
+    let cluster_stop = CancellationToken::new();
+    let mut heartbeat = None;
+    let cluster = match &config.cluster {
+        Some(c) => match join_cluster(c, &sdk, cluster_stop.clone()).await {
+            Ok((cluster, beat)) => {
+                heartbeat = Some(beat);
+                Some(cluster)
+            }
+            Err(e) => {
+                eprintln!("opsd: {e}");
+                return Exit::Unavailable;
+            }
+        },
+        None => None,
+    };
     // Every wing registers its series, whether it runs or not, so dashboards see zeros, not gaps.
     let mut registry = metrics::registry();
     let job_metrics = JobMetrics::register(&mut registry);
@@ -100,6 +118,8 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     }
     let ctx = firing::Context {
         runs,
+        cluster: cluster.clone(),
+        keep: config.history_retention.0,
         pins: Arc::new(StorePins(store.clone())),
         ec2: aws_sdk_ec2::Client::new(&sdk),
         page_size: config.aws.page_size,
@@ -126,6 +146,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         lifecycle_queue = config.lifecycle.as_ref().map(|l| l.queue_url.as_str()).unwrap_or("off"),
         capacity = %config.capacity.as_ref().map(|c| c.scope()).unwrap_or_else(|| "off".into()),
+        cluster = %cluster.as_ref().map(|c| format!("{} as {}", c.table.name(), c.replica)).unwrap_or_else(|| "off".into()),
         "opsd daemon started"
     );
     systemd::ready(scheduler.status()).await;
@@ -187,6 +208,10 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         }
     }
     server_stop.cancel();
+    cluster_stop.cancel();
+    if let Some(h) = heartbeat.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
     tracing::info!("opsd daemon stopped");
     Exit::Ok
 }
@@ -223,6 +248,7 @@ fn reload_config(old: Config) -> Config {
                 ("aws", old.aws != new.aws),
                 ("[lifecycle]", old.lifecycle != new.lifecycle),
                 ("[capacity]", old.capacity != new.capacity),
+                ("[cluster]", old.cluster != new.cluster),
             ];
             for (key, changed) in fixed {
                 if changed {
@@ -238,6 +264,7 @@ fn reload_config(old: Config) -> Config {
                 aws: old.aws,
                 lifecycle: old.lifecycle,
                 capacity: old.capacity,
+                cluster: old.cluster,
                 ..new
             }
         }
@@ -249,6 +276,31 @@ fn reload_config(old: Config) -> Config {
             old
         }
     }
+}
+
+/// Join the cluster: the table must exist (else the error names the command that creates it); the
+/// heartbeat then runs until `stop`.
+async fn join_cluster(
+    settings: &crate::cluster::ClusterSettings,
+    sdk: &aws_config::SdkConfig,
+    stop: CancellationToken,
+) -> Result<(Cluster, tokio::task::JoinHandle<()>), crate::cluster::table::TableError> {
+    let table = Table::new(sdk, &settings.table);
+    let me = members::Me {
+        replica: settings.replica(),
+        host: crate::cluster::settings::host_name(),
+        started_at: chrono::Utc::now(),
+    };
+    members::join(&table, &me).await?;
+    let liveness = Arc::new(members::Liveness::new(settings.member_timeout.0));
+    let cluster = Cluster {
+        table: table.clone(),
+        replica: me.replica.clone(),
+        liveness: liveness.clone(),
+        watching_since: tokio::time::Instant::now(),
+    };
+    let beat = tokio::spawn(members::heartbeat(table, me, settings.heartbeat_interval.0, liveness, stop));
+    Ok((cluster, beat))
 }
 
 #[derive(Debug, thiserror::Error)]

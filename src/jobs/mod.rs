@@ -4,9 +4,11 @@
 //! hosts, fans out over them ([`runner`], through `crate::ssh`), records every host ([`execute`],
 //! [`history`]) and shows the result ([`report`]). The daemon fires jobs through the [`scheduler`];
 //! people use the [`commands`]. The wing's settings are `[run]` ([`settings`]), its records the
-//! `runs`, `hosts` and `commands` tables, its series the `opsd_runs…` family ([`metrics`]).
+//! `runs`, `hosts` and `commands` tables, its series the `opsd_runs…` family ([`metrics`]). With
+//! `[cluster]`, each firing is claimed in the shared table first ([`claims`]), so one replica runs it.
 
 pub mod calendar;
+pub mod claims;
 pub mod commands;
 pub mod execute;
 pub mod history;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod capacity;
+pub mod cluster;
 pub mod daemon;
 pub mod lifecycle;
 

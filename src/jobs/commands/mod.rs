@@ -137,3 +137,46 @@ pub async fn list(jobs_dir: &Path, defaults: &JobDefaults, runs: Option<RunHisto
     }
     Exit::Ok
 }
+
+/// The recent firings of every job in the jobs directory, as the cluster table records them, for
+/// `opsd cluster status`: newest first, with the replica that ran each.
+pub async fn cluster_section(
+    jobs_dir: &Path,
+    table: &crate::cluster::table::Table,
+) -> crate::cluster::commands::Section {
+    const RECENT: usize = 20;
+    let names: Vec<String> = spec::files_in(jobs_dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let mut firings = Vec::new();
+    let mut errors = Vec::new();
+    for name in &names {
+        match super::claims::recent(table, name, RECENT).await {
+            Ok(f) => firings.extend(f),
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    firings.sort_by(|a, b| b.scheduled_for.cmp(&a.scheduled_for));
+    firings.truncate(RECENT);
+    let mut text = vec![format!("recent firings ({} jobs):", names.len())];
+    text.push(format!(
+        "{:<26} {:<24} {:<16} {:<10} {:>5} {:>5} {:>6}",
+        "SCHEDULED", "JOB", "REPLICA", "STATE", "HOSTS", "OK", "RUN"
+    ));
+    for f in &firings {
+        text.push(format!(
+            "{:<26} {:<24} {:<16} {:<10} {:>5} {:>5} {:>6}",
+            f.scheduled_for,
+            f.job,
+            f.replica,
+            f.state,
+            f.hosts.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            f.hosts_ok.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            f.run_id.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+        ));
+    }
+    text.extend(errors.iter().map(|e| format!("cannot read the firings of {e}")));
+    crate::cluster::commands::Section { key: "firings", json: serde_json::json!(firings), text }
+}

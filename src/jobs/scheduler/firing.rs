@@ -3,6 +3,9 @@
 //! `error` entry that says why.
 
 use super::table::Slot;
+use crate::cluster::claims::Claim;
+use crate::cluster::Cluster;
+use crate::jobs::claims::{self, FiringEnd};
 use crate::jobs::execute;
 use crate::jobs::history::RunHistory;
 use crate::jobs::metrics::JobMetrics;
@@ -22,6 +25,10 @@ use tracing::Instrument;
 /// What every firing shares.
 pub struct Context {
     pub runs: RunHistory,
+    /// With `[cluster]`: the replicas' shared table, where each firing is claimed by exactly one.
+    pub cluster: Option<Cluster>,
+    /// How long the cluster table keeps a firing (`history_retention`).
+    pub keep: Duration,
     /// TOFU host-key pins, for jobs with `host_keys = "tofu"`.
     pub pins: Arc<dyn KeyPins>,
     pub ec2: aws_sdk_ec2::Client,
@@ -49,6 +56,27 @@ pub async fn fire(ctx: Arc<Context>, f: Firing) {
 
 async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
     let Some(timing) = f.job.timing.as_ref() else { return };
+    // In a cluster, every replica computes this firing; the one that claims it runs it, before
+    // its jitter (waiting first would hand it to whichever replica drew the shortest delay).
+    if let Some(c) = &ctx.cluster {
+        match claims::claim_firing(c, &f.job.name, f.at, f.kind, ctx.keep).await {
+            Ok(Claim::Won) => {}
+            Ok(Claim::Lost { owner }) => {
+                tracing::debug!(job = %f.job.name, firing = %f.at, "the firing is replica {owner}'s");
+                return;
+            }
+            Err(e) => {
+                // Never run unclaimed (another replica may run it): recorded here, loudly.
+                let reason = format!("cannot claim the firing in the cluster table: {e}; not run here");
+                tracing::error!(job = %f.job.name, firing = %f.at, "firing failed: {reason}");
+                ctx.metrics.run_ended(&f.job.name, RunOutcome::Error, &[], 0.0, 0.0);
+                if let Err(e) = ctx.runs.record_firing(&f.job.name, f.kind, f.at, RunOutcome::Error, &reason).await {
+                    tracing::error!(job = %f.job.name, "cannot record the firing of {}: {e}", f.at);
+                }
+                return;
+            }
+        }
+    }
     let jitter = random_below(timing.jitter);
     if !jitter.is_zero() {
         tracing::debug!(job = %f.job.name, "waiting {} of jitter", humantime::format_duration(jitter));
@@ -128,6 +156,18 @@ async fn run(ctx: &Context, f: &Firing) {
     match execute::run(req, |_, _| {}, ctx.abort.clone()).await {
         Ok(report) => {
             let c = &report.counts;
+            let end = FiringEnd {
+                outcome: c.outcome(),
+                hosts: c.total,
+                ok: c.ok,
+                failed: c.failed + c.cancelled,
+                skipped: c.skipped,
+                run_id: Some(report.run_id),
+                started_at: Some(report.started_at),
+                ended_at: report.ended_at,
+                reason: None,
+            };
+            finish_claim(ctx, f, &end).await;
             let secs = (report.ended_at - report.started_at).num_milliseconds() as f64 / 1000.0;
             let hosts = [
                 (HostStatus::Ok, c.ok),
@@ -146,6 +186,7 @@ async fn run(ctx: &Context, f: &Firing) {
         Err(e) => {
             tracing::error!(job = %job.name, "the firing of {} could not run: {e}", f.at);
             ctx.metrics.run_ended(&job.name, RunOutcome::Error, &[], 0.0, 0.0);
+            finish_claim(ctx, f, &FiringEnd::without_run(RunOutcome::Error, &e.to_string())).await;
         }
     }
 }
@@ -172,6 +213,15 @@ async fn error(ctx: &Context, f: &Firing, reason: &str) {
 async fn record(ctx: &Context, f: &Firing, outcome: RunOutcome, reason: &str) {
     if let Err(e) = ctx.runs.record_firing(&f.job.name, f.kind, f.at, outcome, reason).await {
         tracing::error!(job = %f.job.name, "cannot record the firing of {}: {e}", f.at);
+    }
+    finish_claim(ctx, f, &FiringEnd::without_run(outcome, reason)).await;
+}
+
+/// In a cluster, complete this replica's claim of the firing with how it ended.
+async fn finish_claim(ctx: &Context, f: &Firing, end: &FiringEnd) {
+    let Some(c) = &ctx.cluster else { return };
+    if let Err(e) = claims::finish_firing(c, &f.job.name, f.at, end).await {
+        tracing::error!(job = %f.job.name, firing = %f.at, "cluster: cannot record how the firing ended: {e}");
     }
 }
 

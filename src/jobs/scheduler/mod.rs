@@ -8,8 +8,10 @@ pub mod table;
 
 use super::history::RunHistory;
 use super::outcome::TriggerKind;
+use super::schedule::Schedule;
 use super::settings::JobDefaults;
-use super::{calendar, spec};
+use super::spec::Job;
+use super::{calendar, claims, spec};
 use chrono::{DateTime, Utc};
 use firing::{Context, Firing};
 use std::collections::HashMap;
@@ -74,18 +76,39 @@ impl Scheduler {
                 }
             }
         }
-        // Rate schedules keep their phase across restarts: they count from the last recorded firing.
+        // Rate schedules keep their phase across restarts: alone, they count from the job's last
+        // recorded firing; in a cluster, from the anchor the first replica to load the schedule set.
+        let now = Utc::now();
         let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
+        let mut shared: HashMap<String, DateTime<Utc>> = HashMap::new();
         for l in &loaded {
-            if let Loaded::Good(j) = l {
-                if !self.table.entries.contains_key(&j.name) {
+            let Loaded::Good(j) = l else { continue };
+            match (&self.ctx.cluster, j.timing.as_ref().map(|t| &t.schedule)) {
+                (Some(c), Some(Schedule::Rate { .. })) => {
+                    let text = j.timing.as_ref().map(|t| t.schedule.text()).unwrap_or_default();
+                    match claims::shared_anchor(c, &j.name, text, now).await {
+                        Ok(t) => {
+                            shared.insert(j.name.clone(), t);
+                        }
+                        Err(e) => {
+                            tracing::error!(job = %j.name, "cluster: cannot read the rate's shared anchor: {e}; counting from now")
+                        }
+                    }
+                }
+                (None, _) if !self.table.entries.contains_key(&j.name) => {
                     if let Ok(Some(t)) = self.ctx.runs.last_firing(&j.name).await {
                         last.insert(j.name.clone(), t);
                     }
                 }
+                _ => {}
             }
         }
-        let changes = self.table.apply(loaded, Utc::now(), &|name| last.get(name).copied());
+        let anchor = |j: &Job, changed: bool| match &self.ctx.cluster {
+            Some(_) => shared.get(&j.name).copied(),
+            None if changed => None,
+            None => last.get(&j.name).copied(),
+        };
+        let changes = self.table.apply(loaded, now, &anchor);
         log_changes(&changes);
         self.ctx.metrics.set_jobs_loaded(self.table.entries.len());
     }

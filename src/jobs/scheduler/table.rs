@@ -72,13 +72,14 @@ pub struct Table {
 }
 
 impl Table {
-    /// Apply a full read of the jobs directory at `now`. `last_firing` gives a job's last recorded
-    /// firing (the anchor of rate schedules, so a restart keeps their phase).
+    /// Apply a full read of the jobs directory at `now`. `anchor` gives where a job's rate schedule
+    /// counts from, when it is new (`false`: its last recorded firing, so a restart keeps the phase)
+    /// or its schedule changed (`true`); `None` is `now`. In a cluster it is the shared anchor.
     pub fn apply(
         &mut self,
         loaded: Vec<Loaded>,
         now: DateTime<Utc>,
-        last_firing: &dyn Fn(&str) -> Option<DateTime<Utc>>,
+        anchor: &dyn Fn(&Job, bool) -> Option<DateTime<Utc>>,
     ) -> Changes {
         // Whole seconds: a rate first loaded now fires on the second, as `opsd jobs` shows it.
         let now = now.trunc_subsecs(0);
@@ -95,14 +96,16 @@ impl Table {
                             if e.job != job {
                                 changes.changed.push(job.name.clone());
                             }
+                            if !same_schedule {
+                                e.anchor = anchor(&job, true).unwrap_or(now);
+                            }
                             e.job = job;
                             if !same_schedule {
-                                e.anchor = now;
                                 e.next = e.next_after(now);
                             }
                         }
                         None => {
-                            let anchor = last_firing(&job.name).unwrap_or(now);
+                            let anchor = anchor(&job, false).unwrap_or(now);
                             let mut e = Entry { job: job.clone(), next: None, anchor, slot: Arc::default() };
                             e.next = e.next_after(now);
                             changes.added.push(job.name.clone());
@@ -174,7 +177,7 @@ mod tests {
     #[test]
     fn reload_adds_changes_keeps_and_removes() {
         let mut table = Table::default();
-        let none = |_: &str| None;
+        let none = |_: &Job, _: bool| None;
         let now = t("2026-11-25T10:00:30Z");
         let c =
             table.apply(vec![job("a", "* * * * *"), job("b", "rate(5 minutes)"), job("c", "0 3 * * *")], now, &none);
@@ -214,7 +217,7 @@ mod tests {
     #[test]
     fn rate_schedules_keep_their_phase_across_restarts() {
         let mut table = Table::default();
-        let last = |_: &str| Some(t("2026-11-25T09:52:00Z"));
+        let last = |_: &Job, _: bool| Some(t("2026-11-25T09:52:00Z"));
         table.apply(vec![job("b", "rate(5 minutes)")], t("2026-11-25T10:00:30Z"), &last);
         assert_eq!(table.entries["b"].next, Some(t("2026-11-25T10:02:00Z")));
     }
@@ -222,7 +225,7 @@ mod tests {
     #[test]
     fn due_jobs_fire_once_and_move_on() {
         let mut table = Table::default();
-        table.apply(vec![job("a", "* * * * *"), job("c", "0 3 * * *")], t("2026-11-25T10:00:30Z"), &|_| None);
+        table.apply(vec![job("a", "* * * * *"), job("c", "0 3 * * *")], t("2026-11-25T10:00:30Z"), &|_, _| None);
         assert!(table.take_due(t("2026-11-25T10:00:59Z")).is_empty());
         // Asleep for three minutes: one firing, at the first missed time; the next is after now.
         let due = table.take_due(t("2026-11-25T10:03:10Z"));

@@ -1,0 +1,146 @@
+//! Membership: every replica writes a heartbeat item (`pk = "member"`, `sk = <replica>`) with a
+//! counter that grows at each beat, and reads the others'. A member is dead when its counter has
+//! not changed for `member_timeout` **on the observer's own monotonic clock**, as
+//! amazon-dynamodb-lock-client judges a lock: no replica compares its wall clock with another's.
+
+use super::table::{get_n, get_s, n, s, Item, Table, TableError, EXPIRES, PK, SK};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub const PARTITION: &str = "member";
+/// A member item outlives its last beat by this long (TTL), so `opsd cluster status` shows a replica
+/// that stopped for a day, then forgets it.
+const KEEP_AFTER_LAST_BEAT: Duration = Duration::from_secs(86400);
+
+/// A member as its heartbeat item says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    pub replica: String,
+    pub host: String,
+    pub version: String,
+    pub started_at: String,
+    /// Grows by one at every heartbeat.
+    pub beat: u64,
+    /// When the member wrote its last heartbeat, by its own clock (shown, never compared).
+    pub beat_at: String,
+}
+
+impl Member {
+    fn from_item(item: &Item) -> Option<Member> {
+        Some(Member {
+            replica: get_s(item, SK)?.to_string(),
+            host: get_s(item, "host").unwrap_or_default().to_string(),
+            version: get_s(item, "version").unwrap_or_default().to_string(),
+            started_at: get_s(item, "started_at").unwrap_or_default().to_string(),
+            beat: get_n(item, "beat").unwrap_or(0),
+            beat_at: get_s(item, "beat_at").unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Every member of the cluster, as their items say.
+pub async fn list(table: &Table) -> Result<Vec<Member>, TableError> {
+    let items = table.query(PARTITION, "", 10_000).await?;
+    let mut members: Vec<Member> = items.iter().filter_map(Member::from_item).collect();
+    members.sort_by(|a, b| a.replica.cmp(&b.replica));
+    Ok(members)
+}
+
+/// Which members are alive, as this replica has seen their heartbeats move.
+#[derive(Debug)]
+pub struct Liveness {
+    timeout: Duration,
+    /// Replica → (its counter when last seen changing, when that was on this replica's clock).
+    seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl Liveness {
+    pub fn new(timeout: Duration) -> Liveness {
+        Liveness { timeout, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// Take in the members' items as read now.
+    pub fn observe(&self, members: &[Member]) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for m in members {
+            match seen.get(&m.replica) {
+                Some((beat, _)) if *beat == m.beat => {}
+                _ => {
+                    seen.insert(m.replica.clone(), (m.beat, now));
+                }
+            }
+        }
+    }
+
+    /// Whether `replica`'s heartbeat has stood still for the timeout. A replica never seen counts as
+    /// dead only once this replica has watched for a whole timeout (its item may just be missing).
+    pub fn is_dead(&self, replica: &str, watching_since: Instant) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(replica) {
+            Some((_, since)) => since.elapsed() >= self.timeout,
+            None => watching_since.elapsed() >= self.timeout,
+        }
+    }
+}
+
+/// What this replica writes about itself.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub replica: String,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+}
+
+fn item(me: &Me, beat: u64) -> Item {
+    let now = Utc::now();
+    let expires = now.timestamp() + KEEP_AFTER_LAST_BEAT.as_secs() as i64;
+    Item::from([
+        (PK.to_string(), s(PARTITION)),
+        (SK.to_string(), s(&me.replica)),
+        ("host".into(), s(&me.host)),
+        ("version".into(), s(env!("CARGO_PKG_VERSION"))),
+        ("started_at".into(), s(me.started_at.to_rfc3339())),
+        ("beat".into(), n(beat)),
+        ("beat_at".into(), s(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        (EXPIRES.into(), n(expires)),
+    ])
+}
+
+/// Write the first heartbeat: opsd starts only once the table answers (it names the fix when not).
+pub async fn join(table: &Table, me: &Me) -> Result<(), TableError> {
+    table.check().await?;
+    table.put(item(me, 0)).await
+}
+
+/// Beat every `every` and watch the others until `stop`; then leave (delete this replica's item).
+pub async fn heartbeat(
+    table: Table,
+    me: Me,
+    every: Duration,
+    liveness: std::sync::Arc<Liveness>,
+    stop: CancellationToken,
+) {
+    let mut beat = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => break,
+        }
+        beat += 1;
+        if let Err(e) = table.put(item(&me, beat)).await {
+            tracing::warn!(replica = %me.replica, "cluster: heartbeat: {e}");
+        }
+        match list(&table).await {
+            Ok(members) => liveness.observe(&members),
+            Err(e) => tracing::warn!(replica = %me.replica, "cluster: reading the members: {e}"),
+        }
+    }
+    if let Err(e) = table.delete(PARTITION, &me.replica).await {
+        tracing::warn!(replica = %me.replica, "cluster: leaving: {e}");
+    }
+}
