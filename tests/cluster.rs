@@ -89,3 +89,105 @@ fn a_missing_table_is_named_and_members_are_listed() {
     });
     a.stop_ok();
 }
+
+/// Test 2: `kill -9` of the replica running a firing: the others record that firing as
+/// interrupted (once), and the next firings run on them with no gap and none doubled.
+#[test]
+fn a_killed_replicas_firing_is_recorded_interrupted_and_the_others_go_on() {
+    let c = Cluster::new("");
+    let tag = unique("cluster-kill");
+    fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("slow", &every(&tag, 3, &["sleep 2", "echo done"]));
+    let mut replicas: BTreeMap<&str, support::daemon::Daemon> =
+        ["r1", "r2", "r3"].into_iter().map(|r| (r, c.replica(r, &[]))).collect();
+    // A firing being run: who runs it, and which it is.
+    let mut victim = None;
+    wait_for("a firing being run", 60, &replicas["r1"], || {
+        victim = c.firings("slow").into_iter().find(|(_, owner, state)| state == "running" && !owner.is_empty());
+        victim.is_some()
+    });
+    let (at, owner, _) = victim.unwrap();
+    let killed = replicas.remove(owner.as_str()).unwrap();
+    killed.signal("-KILL");
+    let survivor = replicas.values().next().unwrap();
+    wait_for("the killed replica's firing recorded interrupted", 30, survivor, || {
+        c.firings("slow").iter().any(|(a, _, state)| *a == at && state == "interrupted")
+    });
+    // Three more firings after the kill, each run by a survivor.
+    let later = |c: &Cluster| -> Vec<(String, String, String)> {
+        c.firings("slow").into_iter().filter(|(a, _, s)| *a > at && s == "succeeded").collect()
+    };
+    wait_for("three firings after the kill", 40, survivor, || later(&c).len() >= 3);
+    for (_, d) in replicas {
+        d.stop_ok();
+    }
+    drop(killed);
+    let table = c.firings("slow");
+    for (a, o, s) in table.iter().filter(|(a, _, _)| *a > at) {
+        assert_ne!(o, &owner, "{a} was claimed by the killed replica after its death ({s})");
+    }
+    // Exactly one interrupted record, for that firing; the surviving replicas' own records hold
+    // every other firing once, and the killed one's its runs before (and the cut one, left running).
+    let interrupted: Vec<_> = table.iter().filter(|(_, _, s)| s == "interrupted").collect();
+    assert_eq!(interrupted.len(), 1, "{table:?}");
+    let mut ran: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for r in ["r1", "r2", "r3"] {
+        for run in c.local_runs(r, "slow") {
+            ran.entry(run["scheduled_for"].as_str().unwrap().to_string()).or_default().push(r);
+        }
+    }
+    assert!(ran.values().all(|rs| rs.len() == 1), "a firing ran twice: {ran:?}");
+    assert_eq!(ran.len(), table.len(), "runs {ran:?}\ntable {table:?}");
+    // No gap: the firings are 3 s apart throughout.
+    let times: Vec<i64> =
+        table.iter().map(|(a, _, _)| chrono::DateTime::parse_from_rfc3339(a).unwrap().timestamp_millis()).collect();
+    let gaps: BTreeSet<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, BTreeSet::from([3000]), "{times:?}");
+}
+
+/// Test 3: `overlap = "skip"` across replicas: a job slower than its period never runs twice at
+/// once, whichever replicas claim its firings; the firings that come while another replica runs it
+/// are skipped, say so, and name that replica.
+#[test]
+fn overlap_skip_spans_the_replicas() {
+    let c = Cluster::new("");
+    let tag = unique("cluster-overlap");
+    fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("long", &format!("overlap = \"skip\"\n{}", every(&tag, 1, &["sleep 3"])));
+    let replicas: Vec<_> = ["r1", "r2", "r3"].into_iter().map(|r| c.replica(r, &[])).collect();
+    wait_for("three runs", 60, &replicas[0], || {
+        c.firings("long").iter().filter(|(_, _, s)| s == "succeeded").count() >= 3
+    });
+    for d in replicas {
+        d.stop_ok();
+    }
+    // Every replica's runs, with their times: no two overlap.
+    let mut runs: Vec<(i64, i64, &str)> = Vec::new();
+    let mut skipped: Vec<(String, &str)> = Vec::new();
+    for r in ["r1", "r2", "r3"] {
+        for run in c.local_runs(r, "long") {
+            let t =
+                |k: &str| chrono::DateTime::parse_from_rfc3339(run[k].as_str().unwrap()).unwrap().timestamp_millis();
+            match run["outcome"].as_str().unwrap() {
+                "succeeded" => runs.push((t("started_at"), t("ended_at"), r)),
+                "skipped" => skipped.push((run["reason"].as_str().unwrap().to_string(), r)),
+                other => panic!("{r}: {other}: {run}"),
+            }
+        }
+    }
+    runs.sort();
+    for w in runs.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two runs at once: {:?} and {:?} (all: {runs:?})", w[0], w[1]);
+    }
+    assert!(runs.len() >= 3, "{runs:?}");
+    // Skips say why, naming the replica that runs the job; some were on another replica than the run.
+    assert!(!skipped.is_empty(), "no firing skipped: {runs:?}");
+    for (reason, _) in &skipped {
+        assert!(reason.contains("still running on replica r") || reason.contains(" on replica r"), "{reason}");
+        assert!(reason.ends_with("(overlap = skip)"), "{reason}");
+    }
+    assert!(
+        skipped.iter().any(|(reason, r)| !reason.contains(&format!("on replica {r} "))),
+        "no firing was skipped for a run on another replica: {skipped:?}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct Member {
     pub beat: u64,
     /// When the member wrote its last heartbeat, by its own clock (shown, never compared).
     pub beat_at: String,
+    /// Random per process start: claims of an earlier incarnation of a replica are abandoned.
+    pub incarnation: String,
 }
 
 impl Member {
@@ -38,6 +40,7 @@ impl Member {
             started_at: get_s(item, "started_at").unwrap_or_default().to_string(),
             beat: get_n(item, "beat").unwrap_or(0),
             beat_at: get_s(item, "beat_at").unwrap_or_default().to_string(),
+            incarnation: get_s(item, "incarnation").unwrap_or_default().to_string(),
         })
     }
 }
@@ -50,12 +53,15 @@ pub async fn list(table: &Table) -> Result<Vec<Member>, TableError> {
     Ok(members)
 }
 
+/// A member's incarnation and heartbeat counter as last read.
+type Beat = (String, u64);
+
 /// Which members are alive, as this replica has seen their heartbeats move.
 #[derive(Debug)]
 pub struct Liveness {
     timeout: Duration,
-    /// Replica → (its counter when last seen changing, when that was on this replica's clock).
-    seen: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Replica → (its beat when last seen changing, when that was on this replica's clock).
+    seen: Mutex<HashMap<String, (Beat, Instant)>>,
 }
 
 impl Liveness {
@@ -63,18 +69,36 @@ impl Liveness {
         Liveness { timeout, seen: Mutex::new(HashMap::new()) }
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Take in the members' items as read now.
     pub fn observe(&self, members: &[Member]) {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         for m in members {
+            let now_seen = (m.incarnation.clone(), m.beat);
             match seen.get(&m.replica) {
-                Some((beat, _)) if *beat == m.beat => {}
+                Some((last, _)) if *last == now_seen => {}
                 _ => {
-                    seen.insert(m.replica.clone(), (m.beat, now));
+                    seen.insert(m.replica.clone(), (now_seen, now));
                 }
             }
         }
+    }
+
+    /// Every member seen, with its incarnation and whether it is dead: when this changes, work some
+    /// member held may have been abandoned.
+    pub fn picture(&self) -> std::collections::BTreeSet<(String, String, bool)> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().map(|(r, ((inc, _), since))| (r.clone(), inc.clone(), since.elapsed() >= self.timeout)).collect()
+    }
+
+    /// The incarnation `replica` last heartbeat with, if it has been seen.
+    pub fn incarnation(&self, replica: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(replica).map(|((inc, _), _)| inc.clone())
     }
 
     /// Whether `replica`'s heartbeat has stood still for the timeout. A replica never seen counts as
@@ -92,6 +116,8 @@ impl Liveness {
 #[derive(Debug, Clone)]
 pub struct Me {
     pub replica: String,
+    /// Random, new at every start.
+    pub incarnation: String,
     pub host: String,
     pub started_at: DateTime<Utc>,
 }
@@ -107,6 +133,7 @@ fn item(me: &Me, beat: u64) -> Item {
         ("started_at".into(), s(me.started_at.to_rfc3339())),
         ("beat".into(), n(beat)),
         ("beat_at".into(), s(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        ("incarnation".into(), s(&me.incarnation)),
         (EXPIRES.into(), n(expires)),
     ])
 }

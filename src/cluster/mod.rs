@@ -23,9 +23,13 @@ pub struct Cluster {
     pub table: Table,
     /// This replica's name.
     pub replica: String,
+    /// This process's incarnation (random at every start), carried by its claims.
+    pub incarnation: String,
     pub liveness: Arc<Liveness>,
     /// When this replica began watching the others' heartbeats.
     pub watching_since: Instant,
+    /// How often heartbeats are written (and the members read).
+    pub heartbeat: std::time::Duration,
 }
 
 impl Cluster {
@@ -33,4 +37,26 @@ impl Cluster {
     pub fn is_dead(&self, replica: &str) -> bool {
         replica != self.replica && self.liveness.is_dead(replica, self.watching_since)
     }
+
+    /// Whether work that `owner` (in `incarnation`) holds is abandoned: this replica's own from an
+    /// earlier start, or a replica that died or has started again since.
+    pub fn abandoned(&self, owner: &str, incarnation: &str) -> bool {
+        if owner == self.replica {
+            return incarnation != self.incarnation;
+        }
+        if self.is_dead(owner) {
+            return true;
+        }
+        self.liveness.incarnation(owner).is_some_and(|now| now != incarnation)
+    }
+
+    /// Whether this replica has watched the others long enough to judge them.
+    pub fn judging(&self) -> bool {
+        self.watching_since.elapsed() >= self.liveness.timeout()
+    }
+}
+
+/// A fresh incarnation id: 64 random bits.
+pub fn incarnation() -> String {
+    format!("{:016x}", fastrand::u64(..))
 }

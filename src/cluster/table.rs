@@ -323,6 +323,50 @@ impl Table {
         }
     }
 
+    /// Delete an item if `condition` holds (gone already, or refused, is fine: nothing to undo).
+    pub async fn delete_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+        names: &[(&str, &str)],
+    ) -> Result<(), TableError> {
+        let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let names: HashMap<String, String> = names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.patiently(|| async {
+            let r = self
+                .client
+                .delete_item()
+                .table_name(&self.name)
+                .key(PK, s(pk))
+                .key(SK, s(sk))
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_expression_attribute_names(Some(names.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.as_service_error(),
+                        Some(
+                            aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(
+                                _
+                            )
+                        )
+                    ) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(call_error("DeleteItem", e)),
+            }
+        })
+        .await
+        .map_err(|e| self.aws(e))
+    }
+
     /// Delete an item (gone already is fine).
     pub async fn delete(&self, pk: &str, sk: &str) -> Result<(), TableError> {
         self.patiently(|| async {

@@ -288,6 +288,7 @@ async fn join_cluster(
     let table = Table::new(sdk, &settings.table);
     let me = members::Me {
         replica: settings.replica(),
+        incarnation: crate::cluster::incarnation(),
         host: crate::cluster::settings::host_name(),
         started_at: chrono::Utc::now(),
     };
@@ -296,8 +297,10 @@ async fn join_cluster(
     let cluster = Cluster {
         table: table.clone(),
         replica: me.replica.clone(),
+        incarnation: me.incarnation.clone(),
         liveness: liveness.clone(),
         watching_since: tokio::time::Instant::now(),
+        heartbeat: settings.heartbeat_interval.0,
     };
     let beat = tokio::spawn(members::heartbeat(table, me, settings.heartbeat_interval.0, liveness, stop));
     Ok((cluster, beat))

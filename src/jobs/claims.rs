@@ -16,6 +16,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::time::Duration;
 
+/// The claiming process's incarnation: a claim still `running` whose incarnation is gone is abandoned.
+const INCARNATION: &str = "incarnation";
+/// How many of a job's latest firings the abandoned-firing sweep looks at: more than can be
+/// running at once (one per firing still going; `overlap = "allow"` with runs longer than their period).
+const SWEEP_DEPTH: usize = 50;
+
 fn partition(job: &str) -> String {
     format!("job#{job}")
 }
@@ -37,6 +43,7 @@ pub async fn claim_firing(
         ("scheduled_for".into(), s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
         ("trigger".into(), s(trigger.as_str())),
         ("state".into(), s(RunOutcome::Running.as_str())),
+        (INCARNATION.into(), s(&c.incarnation)),
     ]);
     claims::claim(&c.table, &partition(job), &firing_key(at), &c.replica, fields, keep).await
 }
@@ -182,4 +189,132 @@ pub async fn recent(
 ) -> Result<Vec<ClusterFiring>, TableError> {
     let items = c.query(&partition(job), "firing#", limit).await?;
     Ok(items.iter().filter_map(ClusterFiring::from_item).collect())
+}
+
+const RUNNING: &str = "running";
+
+/// Who holds a job's `running` marker.
+#[derive(Debug, Clone)]
+pub struct RunningHolder {
+    pub firing: String,
+    pub owner: String,
+}
+
+/// Take `job`'s cluster-wide `running` marker (`pk = "job#<name>"`, `sk = "running"`) for the firing
+/// at `at`: `None` when taken (or already this firing's), else who holds it.
+pub async fn take_running(c: &Cluster, job: &str, at: DateTime<Utc>) -> Result<Option<RunningHolder>, TableError> {
+    let firing = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let item = Item::from([
+        ("pk".to_string(), s(partition(job))),
+        ("sk".into(), s(RUNNING)),
+        ("firing".into(), s(&firing)),
+        (OWNER.into(), s(&c.replica)),
+        (INCARNATION.into(), s(&c.incarnation)),
+    ]);
+    match c.table.put_if(item, "attribute_not_exists(pk)").await? {
+        Written::Done => Ok(None),
+        Written::Refused(there) => {
+            let there = match there {
+                Some(i) => Some(i),
+                None => c.table.get(&partition(job), RUNNING).await?,
+            };
+            let Some(there) = there else { return Box::pin(take_running(c, job, at)).await };
+            let holder = RunningHolder {
+                firing: get_s(&there, "firing").unwrap_or("?").to_string(),
+                owner: get_s(&there, OWNER).unwrap_or("?").to_string(),
+            };
+            // This very firing (an answer lost, then retried): it is ours.
+            if holder.firing == firing && holder.owner == c.replica {
+                return Ok(None);
+            }
+            Ok(Some(holder))
+        }
+    }
+}
+
+/// Clear `job`'s `running` marker if it is this firing's.
+pub async fn release_running(c: &Cluster, job: &str, at: DateTime<Utc>) -> Result<(), TableError> {
+    let firing = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    c.table
+        .delete_if(
+            &partition(job),
+            RUNNING,
+            "#firing = :firing AND #owner = :me",
+            &[(":firing", s(firing)), (":me", s(&c.replica))],
+            &[("#firing", "firing"), ("#owner", OWNER)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Record as `interrupted` the firings of `jobs` still `running` whose replica is gone (died, or
+/// started again, this one included): whoever notices first records it, once (a conditional write
+/// on the owner, its incarnation and the state). Returns how many were recorded.
+pub async fn interrupt_abandoned(c: &Cluster, jobs: &[String]) -> Result<usize, TableError> {
+    let mut n = 0;
+    for job in jobs {
+        for item in c.table.query(&partition(job), "firing#", SWEEP_DEPTH).await? {
+            let (Some(state), Some(owner), Some(sk)) = (get_s(&item, "state"), get_s(&item, OWNER), get_s(&item, "sk"))
+            else {
+                continue;
+            };
+            let incarnation = get_s(&item, INCARNATION).unwrap_or_default();
+            if state != RunOutcome::Running.as_str() || !c.abandoned(owner, incarnation) {
+                continue;
+            }
+            let why = if owner == c.replica {
+                "this replica stopped before the run ended (killed or crashed); recorded at its next start".to_string()
+            } else {
+                format!(
+                    "replica {owner} stopped before the run ended (killed, crashed or cut off); recorded by {}",
+                    c.replica
+                )
+            };
+            let now = s(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            let r = c
+                .table
+                .update_if_named(
+                    &partition(job),
+                    sk,
+                    "SET #state = :interrupted, #reason = :why, #ended = :now",
+                    Some("#state = :running AND #owner = :owner AND #inc = :inc"),
+                    &[
+                        (":interrupted", s(RunOutcome::Interrupted.as_str())),
+                        (":why", s(&why)),
+                        (":now", now),
+                        (":running", s(RunOutcome::Running.as_str())),
+                        (":owner", s(owner)),
+                        (":inc", s(incarnation)),
+                    ],
+                    &[
+                        ("#state", "state"),
+                        ("#reason", "reason"),
+                        ("#ended", "ended_at"),
+                        ("#owner", OWNER),
+                        ("#inc", INCARNATION),
+                    ],
+                )
+                .await?;
+            if let Written::Done = r {
+                tracing::warn!(job = %job, firing = %sk.trim_start_matches("firing#"), owner = %owner, "cluster: {why}");
+                n += 1;
+            }
+        }
+        // The job's running marker, if a gone replica left it.
+        if let Some(m) = c.table.get(&partition(job), RUNNING).await? {
+            let (owner, inc) = (get_s(&m, OWNER).unwrap_or_default(), get_s(&m, INCARNATION).unwrap_or_default());
+            if c.abandoned(owner, inc) {
+                c.table
+                    .delete_if(
+                        &partition(job),
+                        RUNNING,
+                        "#owner = :owner AND #inc = :inc",
+                        &[(":owner", s(owner)), (":inc", s(inc))],
+                        &[("#owner", OWNER), ("#inc", INCARNATION)],
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(n)
 }

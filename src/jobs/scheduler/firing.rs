@@ -92,7 +92,8 @@ async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
         Overlap::Skip => match f.slot.permit.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
-                let reason = format!("the previous run{} is still running (overlap = skip)", since(&f.slot));
+                let here = ctx.cluster.as_ref().map(|c| format!(" on replica {}", c.replica)).unwrap_or_default();
+                let reason = format!("the previous run{} is still running{here} (overlap = skip)", since(&f.slot));
                 return skip(&ctx, &f, SkipReason::Overlap, &reason).await;
             }
         },
@@ -125,10 +126,56 @@ async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
     if ctx.stop.is_cancelled() {
         return skip(&ctx, &f, SkipReason::Shutdown, "the daemon was stopping when the firing came due").await;
     }
+    // In a cluster, the overlap policy spans the replicas: a run of the job holds the job's
+    // `running` marker in the table, whichever replica runs it.
+    let marked = match (&ctx.cluster, timing.overlap) {
+        (Some(c), Overlap::Skip | Overlap::Queue) => match cluster_slot(&ctx, c, &f, timing.overlap).await {
+            Some(m) => Some(m),
+            None => return,
+        },
+        _ => None,
+    };
     if timing.overlap != Overlap::Allow {
         *f.slot.running_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Utc::now());
     }
     run(&ctx, &f).await;
+    if let (Some(c), Some(())) = (&ctx.cluster, marked) {
+        if let Err(e) = claims::release_running(c, &f.job.name, f.at).await {
+            tracing::error!(job = %f.job.name, "cluster: cannot clear the job's running marker: {e}; it is cleared when this replica's runs are found abandoned");
+        }
+    }
+}
+
+/// Take the job's cluster-wide `running` marker for this firing: `Some` when taken; `None` when the
+/// firing ended without running (skipped, and recorded so). Under `queue`, waits for the marker.
+async fn cluster_slot(ctx: &Context, c: &Cluster, f: &Firing, overlap: Overlap) -> Option<()> {
+    loop {
+        let holder = match claims::take_running(c, &f.job.name, f.at).await {
+            Ok(None) => return Some(()),
+            Ok(Some(holder)) => holder,
+            Err(e) => {
+                error(ctx, f, &format!("cannot take the job's running marker in the cluster table: {e}")).await;
+                return None;
+            }
+        };
+        let who = format!("the run of {} on replica {}", holder.firing, holder.owner);
+        match overlap {
+            Overlap::Queue => {
+                tracing::info!(job = %f.job.name, "{who} is still running; this firing waits for it (overlap = queue)");
+                tokio::select! {
+                    _ = tokio::time::sleep(c.heartbeat) => {}
+                    _ = ctx.stop.cancelled() => {
+                        skip(ctx, f, SkipReason::Shutdown, "the daemon stopped while the firing was queued").await;
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                skip(ctx, f, SkipReason::Overlap, &format!("{who} is still running (overlap = skip)")).await;
+                return None;
+            }
+        }
+    }
 }
 
 async fn run(ctx: &Context, f: &Firing) {

@@ -12,19 +12,23 @@ use super::schedule::Schedule;
 use super::settings::JobDefaults;
 use super::spec::Job;
 use super::{calendar, claims, spec};
+use crate::cluster::Cluster;
 use chrono::{DateTime, Utc};
 use firing::{Context, Firing};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use table::{Changes, Loaded, Table};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 pub struct Scheduler {
+    /// The loaded jobs' names, for the cluster's abandoned-firing sweep.
+    names: Arc<RwLock<Vec<String>>>,
     jobs_dir: PathBuf,
     defaults: JobDefaults,
     table: Table,
@@ -34,8 +38,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// In a cluster, the sweep of firings abandoned by gone replicas starts too (on `tracker`).
     pub fn new(jobs_dir: PathBuf, defaults: JobDefaults, ctx: Context, tracker: TaskTracker) -> Scheduler {
-        Scheduler { jobs_dir, defaults, table: Table::default(), ctx: Arc::new(ctx), tracker }
+        let names = Arc::new(RwLock::new(Vec::new()));
+        if let Some(c) = &ctx.cluster {
+            tracker.spawn(sweep_abandoned(c.clone(), names.clone(), ctx.stop.clone()));
+        }
+        Scheduler { names, jobs_dir, defaults, table: Table::default(), ctx: Arc::new(ctx), tracker }
     }
 
     /// The config's `[ssh]` and `[run]` changed: job files read from now on resolve against these.
@@ -111,6 +120,7 @@ impl Scheduler {
         let changes = self.table.apply(loaded, now, &anchor);
         log_changes(&changes);
         self.ctx.metrics.set_jobs_loaded(self.table.entries.len());
+        *self.names.write().unwrap_or_else(|p| p.into_inner()) = self.table.entries.keys().cloned().collect();
     }
 
     /// Jobs with `catch_up = true` whose last recorded firing was followed by a missed one run once now.
@@ -170,6 +180,30 @@ impl Scheduler {
     /// The history firings are recorded in.
     pub fn runs(&self) -> &RunHistory {
         &self.ctx.runs
+    }
+}
+
+/// In a cluster: once this replica has watched the members for a whole timeout, and again each time
+/// one dies or starts anew, record the firings they left `running` as interrupted.
+async fn sweep_abandoned(c: Cluster, names: Arc<RwLock<Vec<String>>>, stop: CancellationToken) {
+    let mut swept: Option<BTreeSet<(String, String, bool)>> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(c.heartbeat) => {}
+            _ = stop.cancelled() => return,
+        }
+        if !c.judging() {
+            continue;
+        }
+        let picture = c.liveness.picture();
+        if swept.as_ref() == Some(&picture) {
+            continue;
+        }
+        let jobs = names.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match claims::interrupt_abandoned(&c, &jobs).await {
+            Ok(_) => swept = Some(picture),
+            Err(e) => tracing::warn!("cluster: looking for firings left by gone replicas: {e}; trying again"),
+        }
     }
 }
 
