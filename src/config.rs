@@ -88,6 +88,12 @@ impl Config {
         all.extend(self.capacity.iter().flat_map(|c| c.check()).map(|i| ("capacity", i)));
         all.extend(self.aws.check().into_iter().map(|i| ("aws", i)));
         all.extend(self.cluster.iter().flat_map(|c| c.check()).map(|i| ("cluster", i)));
+        if self.cluster.is_some() && self.capacity.is_some() {
+            // Every replica would run its own controller: two would act on one fleet at once.
+            let msg = "the capacity controller cannot run in a cluster yet (it needs the leader lease \
+                       that lets one replica act at a time); run it on one daemon without [cluster]";
+            all.push(("capacity", Invalid::new("", msg)));
+        }
         all
     }
 }
@@ -313,6 +319,25 @@ mod tests {
         assert_eq!(Config::load_with_env(Some(&p), &[]).unwrap().capacity.unwrap().lead_time.0, Duration::ZERO);
         let (_d, p) = write(&format!("{base}fleet_id = \"f\"\ninterval = \"0s\"\n"));
         assert_eq!(Config::load_with_env(Some(&p), &[]).unwrap_err()[0].field, "capacity.interval");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let (_d, p) = write("[cluster]\ntable = \"opsd-prod\"\nreplica = \"a\"\n");
+        let c = Config::load_with_env(Some(&p), &[]).unwrap().cluster.unwrap();
+        assert_eq!((c.table.as_str(), c.replica().as_str()), ("opsd-prod", "a"));
+        assert_eq!((c.heartbeat_interval.0, c.member_timeout.0), (Duration::from_secs(5), Duration::from_secs(30)));
+        let (_d, p) = write("[cluster]\ntable = \"x\"\nheartbeat_interval = \"10s\"\nmember_timeout = \"20s\"\n");
+        let fields: Vec<String> =
+            Config::load_with_env(Some(&p), &[]).unwrap_err().into_iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["cluster.table", "cluster.member_timeout"]);
+        // Not with a capacity controller yet: every replica would run one.
+        let (_d, p) = write(
+            "[cluster]\ntable = \"opsd-prod\"\n[capacity]\ncluster = \"c\"\nfleet_id = \"f\"\nmax_capacity = 2\n",
+        );
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
+        assert_eq!(e[0].field, "capacity", "{e:?}");
+        assert!(e[0].message.contains("leader lease"), "{e:?}");
     }
 
     #[test]
