@@ -15,6 +15,7 @@ State is in target/sandbox/state.json, guarded by a lock file so parallel tests 
 """
 import argparse
 import fcntl
+import glob
 import json
 import os
 import signal
@@ -75,7 +76,7 @@ def alive(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmd = f.read()
-        return b"sshd" in cmd or b"moto_server" in cmd or b"DynamoDBLocal" in cmd
+        return b"sshd" in cmd or b"moto_server" in cmd or b"DynamoDBLocal" in cmd or b"ddb_proxy" in cmd
     except OSError:
         return False
 
@@ -178,6 +179,8 @@ def cmd_up(_args):
                 time.sleep(0.1)
     if not alive(st.get("dynamodb_pid")):
         start_dynamodb(st)
+    if not alive(st.get("ddb_proxy_pid")):
+        start_ddb_proxy(st)
     if not st.get("ssh_port"):
         st["ssh_port"] = free_port()
     save_state(st)
@@ -210,6 +213,19 @@ def start_dynamodb(st):
             time.sleep(0.2)
 
 
+def start_ddb_proxy(st):
+    """scripts/ddb_proxy.py in front of DynamoDB Local: writes to a table named `…throttle<N>…` are
+    refused N % of the time as AWS refuses them under load; everything else passes through."""
+    port = free_port()
+    logf = open(os.path.join(SB, "ddb_proxy.log"), "ab")
+    py = os.path.join(SB, "venv", "bin", "python")
+    proc = subprocess.Popen([py, os.path.join(ROOT, "scripts", "ddb_proxy.py"), str(port), str(st["dynamodb_port"])],
+                            stdout=logf, stderr=logf, start_new_session=True)
+    st["ddb_proxy_pid"], st["ddb_proxy_port"] = proc.pid, port
+    save_state(st)
+    wait_listening("127.0.0.1", port, "the DynamoDB proxy")
+
+
 def opsd_config(jobs_dir, state_dir, st=None):
     """opsd's config for the sandbox fleet, with the given jobs and state directories (what
     `up` writes to target/sandbox/opsd.toml, and what benchmarks use for workspaces of their own)."""
@@ -238,8 +254,9 @@ def write_config(st):
 def write_env(st):
     lines = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{st['moto_port']}",
-        # DynamoDB is DynamoDB Local (AWS's emulator), as a user points the SDK at any endpoint.
-        "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{st['dynamodb_port']}",
+        # DynamoDB is DynamoDB Local (AWS's emulator), behind scripts/ddb_proxy.py (which throttles
+        # the tables that ask for it), as a user points the SDK at any endpoint.
+        "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{st['ddb_proxy_port']}",
         "AWS_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -252,6 +269,8 @@ def write_env(st):
         "OPSD_SANDBOX_SSH_PORT": str(st["ssh_port"]),
         "OPSD_SANDBOX_SSH_KEY": os.path.join(KEYS, "client_ed25519"),
         "OPSD_SANDBOX_KNOWN_HOSTS": os.path.join(KEYS, "known_hosts"),
+        # For tests of replicas whose wall clocks are off (LD_PRELOAD with FAKETIME="+3s").
+        "OPSD_SANDBOX_LIBFAKETIME": next(iter(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")), ""),
     }
     with open(ENV_FILE, "w") as f:
         for k, v in lines.items():
@@ -448,7 +467,8 @@ def cmd_down(_args):
     stop_sshds(st)
     stop(st.get("moto_pid"))
     stop(st.get("dynamodb_pid"))
-    st["moto_pid"] = st["dynamodb_pid"] = None
+    stop(st.get("ddb_proxy_pid"))
+    st["moto_pid"] = st["dynamodb_pid"] = st["ddb_proxy_pid"] = None
     save_state(st)
     log("stopped moto, DynamoDB Local and every sandbox sshd")
 
@@ -456,7 +476,7 @@ def cmd_down(_args):
 def cmd_status(_args):
     st = load_state()
     up = alive(st.get("moto_pid"))
-    ddb = alive(st.get("dynamodb_pid"))
+    ddb = alive(st.get("dynamodb_pid")) and alive(st.get("ddb_proxy_pid"))
     print(f"moto: {'up on port ' + str(st.get('moto_port')) if up else 'down'}; "
           f"DynamoDB Local: {'up on port ' + str(st.get('dynamodb_port')) if ddb else 'down'}; "
           f"sshd processes: {sum(alive(s['pid']) for s in st.get('sshds', []))}")

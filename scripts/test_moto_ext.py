@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tests of scripts/moto_ext against the running sandbox moto (boto3, as a client of AWS would).
+"""Tests of scripts/moto_ext against the running sandbox moto, and of scripts/ddb_proxy.py in front
+of DynamoDB Local (boto3, as a client of AWS would).
 
 Run by scripts/test after `scripts/sandbox up`:  target/sandbox/venv/bin/python scripts/test_moto_ext.py
 Each test works in a VPC of its own (127.<n>.0.0/16: addresses that are loopback if anything ever
@@ -423,6 +424,53 @@ class Ecs(unittest.TestCase):
         self.assertEqual(f["FulfilledCapacity"], 2.0)
         with self.assertRaises(ClientError):
             ec2.modify_fleet(FleetId="fleet-00000000-0000-0000-0000-000000000000", TargetCapacitySpecification={"TotalTargetCapacity": 1})
+
+
+class DynamoDBProxy(unittest.TestCase):
+    """scripts/ddb_proxy.py: writes to a `throttle<N>` table are refused N % of the time with AWS's
+    throttling codes, and change nothing; other tables and every read pass through."""
+
+    # No retry at all (botocore retries DynamoDB's throttling up to ten times otherwise).
+    ddb = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL_DYNAMODB"], region_name=REGION,
+                       config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+
+    def table(self, name):
+        self.ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        self.addCleanup(self.ddb.delete_table, TableName=name)
+        return name
+
+    def writes(self, table, n):
+        """(refused codes, items written) of n PutItem calls."""
+        codes = []
+        for i in range(n):
+            try:
+                self.ddb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
+            except ClientError as e:
+                codes.append(e.response["Error"]["Code"])
+                self.assertEqual(e.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+        count = self.ddb.scan(TableName=table, Select="COUNT")["Count"]
+        return codes, count
+
+    def test_a_plain_table_passes_through(self):
+        codes, count = self.writes(self.table(f"plain-{uuid.uuid4().hex[:8]}"), 20)
+        self.assertEqual((codes, count), ([], 20))
+
+    def test_every_write_refused_at_100(self):
+        t = self.table(f"t-throttle100-{uuid.uuid4().hex[:8]}")
+        codes, count = self.writes(t, 20)
+        self.assertEqual(count, 0, "a refused write changed the table")
+        self.assertEqual(set(codes), {"ProvisionedThroughputExceededException", "ThrottlingException"})
+        # Reads and transactions: reads pass, a transaction is refused like any write.
+        self.ddb.get_item(TableName=t, Key={"pk": {"S": "k0"}})
+        with self.assertRaises(ClientError):
+            self.ddb.transact_write_items(TransactItems=[{"Put": {"TableName": t, "Item": {"pk": {"S": "x"}}}}])
+
+    def test_a_share_is_refused(self):
+        codes, count = self.writes(self.table(f"t-throttle30-{uuid.uuid4().hex[:8]}"), 200)
+        self.assertEqual(count, 200 - len(codes))
+        self.assertTrue(25 <= len(codes) <= 95, f"{len(codes)} of 200 refused at 30 %")
 
 
 if __name__ == "__main__":

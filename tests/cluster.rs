@@ -191,3 +191,88 @@ fn overlap_skip_spans_the_replicas() {
         "no firing was skipped for a run on another replica: {skipped:?}"
     );
 }
+
+/// Test 7: a table that throttles (the sandbox's proxy refuses 30 % of the writes with
+/// ProvisionedThroughputExceededException or ThrottlingException): no firing lost or doubled.
+#[test]
+fn a_throttling_table_loses_and_doubles_nothing() {
+    let c = Cluster::named("opsd-throttle30", "");
+    let tag = unique("cluster-throttle");
+    fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("tock", &every(&tag, 2, &["true"]));
+    let replicas: Vec<_> = ["r1", "r2", "r3"].into_iter().map(|r| c.replica(r, &[])).collect();
+    wait_for("15 firings ended", 90, &replicas[0], || {
+        c.firings("tock").iter().filter(|(_, _, s)| s == "succeeded").count() >= 15
+    });
+    for d in replicas {
+        d.stop_ok();
+    }
+    let table = c.firings("tock");
+    let mut ran: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for r in ["r1", "r2", "r3"] {
+        for run in c.local_runs(r, "tock") {
+            assert_ne!(run["outcome"], "error", "{r}: {run}");
+            ran.entry(run["scheduled_for"].as_str().unwrap().to_string()).or_default().push(r);
+        }
+    }
+    assert!(ran.values().all(|rs| rs.len() == 1), "a firing ran twice: {ran:?}");
+    assert_eq!(ran.len(), table.len(), "runs {ran:?}\ntable {table:?}");
+    // None lost: 2 s apart from the first to the last, every one ended.
+    let times: Vec<i64> =
+        table.iter().map(|(a, _, _)| chrono::DateTime::parse_from_rfc3339(a).unwrap().timestamp_millis()).collect();
+    let gaps: BTreeSet<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, BTreeSet::from([2000]), "{times:?}");
+    assert!(table.iter().all(|(_, _, s)| s == "succeeded"), "{table:?}");
+}
+
+/// Test 6: replicas whose wall clocks differ by ±3 s (libfaketime on two of them): still exactly
+/// once, with no gap. The skew is real: their heartbeats carry their clocks.
+#[test]
+fn replicas_with_skewed_clocks_still_run_each_firing_once() {
+    let c = Cluster::new("");
+    let tag = unique("cluster-skew");
+    fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("skew", &every(&tag, 2, &["true"]));
+    let lib = env("OPSD_SANDBOX_LIBFAKETIME");
+    assert!(!lib.is_empty(), "libfaketime is missing: scripts/sandbox up installs Debian's faketime");
+    let skewed = |offset: &'static str| {
+        [("LD_PRELOAD", lib.as_str()), ("FAKETIME", offset), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]
+    };
+    let replicas = [c.replica("now", &[]), c.replica("ahead", &skewed("+3s")), c.replica("behind", &skewed("-3s"))];
+    // The heartbeats show the clocks' skew.
+    let mut clocks = BTreeMap::new();
+    wait_for("three members with their clocks", 30, &replicas[0], || {
+        let s = c.ctx.json(&["cluster", "status"]);
+        clocks = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["replica"].as_str().unwrap().to_string(), m["beat_at"].as_str().unwrap().to_string()))
+            .collect::<BTreeMap<_, _>>();
+        clocks.len() == 3
+    });
+    let at = |r: &str| chrono::DateTime::parse_from_rfc3339(&clocks[r]).unwrap().timestamp_millis();
+    // Heartbeats are written up to a second apart: the skew shows within that.
+    let (ahead_by, behind_by) = (at("ahead") - at("now"), at("behind") - at("now"));
+    assert!((1500..=4500).contains(&ahead_by) && (-4500..=-1500).contains(&behind_by), "{clocks:?}");
+    wait_for("15 firings", 90, &replicas[0], || c.firings("skew").iter().filter(|f| f.2 == "succeeded").count() >= 15);
+    for d in replicas {
+        d.stop_ok();
+    }
+    let table = c.firings("skew");
+    let mut ran: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for r in ["now", "ahead", "behind"] {
+        for run in c.local_runs(r, "skew") {
+            ran.entry(run["scheduled_for"].as_str().unwrap().to_string()).or_default().push(r);
+        }
+    }
+    assert!(ran.values().all(|rs| rs.len() == 1), "a firing ran twice: {ran:?}");
+    assert_eq!(ran.len(), table.len(), "runs {ran:?}\ntable {table:?}");
+    let times: Vec<i64> =
+        table.iter().map(|(a, _, _)| chrono::DateTime::parse_from_rfc3339(a).unwrap().timestamp_millis()).collect();
+    let gaps: BTreeSet<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, BTreeSet::from([2000]), "{times:?}");
+    // The clock 3 s ahead reaches every firing first.
+    let owners: BTreeSet<&str> = table.iter().map(|(_, o, _)| o.as_str()).collect();
+    assert!(owners.contains("ahead"), "{owners:?} (clocks {clocks:?})");
+}

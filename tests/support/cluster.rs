@@ -19,7 +19,13 @@ pub struct Cluster {
 impl Cluster {
     /// A new table (created by `opsd cluster init`) and the test's config pointing at it, plus `extra`.
     pub fn new(extra: &str) -> Cluster {
-        let table = unique("opsd-cluster");
+        Self::named("opsd-cluster", extra)
+    }
+
+    /// The same with a table named from `prefix` (`…-throttle30`: the sandbox's DynamoDB proxy
+    /// refuses 30 % of its writes, as AWS refuses writes under load).
+    pub fn named(prefix: &str, extra: &str) -> Cluster {
+        let table = unique(prefix);
         let ctx = Ctx::with_config_extra(&format!(
             "[cluster]\ntable = \"{table}\"\nheartbeat_interval = \"1s\"\nmember_timeout = \"5s\"\n{extra}\n"
         ));
