@@ -137,7 +137,10 @@ fn a_killed_replicas_firing_is_recorded_interrupted_and_the_others_go_on() {
         }
     }
     assert!(ran.values().all(|rs| rs.len() == 1), "a firing ran twice: {ran:?}");
-    assert_eq!(ran.len(), table.len(), "runs {ran:?}\ntable {table:?}");
+    // The cut firing is in the killed replica's records only if it got as far as starting its run.
+    let others: Vec<_> = table.iter().filter(|(a, _, _)| *a != at).collect();
+    assert_eq!(ran.keys().filter(|a| **a != at).count(), others.len(), "runs {ran:?}\ntable {table:?}");
+    assert!(ran.get(&at).is_none_or(|rs| rs == &vec![owner.as_str()]), "{ran:?}");
     // No gap: the firings are 3 s apart throughout.
     let times: Vec<i64> =
         table.iter().map(|(a, _, _)| chrono::DateTime::parse_from_rfc3339(a).unwrap().timestamp_millis()).collect();
@@ -199,7 +202,9 @@ fn a_throttling_table_loses_and_doubles_nothing() {
     let c = Cluster::named("opsd-throttle30", "");
     let tag = unique("cluster-throttle");
     fleet(1, &[("T", &tag)], &[]);
-    c.ctx.write_job("tock", &every(&tag, 2, &["true"]));
+    // `allow`: what is under test is the claims; with `skip`, a firing that comes while the last
+    // one's marker is still being released (throttled) would be skipped, by the policy.
+    c.ctx.write_job("tock", &format!("overlap = \"allow\"\n{}", every(&tag, 2, &["true"])));
     let replicas: Vec<_> = ["r1", "r2", "r3"].into_iter().map(|r| c.replica(r, &[])).collect();
     wait_for("15 firings ended", 90, &replicas[0], || {
         c.firings("tock").iter().filter(|(_, _, s)| s == "succeeded").count() >= 15

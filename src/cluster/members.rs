@@ -1,9 +1,11 @@
 //! Membership: every replica writes a heartbeat item (`pk = "member"`, `sk = <replica>`) with a
-//! counter that grows at each beat, and reads the others'. A member is dead when its counter has
-//! not changed for `member_timeout` **on the observer's own monotonic clock**, as
-//! amazon-dynamodb-lock-client judges a lock: no replica compares its wall clock with another's.
+//! counter that grows at each beat and the incarnation (random per start) it runs, and reads the
+//! others'. A member is dead when its counter stood still across this replica's own successful
+//! reads at least `member_timeout` apart **on this replica's monotonic clock**, as
+//! amazon-dynamodb-lock-client judges a lock: no replica compares its wall clock with another's,
+//! and a replica that could not read the table (paused, cut off) judges nobody from stale reads.
 
-use super::table::{get_n, get_s, n, s, Item, Table, TableError, EXPIRES, PK, SK};
+use super::table::{get_n, get_s, n, s, Item, Table, TableError, Written, EXPIRES, PK, SK};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,7 +29,7 @@ pub struct Member {
     pub beat: u64,
     /// When the member wrote its last heartbeat, by its own clock (shown, never compared).
     pub beat_at: String,
-    /// Random per process start: claims of an earlier incarnation of a replica are abandoned.
+    /// Random per process start: work an earlier incarnation of a replica held is abandoned.
     pub incarnation: String,
 }
 
@@ -53,62 +55,68 @@ pub async fn list(table: &Table) -> Result<Vec<Member>, TableError> {
     Ok(members)
 }
 
-/// A member's incarnation and heartbeat counter as last read.
+/// One member's item, read consistently now (None: it left, or was never there).
+pub async fn get(table: &Table, replica: &str) -> Result<Option<Member>, TableError> {
+    Ok(table.get(PARTITION, replica).await?.as_ref().and_then(Member::from_item))
+}
+
+/// A member's incarnation and heartbeat counter as read.
 type Beat = (String, u64);
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// Replica → (its beat, and when this replica first read it, on its own clock).
+    beats: HashMap<String, (Beat, Instant)>,
+    /// When this replica last read the members successfully.
+    last_read: Option<Instant>,
+}
 
 /// Which members are alive, as this replica has seen their heartbeats move.
 #[derive(Debug)]
 pub struct Liveness {
     timeout: Duration,
-    /// Replica → (its beat when last seen changing, when that was on this replica's clock).
-    seen: Mutex<HashMap<String, (Beat, Instant)>>,
+    seen: Mutex<Seen>,
 }
 
 impl Liveness {
     pub fn new(timeout: Duration) -> Liveness {
-        Liveness { timeout, seen: Mutex::new(HashMap::new()) }
+        Liveness { timeout, seen: Mutex::new(Seen::default()) }
     }
 
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Take in the members' items as read now.
+    /// Take in the members' items, as read successfully just now.
     pub fn observe(&self, members: &[Member]) {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         for m in members {
-            let now_seen = (m.incarnation.clone(), m.beat);
-            match seen.get(&m.replica) {
-                Some((last, _)) if *last == now_seen => {}
+            let beat = (m.incarnation.clone(), m.beat);
+            match seen.beats.get(&m.replica) {
+                Some((last, _)) if *last == beat => {}
                 _ => {
-                    seen.insert(m.replica.clone(), (now_seen, now));
+                    seen.beats.insert(m.replica.clone(), (beat, now));
                 }
             }
         }
+        seen.last_read = Some(now);
     }
 
-    /// Every member seen, with its incarnation and whether it is dead: when this changes, work some
-    /// member held may have been abandoned.
-    pub fn picture(&self) -> std::collections::BTreeSet<(String, String, bool)> {
+    /// Whether `replica`, in `incarnation`, is dead: this replica has read its heartbeat standing
+    /// still (that incarnation, that counter) over at least the timeout. Never from reads older
+    /// than the beat's first sighting, so a replica that could not read judges nobody.
+    pub fn is_dead(&self, replica: &str, incarnation: &str) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.iter().map(|(r, ((inc, _), since))| (r.clone(), inc.clone(), since.elapsed() >= self.timeout)).collect()
-    }
-
-    /// The incarnation `replica` last heartbeat with, if it has been seen.
-    pub fn incarnation(&self, replica: &str) -> Option<String> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(replica).map(|((inc, _), _)| inc.clone())
-    }
-
-    /// Whether `replica`'s heartbeat has stood still for the timeout. A replica never seen counts as
-    /// dead only once this replica has watched for a whole timeout (its item may just be missing).
-    pub fn is_dead(&self, replica: &str, watching_since: Instant) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.get(replica) {
-            Some((_, since)) => since.elapsed() >= self.timeout,
-            None => watching_since.elapsed() >= self.timeout,
+        match (seen.beats.get(replica), seen.last_read) {
+            (Some(((inc, _), since)), Some(read)) if inc == incarnation => read.duration_since(*since) >= self.timeout,
+            _ => false,
         }
+    }
+
+    /// When this replica last read the members successfully.
+    pub fn last_read(&self) -> Option<Instant> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).last_read
     }
 }
 
@@ -138,33 +146,65 @@ fn item(me: &Me, beat: u64) -> Item {
     ])
 }
 
-/// Write the first heartbeat: opsd starts only once the table answers (it names the fix when not).
-pub async fn join(table: &Table, me: &Me) -> Result<(), TableError> {
-    table.check().await?;
-    table.put(item(me, 0)).await
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("another opsd daemon runs as replica {0} (its heartbeat moves); give each daemon its own [cluster] replica (or OPSD_CLUSTER__REPLICA)")]
+    NameTaken(String),
 }
 
-/// Beat every `every` and watch the others until `stop`; then leave (delete this replica's item).
+/// Join: the table must answer (the error names the fix when not), and no live daemon may use this
+/// replica's name. A heartbeat item of another incarnation that stands still for two heartbeats is
+/// an earlier run of this replica that died: it is replaced.
+pub async fn join(table: &Table, me: &Me, every: Duration) -> Result<(), JoinError> {
+    table.check().await?;
+    if let Some(before) = get(table, &me.replica).await? {
+        tokio::time::sleep(every * 2).await;
+        if let Some(after) = get(table, &me.replica).await? {
+            if after.incarnation != me.incarnation
+                && (after.beat != before.beat || after.incarnation != before.incarnation)
+            {
+                return Err(JoinError::NameTaken(me.replica.clone()));
+            }
+        }
+    }
+    table.put(item(me, 0)).await?;
+    Ok(())
+}
+
+/// Beat every `every` and read the others, until `stop`; then leave (delete this replica's item).
+/// A beat is a write retried for at most a third of the member timeout (a late beat is skipped, not
+/// queued); `beaten` learns of each one that landed, so the replica knows how long it has gone unheard.
 pub async fn heartbeat(
     table: Table,
     me: Me,
     every: Duration,
     liveness: std::sync::Arc<Liveness>,
+    beaten: std::sync::Arc<Mutex<Instant>>,
     stop: CancellationToken,
 ) {
     let mut beat = 0u64;
+    let mine = [(":me", s(&me.incarnation))];
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => break,
         }
         beat += 1;
-        if let Err(e) = table.put(item(&me, beat)).await {
-            tracing::warn!(replica = %me.replica, "cluster: heartbeat: {e}");
+        let written =
+            table.put_quick(item(&me, beat), Some("attribute_not_exists(pk) OR incarnation = :me"), &mine, every).await;
+        match written {
+            Ok(Written::Done) => *beaten.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now(),
+            Ok(Written::Refused(_)) => {
+                tracing::error!(replica = %me.replica, "cluster: another opsd daemon writes this replica's heartbeat; give each daemon its own [cluster] replica")
+            }
+            Err(e) => tracing::warn!(replica = %me.replica, "cluster: heartbeat: {e}"),
         }
-        match list(&table).await {
-            Ok(members) => liveness.observe(&members),
-            Err(e) => tracing::warn!(replica = %me.replica, "cluster: reading the members: {e}"),
+        match tokio::time::timeout(every, list(&table)).await {
+            Ok(Ok(members)) => liveness.observe(&members),
+            Ok(Err(e)) => tracing::warn!(replica = %me.replica, "cluster: reading the members: {e}"),
+            Err(_) => tracing::warn!(replica = %me.replica, "cluster: reading the members took longer than {every:?}"),
         }
     }
     if let Err(e) = table.delete(PARTITION, &me.replica).await {

@@ -2,15 +2,15 @@
 //! `expires`), creating it (`opsd cluster init`), checking it exists, and the few calls the cluster
 //! makes, each retried with backoff while DynamoDB throttles (throttling never decides an outcome).
 //!
-//! Items (see ARCHITECTURE.md, "The cluster table"):
-//! - `pk = "member"`, `sk = <replica>`: a replica's heartbeat.
-//! - `pk = "job#<name>"`, `sk = "firing#<scheduled instant>"`: a firing's claim and its run's summary.
+//! Items are in ARCHITECTURE.md ("The cluster table"). Work a replica holds (a claim still going, a
+//! running marker) carries `active = <owner>`, which puts it in the sparse index `active`: the
+//! sweep scans that index (it holds only work in progress) for work whose owner is gone.
 
 use crate::aws::{call_error, CallError};
 use crate::backoff::Backoff;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,12 +22,15 @@ pub type Item = HashMap<String, AttributeValue>;
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 pub const EXPIRES: &str = "expires";
+/// The attribute, and the index on it, that holds work in progress (see the module's comment).
+pub const ACTIVE: &str = "active";
 
 /// The first wait after a throttled call, doubling to [`THROTTLE_MAX_WAIT`].
 const THROTTLE_FIRST_WAIT: Duration = Duration::from_millis(50);
 const THROTTLE_MAX_WAIT: Duration = Duration::from_secs(2);
-/// How long a call keeps retrying while throttled (beyond the SDK's own 3 attempts): longer than a
-/// burst of throttling lasts on an on-demand table; a firing's claim is late, never doubled or lost.
+/// How long a call keeps retrying while throttled or unanswered (beyond the SDK's own 3 attempts):
+/// longer than a burst of throttling lasts on an on-demand table. Every call here is safe to repeat
+/// (idempotent, conditional on what it wrote, or read back by its caller).
 const THROTTLE_PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum TableError {
     Missing(String),
     #[error("the cluster table {table}: {source}; check opsd's DynamoDB permissions and AWS_ENDPOINT_URL_DYNAMODB")]
     Aws { table: String, source: CallError },
+    #[error("the cluster table {0} has no index `active` (an older `opsd cluster init` made it); run `opsd cluster init` again to add it")]
+    NoIndex(String),
 }
 
 /// A string attribute.
@@ -69,12 +74,22 @@ pub enum Written {
 #[derive(Clone)]
 pub struct Table {
     client: aws_sdk_dynamodb::Client,
+    /// The same without the SDK's own retries (whose backoff starts at a second), for calls that
+    /// retry on a short clock of their own ([`Table::put_quick`]).
+    quick: aws_sdk_dynamodb::Client,
     name: String,
 }
 
 impl Table {
     pub fn new(sdk: &aws_config::SdkConfig, name: &str) -> Table {
-        Table { client: aws_sdk_dynamodb::Client::new(sdk), name: name.to_string() }
+        let quick = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build();
+        Table {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            quick: aws_sdk_dynamodb::Client::from_conf(quick),
+            name: name.to_string(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -95,15 +110,18 @@ impl Table {
             AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
         };
         let key = |name: &str, t| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+        let built = |e| self.aws(build_error(e));
         let r = self
             .client
             .create_table()
             .table_name(&self.name)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr(PK).map_err(|e| self.aws(build_error(e)))?)
-            .attribute_definitions(attr(SK).map_err(|e| self.aws(build_error(e)))?)
-            .key_schema(key(PK, KeyType::Hash).map_err(|e| self.aws(build_error(e)))?)
-            .key_schema(key(SK, KeyType::Range).map_err(|e| self.aws(build_error(e)))?)
+            .attribute_definitions(attr(PK).map_err(built)?)
+            .attribute_definitions(attr(SK).map_err(built)?)
+            .attribute_definitions(attr(ACTIVE).map_err(built)?)
+            .key_schema(key(PK, KeyType::Hash).map_err(built)?)
+            .key_schema(key(SK, KeyType::Range).map_err(built)?)
+            .global_secondary_indexes(active_index().map_err(built)?)
             .send()
             .await;
         let created = match r.map_err(|e| call_error("CreateTable", e)) {
@@ -112,6 +130,28 @@ impl Table {
             Err(e) => return Err(self.aws(e)),
         };
         self.wait_active().await?;
+        if !created && !self.has_index().await? {
+            let update = aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(ACTIVE)
+                        .key_schema(key(ACTIVE, KeyType::Hash).map_err(built)?)
+                        .key_schema(key(SK, KeyType::Range).map_err(built)?)
+                        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                        .build()
+                        .map_err(built)?,
+                )
+                .build();
+            self.client
+                .update_table()
+                .table_name(&self.name)
+                .attribute_definitions(attr(ACTIVE).map_err(built)?)
+                .global_secondary_index_updates(update)
+                .send()
+                .await
+                .map_err(|e| self.aws(call_error("UpdateTable", e)))?;
+            self.wait_active().await?;
+        }
         let ttl = TimeToLiveSpecification::builder()
             .attribute_name(EXPIRES)
             .enabled(true)
@@ -143,15 +183,52 @@ impl Table {
         }
     }
 
-    /// The table exists (else [`TableError::Missing`], which names the command that creates it).
+    /// The table exists with its index (else [`TableError::Missing`] or [`TableError::NoIndex`],
+    /// which name the command that fixes it).
     pub async fn check(&self) -> Result<(), TableError> {
-        self.client
+        if self.has_index().await? {
+            Ok(())
+        } else {
+            Err(TableError::NoIndex(self.name.clone()))
+        }
+    }
+
+    async fn has_index(&self) -> Result<bool, TableError> {
+        let out = self
+            .client
             .describe_table()
             .table_name(&self.name)
             .send()
             .await
             .map_err(|e| self.aws(call_error("DescribeTable", e)))?;
-        Ok(())
+        let indexes = out.table().map(|t| t.global_secondary_indexes()).unwrap_or_default();
+        Ok(indexes.iter().any(|i| i.index_name() == Some(ACTIVE)))
+    }
+
+    /// Every item of the `active` index: the work in progress of every replica (every page).
+    pub async fn active(&self) -> Result<Vec<Item>, TableError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .patiently(|| async {
+                    self.client
+                        .scan()
+                        .table_name(&self.name)
+                        .index_name(ACTIVE)
+                        .set_exclusive_start_key(start.clone())
+                        .send()
+                        .await
+                        .map_err(|e| call_error("Scan", e))
+                })
+                .await
+                .map_err(|e| self.aws(e))?;
+            items.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(items),
+            }
+        }
     }
 
     /// Run `call` again while DynamoDB throttles (with backoff, for [`THROTTLE_PATIENCE`]).
@@ -164,7 +241,7 @@ impl Table {
         let mut backoff = Backoff::new(THROTTLE_FIRST_WAIT, THROTTLE_MAX_WAIT);
         loop {
             match call().await {
-                Err(e) if throttled(&e) && Instant::now() < deadline => {
+                Err(e) if (throttled(&e) || e.code.is_none()) && Instant::now() < deadline => {
                     let wait = backoff.fail();
                     tracing::debug!(table = %self.name, "{e}; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
@@ -197,6 +274,44 @@ impl Table {
             })
             .await;
         r.map_err(|e| self.aws(e))
+    }
+
+    /// Put `item` within `limit`, retrying throttling and silence only until then (a heartbeat that
+    /// is late is better skipped than queued).
+    pub async fn put_quick(
+        &self,
+        item: Item,
+        condition: Option<&str>,
+        values: &[(&str, AttributeValue)],
+        limit: Duration,
+    ) -> Result<Written, TableError> {
+        let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let call = self.patiently(|| async {
+            let r = self
+                .quick
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(item.clone()))
+                .set_condition_expression(condition.map(str::to_string))
+                .set_expression_attribute_values((!values.is_empty()).then(|| values.clone()))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match r {
+                Ok(_) => Ok(Written::Done),
+                Err(e) => match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                        Ok(Written::Refused(c.item().cloned()))
+                    }
+                    _ => Err(call_error("PutItem", e)),
+                },
+            }
+        });
+        let late = || CallError { operation: "PutItem", code: None, message: format!("no answer within {limit:?}") };
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => Err(self.aws(late())),
+            Ok(r) => r.map_err(|e| self.aws(e)),
+        }
     }
 
     /// Put `item`, replacing any.
@@ -383,6 +498,17 @@ impl Table {
         .await
         .map_err(|e| self.aws(e))
     }
+}
+
+/// The sparse index of work in progress: `active` (the owner) and `sk`, every attribute projected.
+fn active_index() -> Result<GlobalSecondaryIndex, aws_sdk_dynamodb::error::BuildError> {
+    let key = |name: &str, t| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+    GlobalSecondaryIndex::builder()
+        .index_name(ACTIVE)
+        .key_schema(key(ACTIVE, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
 }
 
 /// DynamoDB refused for load, not for the request: retried, never an answer.

@@ -179,6 +179,9 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog().await,
             _ = tokio::time::sleep(sleep) => {
                 scheduler.fire_due();
+                if scheduler.wants_reload() {
+                    scheduler.load().await;
+                }
                 if scheduler.counts().0 > 0 {
                     systemd::status(scheduler.status()).await;
                 }
@@ -278,13 +281,13 @@ fn reload_config(old: Config) -> Config {
     }
 }
 
-/// Join the cluster: the table must exist (else the error names the command that creates it); the
-/// heartbeat then runs until `stop`.
+/// Join the cluster: the table must exist (else the error names the command that creates it) and
+/// no live daemon may use this replica's name; the heartbeat then runs until `stop`.
 async fn join_cluster(
     settings: &crate::cluster::ClusterSettings,
     sdk: &aws_config::SdkConfig,
     stop: CancellationToken,
-) -> Result<(Cluster, tokio::task::JoinHandle<()>), crate::cluster::table::TableError> {
+) -> Result<(Cluster, tokio::task::JoinHandle<()>), members::JoinError> {
     let table = Table::new(sdk, &settings.table);
     let me = members::Me {
         replica: settings.replica(),
@@ -292,17 +295,11 @@ async fn join_cluster(
         host: crate::cluster::settings::host_name(),
         started_at: chrono::Utc::now(),
     };
-    members::join(&table, &me).await?;
+    let every = settings.heartbeat_interval.0;
+    members::join(&table, &me, every).await?;
     let liveness = Arc::new(members::Liveness::new(settings.member_timeout.0));
-    let cluster = Cluster {
-        table: table.clone(),
-        replica: me.replica.clone(),
-        incarnation: me.incarnation.clone(),
-        liveness: liveness.clone(),
-        watching_since: tokio::time::Instant::now(),
-        heartbeat: settings.heartbeat_interval.0,
-    };
-    let beat = tokio::spawn(members::heartbeat(table, me, settings.heartbeat_interval.0, liveness, stop));
+    let cluster = Cluster::new(table.clone(), &me, liveness.clone(), every);
+    let beat = tokio::spawn(members::heartbeat(table, me, every, liveness, cluster.beaten.clone(), stop));
     Ok((cluster, beat))
 }
 

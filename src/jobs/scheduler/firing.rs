@@ -126,6 +126,15 @@ async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
     if ctx.stop.is_cancelled() {
         return skip(&ctx, &f, SkipReason::Shutdown, "the daemon was stopping when the firing came due").await;
     }
+    // A replica the table has not heard from lately may be taken for gone: it starts nothing, by
+    // its own clock, before the others could take over its work.
+    if let Some(c) = ctx.cluster.as_ref().filter(|c| !c.in_touch()) {
+        let why = format!(
+            "replica {}'s heartbeat has not reached the cluster table lately, so the others may take it for gone; not run here",
+            c.replica
+        );
+        return error(&ctx, &f, &why).await;
+    }
     // In a cluster, the overlap policy spans the replicas: a run of the job holds the job's
     // `running` marker in the table, whichever replica runs it.
     let marked = match (&ctx.cluster, timing.overlap) {

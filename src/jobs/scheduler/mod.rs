@@ -15,9 +15,9 @@ use super::{calendar, claims, spec};
 use crate::cluster::Cluster;
 use chrono::{DateTime, Utc};
 use firing::{Context, Firing};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use table::{Changes, Loaded, Table};
 use tokio_util::sync::CancellationToken;
@@ -25,26 +25,33 @@ use tokio_util::task::TaskTracker;
 
 /// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// One read of a rate's shared anchor at a load: a load must not stall firing and the watchdog.
+const ANCHOR_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Scheduler {
-    /// The loaded jobs' names, for the cluster's abandoned-firing sweep.
-    names: Arc<RwLock<Vec<String>>>,
     jobs_dir: PathBuf,
     defaults: JobDefaults,
     table: Table,
     ctx: Arc<Context>,
     /// Where firings run; the daemon waits for it at shutdown.
     tracker: TaskTracker,
+    /// In a cluster: some rate job's shared anchor could not be read at the last load, so that job
+    /// waits (unscheduled, or at its previous version) for a load that reads it.
+    anchors_pending: bool,
 }
 
 impl Scheduler {
-    /// In a cluster, the sweep of firings abandoned by gone replicas starts too (on `tracker`).
+    /// In a cluster, the sweep of work abandoned by gone replicas starts too (on `tracker`).
     pub fn new(jobs_dir: PathBuf, defaults: JobDefaults, ctx: Context, tracker: TaskTracker) -> Scheduler {
-        let names = Arc::new(RwLock::new(Vec::new()));
         if let Some(c) = &ctx.cluster {
-            tracker.spawn(sweep_abandoned(c.clone(), names.clone(), ctx.stop.clone()));
+            tracker.spawn(sweep_abandoned(c.clone(), ctx.stop.clone()));
         }
-        Scheduler { names, jobs_dir, defaults, table: Table::default(), ctx: Arc::new(ctx), tracker }
+        Scheduler { jobs_dir, defaults, table: Table::default(), ctx: Arc::new(ctx), tracker, anchors_pending: false }
+    }
+
+    /// Whether a load should be tried again (a cluster's shared anchor could not be read).
+    pub fn wants_reload(&self) -> bool {
+        self.anchors_pending
     }
 
     /// The config's `[ssh]` and `[run]` changed: job files read from now on resolve against these.
@@ -89,29 +96,21 @@ impl Scheduler {
         // recorded firing; in a cluster, from the anchor the first replica to load the schedule set.
         let now = Utc::now();
         let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
-        let mut shared: HashMap<String, DateTime<Utc>> = HashMap::new();
-        for l in &loaded {
-            let Loaded::Good(j) = l else { continue };
-            match (&self.ctx.cluster, j.timing.as_ref().map(|t| &t.schedule)) {
-                (Some(c), Some(Schedule::Rate { .. })) => {
-                    let text = j.timing.as_ref().map(|t| t.schedule.text()).unwrap_or_default();
-                    match claims::shared_anchor(c, &j.name, text, now).await {
-                        Ok(t) => {
-                            shared.insert(j.name.clone(), t);
-                        }
-                        Err(e) => {
-                            tracing::error!(job = %j.name, "cluster: cannot read the rate's shared anchor: {e}; counting from now")
+        if self.ctx.cluster.is_none() {
+            for l in &loaded {
+                if let Loaded::Good(j) = l {
+                    if !self.table.entries.contains_key(&j.name) {
+                        if let Ok(Some(t)) = self.ctx.runs.last_firing(&j.name).await {
+                            last.insert(j.name.clone(), t);
                         }
                     }
                 }
-                (None, _) if !self.table.entries.contains_key(&j.name) => {
-                    if let Ok(Some(t)) = self.ctx.runs.last_firing(&j.name).await {
-                        last.insert(j.name.clone(), t);
-                    }
-                }
-                _ => {}
             }
         }
+        let (loaded, shared) = match self.ctx.cluster.clone() {
+            Some(c) => self.shared_anchors(&c, loaded, now).await,
+            None => (loaded, HashMap::new()),
+        };
         let anchor = |j: &Job, changed: bool| match &self.ctx.cluster {
             Some(_) => shared.get(&j.name).copied(),
             None if changed => None,
@@ -120,7 +119,55 @@ impl Scheduler {
         let changes = self.table.apply(loaded, now, &anchor);
         log_changes(&changes);
         self.ctx.metrics.set_jobs_loaded(self.table.entries.len());
-        *self.names.write().unwrap_or_else(|p| p.into_inner()) = self.table.entries.keys().cloned().collect();
+    }
+
+    /// The shared anchors of the rate jobs of `loaded`, read at once (each within [`ANCHOR_TIMEOUT`]).
+    /// A job whose anchor cannot be read is never scheduled from another phase (its firings would
+    /// be other keys than the other replicas', so it would run twice): it stays at its previous
+    /// version, or unscheduled, until a later load reads the anchor.
+    async fn shared_anchors(
+        &mut self,
+        c: &Cluster,
+        loaded: Vec<Loaded>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Loaded>, HashMap<String, DateTime<Utc>>) {
+        let mut reads = tokio::task::JoinSet::new();
+        for l in &loaded {
+            let Loaded::Good(j) = l else { continue };
+            let Some(t) = j.timing.as_ref().filter(|t| matches!(t.schedule, Schedule::Rate { .. })) else { continue };
+            let (c, name, text) = (c.clone(), j.name.clone(), t.schedule.text().to_string());
+            reads.spawn(async move {
+                let r = tokio::time::timeout(ANCHOR_TIMEOUT, claims::shared_anchor(&c, &name, &text, now)).await;
+                (name, r)
+            });
+        }
+        let mut shared = HashMap::new();
+        let mut failed = Vec::new();
+        while let Some(done) = reads.join_next().await {
+            let Ok((name, r)) = done else { continue };
+            match r {
+                Ok(Ok(t)) => {
+                    shared.insert(name, t);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(job = %name, "cluster: cannot read the rate's shared anchor: {e}; not scheduled from another phase, trying again");
+                    failed.push(name);
+                }
+                Err(_) => {
+                    tracing::error!(job = %name, "cluster: reading the rate's shared anchor took longer than {ANCHOR_TIMEOUT:?}; trying again");
+                    failed.push(name);
+                }
+            }
+        }
+        self.anchors_pending = !failed.is_empty();
+        let loaded = loaded
+            .into_iter()
+            .map(|l| match l {
+                Loaded::Good(j) if failed.contains(&j.name) => Loaded::Pending { name: j.name.clone() },
+                l => l,
+            })
+            .collect();
+        (loaded, shared)
     }
 
     /// Jobs with `catch_up = true` whose last recorded firing was followed by a missed one run once now.
@@ -183,26 +230,24 @@ impl Scheduler {
     }
 }
 
-/// In a cluster: once this replica has watched the members for a whole timeout, and again each time
-/// one dies or starts anew, record the firings they left `running` as interrupted.
-async fn sweep_abandoned(c: Cluster, names: Arc<RwLock<Vec<String>>>, stop: CancellationToken) {
-    let mut swept: Option<BTreeSet<(String, String, bool)>> = None;
+/// In a cluster, every third of the member timeout: read the members afresh (a round whose read
+/// fails judges nobody), then end the work gone replicas left (see [`claims::sweep`]).
+async fn sweep_abandoned(c: Cluster, stop: CancellationToken) {
+    let every = (c.liveness.timeout() / 3).max(c.heartbeat);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(c.heartbeat) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        if !c.judging() {
-            continue;
+        match crate::cluster::members::list(&c.table).await {
+            Ok(members) => c.liveness.observe(&members),
+            Err(e) => {
+                tracing::warn!("cluster: reading the members for the sweep: {e}; skipping this round");
+                continue;
+            }
         }
-        let picture = c.liveness.picture();
-        if swept.as_ref() == Some(&picture) {
-            continue;
-        }
-        let jobs = names.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match claims::interrupt_abandoned(&c, &jobs).await {
-            Ok(_) => swept = Some(picture),
-            Err(e) => tracing::warn!("cluster: looking for firings left by gone replicas: {e}; trying again"),
+        if let Err(e) = claims::sweep(&c).await {
+            tracing::warn!("cluster: looking for work left by gone replicas: {e}; trying again");
         }
     }
 }
@@ -212,6 +257,12 @@ fn log_changes(c: &Changes) {
         if !names.is_empty() {
             tracing::info!("jobs {what}: {}", names.join(", "));
         }
+    }
+    if !c.pending.is_empty() {
+        tracing::warn!(
+            "cluster: rate jobs waiting for their shared anchor (at their previous version, if any): {}",
+            c.pending.join(", ")
+        );
     }
     if !c.kept.is_empty() {
         tracing::warn!("invalid job files, their last good version stays scheduled: {}", c.kept.join(", "));

@@ -51,7 +51,15 @@ impl Entry {
 /// One job file as read at a (re)load.
 pub enum Loaded {
     Good(Box<Job>),
-    Bad { name: String, diags: Vec<Diagnostic> },
+    Bad {
+        name: String,
+        diags: Vec<Diagnostic>,
+    },
+    /// Good, but in a cluster its rate's shared anchor could not be read: it keeps its previous
+    /// version, if any, until a load reads it.
+    Pending {
+        name: String,
+    },
 }
 
 /// What a reload changed, for the log.
@@ -64,6 +72,8 @@ pub struct Changes {
     pub kept: Vec<String>,
     /// Broken files with no good version: not scheduled.
     pub rejected: Vec<String>,
+    /// Waiting for their shared anchor (kept at their previous version, if any).
+    pub pending: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +130,10 @@ impl Table {
                     } else {
                         changes.rejected.push(name);
                     }
+                }
+                Loaded::Pending { name } => {
+                    seen.insert(name.clone());
+                    changes.pending.push(name);
                 }
             }
         }
