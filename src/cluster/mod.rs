@@ -14,7 +14,7 @@ pub mod table;
 pub use settings::ClusterSettings;
 
 use members::Liveness;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use table::{Table, TableError};
@@ -79,15 +79,26 @@ impl Cluster {
     /// Whether work `owner` (in `incarnation`) holds at `pk`/`sk` is abandoned, judged on a fresh
     /// read of the owner's heartbeat item: its owner left (no item: a replica writes its item before
     /// it claims anything), started anew (another incarnation), or is dead by this replica's own
-    /// reads; or it is this process's own work that no task of it holds any more.
-    pub async fn abandoned(&self, pk: &str, sk: &str, owner: &str, incarnation: &str) -> Result<bool, TableError> {
+    /// reads; or it is this process's own work that no task of it holds any more. `read` keeps the
+    /// heartbeat items read so far in one sweep, so each owner is read once per sweep.
+    pub async fn abandoned(
+        &self,
+        pk: &str,
+        sk: &str,
+        owner: &str,
+        incarnation: &str,
+        read: &mut HashMap<String, Option<members::Member>>,
+    ) -> Result<bool, TableError> {
         if owner == self.replica && incarnation == self.incarnation {
             return Ok(!self.holds(pk, sk));
         }
         if owner == self.replica {
             return Ok(true);
         }
-        Ok(match members::get(&self.table, owner).await? {
+        if !read.contains_key(owner) {
+            read.insert(owner.to_string(), members::get(&self.table, owner).await?);
+        }
+        Ok(match &read[owner] {
             None => true,
             Some(m) if m.incarnation != incarnation => true,
             Some(_) => self.liveness.is_dead(owner, incarnation),

@@ -207,26 +207,29 @@ impl Table {
 
     /// Every item of the `active` index: the work in progress of every replica (every page).
     pub async fn active(&self) -> Result<Vec<Item>, TableError> {
+        self.pages(usize::MAX, |start, _| async move {
+            let page = self.client.scan().table_name(&self.name).index_name(ACTIVE).set_exclusive_start_key(start);
+            page.send().await.map(|p| (p.items, p.last_evaluated_key)).map_err(|e| call_error("Scan", e))
+        })
+        .await
+    }
+
+    /// Up to `limit` items from `page` (given the key to start from and how many are still wanted),
+    /// every page followed, each page retried as [`Table::patiently`] does.
+    async fn pages<F, Fut>(&self, limit: usize, page: F) -> Result<Vec<Item>, TableError>
+    where
+        F: Fn(Option<Item>, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<(Option<Vec<Item>>, Option<Item>), CallError>>,
+    {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .patiently(|| async {
-                    self.client
-                        .scan()
-                        .table_name(&self.name)
-                        .index_name(ACTIVE)
-                        .set_exclusive_start_key(start.clone())
-                        .send()
-                        .await
-                        .map_err(|e| call_error("Scan", e))
-                })
-                .await
-                .map_err(|e| self.aws(e))?;
-            items.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(items),
+            let wanted = limit - items.len();
+            let (got, next) = self.patiently(|| page(start.clone(), wanted)).await.map_err(|e| self.aws(e))?;
+            items.extend(got.unwrap_or_default());
+            match next {
+                Some(k) if items.len() < limit => start = Some(k),
+                _ => return Ok(items),
             }
         }
     }
@@ -404,38 +407,26 @@ impl Table {
     /// The items of partition `pk` whose sort key starts with `prefix` (every item for `""`), newest
     /// (highest) first, at most `limit` (every page followed).
     pub async fn query(&self, pk: &str, prefix: &str, limit: usize) -> Result<Vec<Item>, TableError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
         let (condition, mut values) = if prefix.is_empty() {
             ("pk = :pk", HashMap::new())
         } else {
             ("pk = :pk AND begins_with(sk, :prefix)", HashMap::from([(":prefix".to_string(), s(prefix))]))
         };
         values.insert(":pk".to_string(), s(pk));
-        loop {
-            let page = self
-                .patiently(|| async {
-                    self.client
-                        .query()
-                        .table_name(&self.name)
-                        .key_condition_expression(condition)
-                        .set_expression_attribute_values(Some(values.clone()))
-                        .scan_index_forward(false)
-                        .consistent_read(true)
-                        .limit((limit - items.len()).clamp(1, 1000) as i32)
-                        .set_exclusive_start_key(start.clone())
-                        .send()
-                        .await
-                        .map_err(|e| call_error("Query", e))
-                })
-                .await
-                .map_err(|e| self.aws(e))?;
-            items.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(k) if items.len() < limit => start = Some(k.clone()),
-                _ => return Ok(items),
-            }
-        }
+        self.pages(limit, |start, wanted| {
+            let call = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression(condition)
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .limit(wanted.clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start);
+            async move { call.send().await.map(|p| (p.items, p.last_evaluated_key)).map_err(|e| call_error("Query", e)) }
+        })
+        .await
     }
 
     /// Delete an item if `condition` holds (gone already, or refused, is fine: nothing to undo).

@@ -198,19 +198,20 @@ pub async fn take_running(c: &Cluster, job: &str, at: DateTime<Utc>) -> Result<O
         (INCARNATION.into(), s(&c.incarnation)),
     ]);
     c.hold(&pk, RUNNING);
-    let there = match c.table.put_if(item, "attribute_not_exists(pk)").await {
-        Ok(Written::Done) => return Ok(None),
-        Ok(Written::Refused(Some(there))) => Some(there),
-        Ok(Written::Refused(None)) => c.table.get(&pk, RUNNING).await.inspect_err(|_| c.release(&pk, RUNNING))?,
-        Err(e) => {
-            c.release(&pk, RUNNING);
-            return Err(e);
-        }
-    };
-    let Some(there) = there else {
+    let there = loop {
+        let there = match c.table.put_if(item.clone(), "attribute_not_exists(pk)").await {
+            Ok(Written::Done) => return Ok(None),
+            Ok(Written::Refused(Some(there))) => Some(there),
+            Ok(Written::Refused(None)) => c.table.get(&pk, RUNNING).await.inspect_err(|_| c.release(&pk, RUNNING))?,
+            Err(e) => {
+                c.release(&pk, RUNNING);
+                return Err(e);
+            }
+        };
         // Gone between the refusal and the read: try again.
-        c.release(&pk, RUNNING);
-        return Box::pin(take_running(c, job, at)).await;
+        if let Some(there) = there {
+            break there;
+        }
     };
     let holder = RunningHolder {
         firing: get_s(&there, "firing").unwrap_or("?").to_string(),
@@ -248,13 +249,14 @@ pub async fn release_running(c: &Cluster, job: &str, at: DateTime<Utc>) -> Resul
 /// incarnation and the state, so whoever notices first records it, once. Returns how many.
 pub async fn sweep(c: &Cluster) -> Result<usize, TableError> {
     let mut n = 0;
+    let mut read = HashMap::new();
     for item in c.table.active().await? {
         let (Some(pk), Some(sk), Some(owner)) = (get_s(&item, "pk"), get_s(&item, "sk"), get_s(&item, OWNER)) else {
             continue;
         };
         let Some(job) = pk.strip_prefix("job#") else { continue };
         let incarnation = get_s(&item, INCARNATION).unwrap_or_default();
-        if !c.abandoned(pk, sk, owner, incarnation).await? {
+        if !c.abandoned(pk, sk, owner, incarnation, &mut read).await? {
             continue;
         }
         let why = if owner != c.replica {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use table::{Changes, Loaded, Table};
+use table::{Changes, Entry, Loaded, Table};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -135,6 +135,11 @@ impl Scheduler {
         for l in &loaded {
             let Loaded::Good(j) = l else { continue };
             let Some(t) = j.timing.as_ref().filter(|t| matches!(t.schedule, Schedule::Rate { .. })) else { continue };
+            // Only a job that is new here or whose schedule changed takes an anchor at this load.
+            let known = self.table.entries.get(&j.name).map(|e| Entry::schedule_key(&e.job));
+            if known == Some(Entry::schedule_key(j)) {
+                continue;
+            }
             let (c, name, text) = (c.clone(), j.name.clone(), t.schedule.text().to_string());
             reads.spawn(async move {
                 let r = tokio::time::timeout(ANCHOR_TIMEOUT, claims::shared_anchor(&c, &name, &text, now)).await;

@@ -38,7 +38,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn schedule_key(job: &Job) -> Option<(String, chrono_tz::Tz)> {
+    /// What decides whether a reload keeps a job's next firing and anchor: its schedule and zone.
+    pub fn schedule_key(job: &Job) -> Option<(String, chrono_tz::Tz)> {
         job.timing.as_ref().map(|t| (t.schedule.text().to_string(), t.timezone))
     }
 
