@@ -88,12 +88,6 @@ impl Config {
         all.extend(self.capacity.iter().flat_map(|c| c.check()).map(|i| ("capacity", i)));
         all.extend(self.aws.check().into_iter().map(|i| ("aws", i)));
         all.extend(self.cluster.iter().flat_map(|c| c.check()).map(|i| ("cluster", i)));
-        if self.cluster.is_some() && self.capacity.is_some() {
-            // Every replica would run its own controller: two would act on one fleet at once.
-            let msg = "the capacity controller cannot run in a cluster yet (it needs the leader lease \
-                       that lets one replica act at a time); run it on one daemon without [cluster]";
-            all.push(("capacity", Invalid::new("", msg)));
-        }
         all
     }
 }
@@ -331,13 +325,12 @@ mod tests {
         let fields: Vec<String> =
             Config::load_with_env(Some(&p), &[]).unwrap_err().into_iter().map(|d| d.field).collect();
         assert_eq!(fields, ["cluster.table", "cluster.member_timeout"]);
-        // Not with a capacity controller yet: every replica would run one.
+        // With a capacity controller: one replica at a time leads it.
         let (_d, p) = write(
-            "[cluster]\ntable = \"opsd-prod\"\n[capacity]\ncluster = \"c\"\nfleet_id = \"f\"\nmax_capacity = 2\n",
+            "[cluster]\ntable = \"opsd-prod\"\nleader_lease = \"2s\"\n[capacity]\ncluster = \"c\"\nfleet_id = \"f\"\nmax_capacity = 2\n",
         );
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err();
-        assert_eq!(e[0].field, "capacity", "{e:?}");
-        assert!(e[0].message.contains("leader lease"), "{e:?}");
+        assert_eq!(e[0].field, "cluster.leader_lease", "{e:?}");
     }
 
     #[test]

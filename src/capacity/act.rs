@@ -5,10 +5,12 @@
 //! its own), then terminate exactly those. An instance that still runs tasks is never terminated, and
 //! whatever fails once the drain has begun puts the victims that still run back to ACTIVE.
 
+use super::fence::Fence;
 use super::fleet::{CapacityTarget, FleetError};
 use super::observe::{self, Member};
 use super::Clients;
 use crate::aws::{call_error, CallError};
+use crate::cluster::lease::Fenced;
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ecs::types::ContainerInstanceStatus;
 use std::collections::HashSet;
@@ -40,6 +42,10 @@ pub enum ActError {
     NotActive(Vec<String>),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    /// This replica no longer leads (its lease passed or could not be confirmed): the step was not
+    /// taken, and what it began is left to the next leader, which finds it in the lease's journal.
+    #[error("fenced: {0}")]
+    Fenced(#[from] Fenced),
     /// A failure once the victims were DRAINING, and what came of putting them back to work.
     #[error("{cause}; {undone}")]
     Undone { cause: Box<ActError>, undone: String, restored: bool },
@@ -49,6 +55,11 @@ impl ActError {
     /// Victims may still be DRAINING: putting them back to ACTIVE failed and must be tried again.
     pub fn left_draining(&self) -> bool {
         matches!(self, ActError::Undone { restored: false, .. })
+    }
+
+    /// The step was refused for want of the lease.
+    pub fn fenced(&self) -> bool {
+        matches!(self, ActError::Fenced(_) | ActError::Fleet(FleetError::Fenced(_)))
     }
 }
 
@@ -66,11 +77,12 @@ pub struct ScaleIn<'a> {
     /// Task groups (`service:NAME`) of DAEMON services: without draining, their tasks do not keep
     /// an instance from counting as empty (they belong to it and end with it).
     pub daemon_groups: &'a HashSet<String>,
+    pub fence: &'a Fence,
 }
 
 /// Drain the victims (when `drain`), wait for their tasks to stop, lower the target, terminate them.
 pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -> Result<(), ActError> {
-    let ScaleIn { cluster, target, from, to, victims, drain, drain_timeout, daemon_groups } = p;
+    let ScaleIn { cluster, target, from, to, victims, drain, drain_timeout, daemon_groups, fence } = p;
     let arns: Vec<String> = victims.iter().map(|v| v.arn.clone()).collect();
     // Only instances still ACTIVE: one drained by someone else meanwhile is theirs, and would be
     // set back to ACTIVE by an undo.
@@ -97,12 +109,15 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
             return Err(ActError::Busy(b));
         }
     }
-    // DRAINING in every case: no new task may land on an instance about to go.
+    // DRAINING in every case: no new task may land on an instance about to go. Noted on the lease
+    // first, so the next leader puts them back if this one cannot.
+    let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
+    fence.draining(&ids).await?;
     if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining).await {
-        return Err(undo(c, cluster, target, victims, &[], e).await);
+        return Err(undo(c, cluster, target, victims, &[], e, fence).await);
     }
     let emptied = if drain {
-        wait_empty(c, cluster, victims, drain_timeout, cancel).await
+        wait_empty(c, cluster, victims, drain_timeout, fence, cancel).await
     } else {
         // A task may have been placed between the check above and DRAINING.
         match busy(c, cluster, victims, ignore).await {
@@ -112,17 +127,17 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
         }
     };
     if let Err(e) = emptied {
-        return Err(undo(c, cluster, target, victims, &[], e).await);
+        return Err(undo(c, cluster, target, victims, &[], e, fence).await);
     }
-    let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
-    if let Err(failed) = target.remove(c, from, to, &ids, cancel).await {
-        return Err(undo(c, cluster, target, victims, &failed.requested, failed.error.into()).await);
+    if let Err(failed) = target.remove(c, from, to, &ids, fence, cancel).await {
+        return Err(undo(c, cluster, target, victims, &failed.requested, failed.error.into(), fence).await);
     }
     Ok(())
 }
 
 /// After a failure once the drain began: the victims that still run go back to ACTIVE, except
-/// those whose termination was already `requested`.
+/// those whose termination was already `requested`. Not by a leader that lost its lease: the
+/// victims may be the next leader's own by now, and the journal tells it to put them back.
 async fn undo(
     c: &Clients,
     cluster: &str,
@@ -130,7 +145,15 @@ async fn undo(
     victims: &[Member],
     requested: &[String],
     cause: ActError,
+    fence: &Fence,
 ) -> ActError {
+    if cause.fenced() {
+        return cause;
+    }
+    if let Err(f) = fence.confirm().await {
+        tracing::warn!(cluster, "capacity: {cause}; the victims are left to the next leader");
+        return ActError::Fenced(f);
+    }
     let back: Vec<Member> = victims.iter().filter(|v| !requested.contains(&v.ec2_id)).cloned().collect();
     let (undone, restored) = match reactivate(c, cluster, target, &back).await {
         Ok(ids) if ids.is_empty() => ("no victim that still runs was left DRAINING".to_string(), true),
@@ -284,10 +307,12 @@ async fn wait_empty(
     cluster: &str,
     victims: &[Member],
     limit: Duration,
+    fence: &Fence,
     cancel: &CancellationToken,
 ) -> Result<(), ActError> {
     let start = Instant::now();
     loop {
+        fence.check()?;
         let busy = busy(c, cluster, victims, &HashSet::new()).await?;
         if busy.is_empty() {
             return Ok(());

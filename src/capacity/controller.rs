@@ -7,6 +7,7 @@
 //! clock and memory, the backoff, the recording cadence) and is what the paused-time tests drive.
 
 use super::act::{self, ActError};
+use super::fence::Fence;
 use super::fleet::CapacityTarget;
 use super::history::{DecisionHistory, DecisionKind, DecisionOutcome, DecisionRecord, Victims};
 use super::metrics::CapacityMetrics;
@@ -15,7 +16,7 @@ use super::policy::{self, Action, Decision, Memory};
 use super::settings::CapacitySettings;
 use super::Clients;
 use crate::backoff::Backoff;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -113,6 +114,23 @@ impl State {
         self.delay = self.interval;
     }
 
+    /// The next tick comes `wait` after this one ends (a follower looks again soon).
+    pub fn wait(&mut self, wait: Duration) {
+        self.delay = wait;
+    }
+
+    /// Take in cooldowns another leader noted (the later of its and this memory's).
+    pub fn shared(&mut self, last_scale_out: Option<DateTime<Utc>>, last_scale_in: Option<DateTime<Utc>>) {
+        let (now, wall) = (self.now(), Utc::now());
+        let ago = |at: DateTime<Utc>| now - (wall - at).num_milliseconds() as f64 / 1000.0;
+        let later = |mine: Option<f64>, theirs: Option<DateTime<Utc>>| match (mine, theirs.map(ago)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.mem.last_scale_out = later(self.mem.last_scale_out, last_scale_out);
+        self.mem.last_scale_in = later(self.mem.last_scale_in, last_scale_in);
+    }
+
     /// The tick failed (AWS, the store): the next one waits the backoff, which doubles.
     pub fn failed(&mut self) {
         self.delay = self.backoff.fail();
@@ -197,7 +215,14 @@ pub struct Controller {
     state: State,
     /// What a previous process left half done (or an undo that failed) is finished first.
     unfinished: bool,
+    /// The capacity lease (in a cluster): only its holder decides and acts.
+    fence: Fence,
+    /// The epoch this controller last led in (alone: 0).
+    led: Option<u64>,
 }
+
+/// How often a follower looks whether it leads now (a look at memory, no I/O).
+const FOLLOWER_POLL: Duration = Duration::from_secs(1);
 
 impl Controller {
     pub fn new(
@@ -205,11 +230,12 @@ impl Controller {
         clients: Clients,
         history: DecisionHistory,
         metrics: CapacityMetrics,
+        fence: Fence,
         stop: CancellationToken,
     ) -> Controller {
         let state = State::new(settings.interval.0, Memory::default());
         let target = settings.target();
-        Controller { settings, target, clients, history, metrics, stop, state, unfinished: true }
+        Controller { settings, target, clients, history, metrics, stop, state, unfinished: true, fence, led: None }
     }
 
     /// Tick until the daemon stops. The cooldowns are read back from the history first, so they
@@ -231,6 +257,25 @@ impl Controller {
     /// One observation, decision and (unless held or dry-run) action.
     async fn tick(&mut self) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
+        match self.fence.leading() {
+            None => {
+                if self.led.take().is_some() {
+                    tracing::warn!(cluster = %self.settings.cluster, "capacity: this replica no longer leads; following");
+                }
+                self.metrics.leading(false);
+                self.state.wait(FOLLOWER_POLL.min(self.settings.interval.0));
+                return Continue(());
+            }
+            Some(epoch) if self.led != Some(epoch) => {
+                if !self.took_over(epoch).await {
+                    self.state.failed();
+                    return Continue(());
+                }
+                self.led = Some(epoch);
+                self.metrics.leading(true);
+            }
+            Some(_) => {}
+        }
         if self.unfinished {
             self.unfinished = !self.recover().await;
         }
@@ -299,11 +344,26 @@ impl Controller {
             Ok(()) => {
                 self.metrics.decision(kind, DecisionOutcome::Acted);
                 self.finish(id, DecisionOutcome::Acted, None).await;
+                if let Err(f) = self.fence.acted(kind == DecisionKind::ScaleIn, Utc::now()).await {
+                    tracing::warn!(cluster = %cluster, "capacity: the cooldown is not noted for the next leader: {f}");
+                }
+            }
+            Err(e) if e.fenced() => {
+                let (cluster, target) = (&self.settings.cluster, &self.target);
+                tracing::warn!(cluster = %cluster, target = %target, "capacity: the decision was not carried out: {e}");
+                self.metrics.decision(kind, DecisionOutcome::Fenced);
+                self.finish(id, DecisionOutcome::Fenced, Some(e.to_string())).await;
             }
             Err(e) => {
                 let (cluster, target) = (&self.settings.cluster, &self.target);
                 tracing::error!(cluster = %cluster, target = %target, "capacity: acting on the decision failed: {e}");
                 self.metrics.decision(kind, DecisionOutcome::Failed);
+                if kind == DecisionKind::ScaleIn && !e.left_draining() {
+                    // The victims are back at work (or gone): nothing for the next leader to undo.
+                    if let Err(f) = self.fence.drained().await {
+                        tracing::warn!(cluster = %cluster, "capacity: {f}");
+                    }
+                }
                 if e.left_draining() {
                     // Still `started`: recovery puts the victims back to ACTIVE at the next tick.
                     self.unfinished = true;
@@ -324,6 +384,7 @@ impl Controller {
             Action::Hold => Ok(()),
             Action::ScaleOut { .. } => {
                 let to = to.ceil().max(0.0) as u32;
+                self.fence.confirm().await?;
                 self.target.set_target(&self.clients, to).await.map_err(ActError::from)
             }
             Action::ScaleIn { victims, .. } => {
@@ -339,10 +400,62 @@ impl Controller {
                     drain: s.drain_before_scale_in,
                     drain_timeout: s.drain_timeout.0,
                     daemon_groups: &seen.daemon_groups,
+                    fence: &self.fence,
                 };
                 act::scale_in(&self.clients, plan, &self.stop).await
             }
         }
+    }
+
+    /// This replica leads (in `epoch`) from now: take in the cooldowns the previous leaders noted on
+    /// the lease, and put back to work the victims of a scale-in an earlier leader began (it died or
+    /// was fenced mid-drain; it touches them no more). Returns false when that must be tried again.
+    async fn took_over(&mut self, epoch: u64) -> bool {
+        let cluster = self.settings.cluster.clone();
+        let journal = match self.fence.journal().await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(cluster, "capacity: leading (epoch {epoch}), but the lease cannot be read: {e}");
+                return false;
+            }
+        };
+        self.state.shared(journal.last_scale_out, journal.last_scale_in);
+        if let Some((ids, earlier)) = journal.victims.filter(|(_, e)| *e != epoch) {
+            if let Err(f) = self.fence.confirm().await {
+                tracing::warn!(cluster, "capacity: {f}");
+                return false;
+            }
+            let c = &self.clients;
+            let back = match observe::members_of(c, &cluster, &ids).await {
+                Ok(members) => act::reactivate(c, &cluster, &self.target, &members).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match back {
+                Ok(back) => tracing::warn!(
+                    cluster,
+                    epoch,
+                    "capacity: the leader of epoch {earlier} left a scale-in of {} unfinished; {}",
+                    ids.join(", "),
+                    if back.is_empty() {
+                        "none was left DRAINING".to_string()
+                    } else {
+                        format!("{} set back to ACTIVE", back.join(", "))
+                    }
+                ),
+                Err(e) => {
+                    tracing::error!(cluster, "capacity: cannot put the victims {} of the leader of epoch {earlier} back to ACTIVE: {e}; retrying", ids.join(", "));
+                    return false;
+                }
+            }
+            if let Err(f) = self.fence.drained().await {
+                tracing::warn!(cluster, "capacity: {f}");
+                return false;
+            }
+        }
+        if self.fence.clustered() {
+            tracing::info!(cluster, epoch, "capacity: this replica leads the capacity controller (epoch {epoch})");
+        }
+        true
     }
 
     /// Finish the decisions left `started` (opsd stopped while acting, or putting a scale-in's
@@ -365,6 +478,10 @@ impl Controller {
                 let why = "opsd stopped while acting on it; targets are absolute, so the next decision sets it again";
                 done &= self.finish(Some(id), DecisionOutcome::Interrupted, Some(why.into())).await;
                 continue;
+            }
+            if let Err(f) = self.fence.confirm().await {
+                tracing::warn!(cluster, "capacity: an unfinished scale-in waits: {f}");
+                return false;
             }
             let back = match observe::members_of(c, cluster, &d.victims.0).await {
                 Ok(members) => act::reactivate(c, cluster, &self.target, &members).await.map_err(|e| e.to_string()),

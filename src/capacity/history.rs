@@ -65,6 +65,9 @@ crate::vocabulary! {
         Failed = "failed",
         /// Cut short by opsd stopping; finished (undone) at the next start.
         Interrupted = "interrupted",
+        /// Stopped because this replica no longer held the capacity lease (in a cluster): the step
+        /// was not taken, and the next leader finishes what it began.
+        Fenced = "fenced",
     }
 }
 

@@ -1,5 +1,5 @@
 //! The capacity wing's Prometheus series: the cluster's reservation and unplaced tasks, the fleet's
-//! target and fulfilled capacity, and decisions by action and outcome.
+//! target and fulfilled capacity, decisions by action and outcome, and whether this daemon leads.
 
 use super::history::{DecisionKind, DecisionOutcome};
 use crate::metrics::{Labels, Registry};
@@ -16,6 +16,7 @@ pub struct CapacityMetrics {
     target: Gauge<f64, AtomicU64>,
     fulfilled: Gauge<f64, AtomicU64>,
     decisions: Family<Labels, Counter>,
+    leader: Gauge,
 }
 
 impl CapacityMetrics {
@@ -26,6 +27,7 @@ impl CapacityMetrics {
             target: Gauge::default(),
             fulfilled: Gauge::default(),
             decisions: Family::default(),
+            leader: Gauge::default(),
         };
         registry.register(
             "capacity_reservation_percent",
@@ -40,7 +42,16 @@ impl CapacityMetrics {
             "Capacity decisions by action (hold, scale_out, scale_in) and outcome",
             m.decisions.clone(),
         );
+        registry.register(
+            "capacity_leader",
+            "1 while this daemon leads the capacity controller (always, without [cluster]), else 0",
+            m.leader.clone(),
+        );
         m
+    }
+
+    pub fn leading(&self, yes: bool) {
+        self.leader.set(yes as i64);
     }
 
     pub fn observed(&self, reservation: f64, unplaced: usize, target: f64, fulfilled: f64) {

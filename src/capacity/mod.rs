@@ -9,6 +9,7 @@
 
 pub mod act;
 pub mod controller;
+pub mod fence;
 pub mod fleet;
 pub mod history;
 pub mod metrics;

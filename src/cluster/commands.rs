@@ -1,9 +1,9 @@
 //! `opsd cluster init` (create the table) and `opsd cluster status` (the members and, from the
 //! wings, what they add).
 
-use super::members;
 use super::settings::ClusterSettings;
 use super::table::Table;
+use super::{lease, members};
 use crate::exit::Exit;
 use crate::outln;
 use crate::output::OutputFormat;
@@ -16,8 +16,8 @@ pub enum ClusterCommand {
         after_help = "Examples:\n  opsd cluster init\n\nNeeds dynamodb:CreateTable, dynamodb:DescribeTable and dynamodb:UpdateTimeToLive.\n\nExit codes:\n  0   created, or it existed\n  64  no [cluster] section in the config\n  69  DynamoDB refused or could not be reached"
     )]
     Init,
-    /// The cluster's members with their last heartbeat and version, and the recent firings with the
-    /// replica that ran each.
+    /// The cluster's members with their last heartbeat and version, the leases (the capacity
+    /// leader and its epoch), and the recent firings with the replica that ran each.
     #[command(
         after_help = "Examples:\n  opsd cluster status\n  opsd cluster status --output json\n\nExit codes:\n  0   shown\n  64  no [cluster] section in the config\n  69  the table could not be read (missing: `opsd cluster init`)"
     )]
@@ -50,8 +50,8 @@ pub async fn init(settings: &ClusterSettings, sdk: &aws_config::SdkConfig) -> Ex
 
 /// `opsd cluster status`: the members, then each wing's section.
 pub async fn status(table: &Table, sections: Vec<Section>, output: OutputFormat) -> Exit {
-    let members = match members::list(table).await {
-        Ok(m) => m,
+    let (members, leases) = match tokio::try_join!(members::list(table), lease::list(table)) {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("opsd: {e}");
             return Exit::Unavailable;
@@ -59,7 +59,7 @@ pub async fn status(table: &Table, sections: Vec<Section>, output: OutputFormat)
     };
     match output {
         OutputFormat::Json => {
-            let mut doc = serde_json::json!({ "table": table.name(), "members": members });
+            let mut doc = serde_json::json!({ "table": table.name(), "members": members, "leases": leases });
             for s in sections {
                 doc[s.key] = s.json;
             }
@@ -78,6 +78,14 @@ pub async fn status(table: &Table, sections: Vec<Section>, output: OutputFormat)
                     m.beat_at,
                     m.started_at
                 );
+            }
+            if !leases.is_empty() {
+                outln!();
+                outln!("{:<40} {:<24} {:>6} RENEWED", "LEASE", "LEADER", "EPOCH");
+                for l in &leases {
+                    let holder = if l.holder.is_empty() { "(released)" } else { l.holder.as_str() };
+                    outln!("{:<40} {:<24} {:>6} {}", l.name, holder, l.epoch, l.renewed_at);
+                }
             }
             for s in sections {
                 outln!();

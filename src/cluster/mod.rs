@@ -1,12 +1,14 @@
 //! The cluster edge: several opsd daemons acting as one through a DynamoDB table (`[cluster]`).
 //! It knows no capability: it gives the wings a table ([`table`]), membership with liveness judged
 //! on each replica's own clock ([`members`]), claims that exactly one replica wins ([`claims`]),
-//! and the judgement of whether work another replica holds is abandoned ([`Cluster::abandoned`]).
+//! the judgement of whether work another replica holds is abandoned ([`Cluster::abandoned`]), and
+//! leases with fencing, so one replica at a time acts for a wing ([`lease`]).
 //! Each wing owns its items in the table (`jobs::claims` for firings). `opsd cluster init|status`
 //! are in [`commands`].
 
 pub mod claims;
 pub mod commands;
+pub mod lease;
 pub mod members;
 pub mod settings;
 pub mod table;

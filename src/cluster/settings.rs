@@ -21,6 +21,16 @@ pub struct ClusterSettings {
     /// dead: the firings it was running are recorded `interrupted`.
     #[serde(default = "default_member_timeout")]
     pub member_timeout: HumanDuration,
+    /// How long the capacity leader's lease lasts: a leader that crashed is replaced after about
+    /// this long; one that cannot renew it stops acting before it ends.
+    #[serde(default = "default_leader_lease")]
+    pub leader_lease: HumanDuration,
+}
+
+/// As amazon-dynamodb-lock-client's default (20 s): renewed every third, a crashed leader is
+/// replaced within about half a minute, and a slow DynamoDB answer does not cost the lease.
+fn default_leader_lease() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
 }
 
 /// Often enough that a dead replica is noticed within seconds; one small write per interval.
@@ -55,6 +65,15 @@ impl ClusterSettings {
                 format!(
                     "{} is less than three heartbeat_interval ({}): a live replica would be taken for dead; raise it",
                     self.member_timeout, self.heartbeat_interval
+                ),
+            ));
+        }
+        if self.leader_lease.0 < Duration::from_secs(3) {
+            bad.push(Invalid::new(
+                "leader_lease",
+                format!(
+                    "{} is too short: it is renewed every third of it, and each renewal is a DynamoDB write; use 3s or more",
+                    self.leader_lease
                 ),
             ));
         }

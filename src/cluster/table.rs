@@ -310,11 +310,7 @@ impl Table {
                 },
             }
         });
-        let late = || CallError { operation: "PutItem", code: None, message: format!("no answer within {limit:?}") };
-        match tokio::time::timeout(limit, call).await {
-            Err(_) => Err(self.aws(late())),
-            Ok(r) => r.map_err(|e| self.aws(e)),
-        }
+        self.within(limit, "PutItem", call).await
     }
 
     /// Put `item`, replacing any.
@@ -355,34 +351,74 @@ impl Table {
         values: &[(&str, AttributeValue)],
         names: &[(&str, &str)],
     ) -> Result<Written, TableError> {
-        let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let names: HashMap<String, String> = names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let r = self
-            .patiently(|| async {
-                self.client
-                    .update_item()
-                    .table_name(&self.name)
-                    .key(PK, s(pk))
-                    .key(SK, s(sk))
-                    .update_expression(update)
-                    .set_condition_expression(condition.map(str::to_string))
-                    .set_expression_attribute_values((!values.is_empty()).then(|| values.clone()))
-                    .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()))
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                    .send()
-                    .await
-                    .map(|_| Written::Done)
-                    .or_else(|e| match e.as_service_error() {
-                        Some(
-                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
-                                c,
-                            ),
-                        ) => Ok(Written::Refused(c.item().cloned())),
-                        _ => Err(call_error("UpdateItem", e)),
-                    })
-            })
-            .await;
-        r.map_err(|e| self.aws(e))
+        let call = Update { pk, sk, update, condition, values, names };
+        self.update_on(&self.client, call).await.map_err(|e| self.aws(e))
+    }
+
+    /// [`Table::update_if_named`] within `limit`, retrying throttling and silence only until then
+    /// (a lease's write is worth nothing once the lease would have run out).
+    pub async fn update_quick(&self, call: Update<'_>, limit: Duration) -> Result<Written, TableError> {
+        self.within(limit, "UpdateItem", self.update_on(&self.quick, call)).await
+    }
+
+    /// `call` within `limit` (else a [`TableError::Aws`] saying no answer came in time).
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, TableError> {
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => {
+                Err(self.aws(CallError { operation, code: None, message: format!("no answer within {limit:?}") }))
+            }
+            Ok(r) => r.map_err(|e| self.aws(e)),
+        }
+    }
+
+    async fn update_on(&self, client: &aws_sdk_dynamodb::Client, u: Update<'_>) -> Result<Written, CallError> {
+        let values: HashMap<String, AttributeValue> =
+            u.values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let names: HashMap<String, String> = u.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.patiently(|| async {
+            client
+                .update_item()
+                .table_name(&self.name)
+                .key(PK, s(u.pk))
+                .key(SK, s(u.sk))
+                .update_expression(u.update)
+                .set_condition_expression(u.condition.map(str::to_string))
+                .set_expression_attribute_values((!values.is_empty()).then(|| values.clone()))
+                .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await
+                .map(|_| Written::Done)
+                .or_else(|e| match e.as_service_error() {
+                    Some(
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c),
+                    ) => Ok(Written::Refused(c.item().cloned())),
+                    _ => Err(call_error("UpdateItem", e)),
+                })
+        })
+        .await
+    }
+
+    /// One item, read consistently within `limit`.
+    pub async fn get_quick(&self, pk: &str, sk: &str, limit: Duration) -> Result<Option<Item>, TableError> {
+        let call = self.patiently(|| async {
+            self.quick
+                .get_item()
+                .table_name(&self.name)
+                .key(PK, s(pk))
+                .key(SK, s(sk))
+                .consistent_read(true)
+                .send()
+                .await
+                .map(|o| o.item)
+                .map_err(|e| call_error("GetItem", e))
+        });
+        self.within(limit, "GetItem", call).await
     }
 
     /// One item, read consistently (after a write of this or another replica, it is seen).
@@ -500,6 +536,17 @@ fn active_index() -> Result<GlobalSecondaryIndex, aws_sdk_dynamodb::error::Build
         .key_schema(key(SK, KeyType::Range)?)
         .projection(Projection::builder().projection_type(ProjectionType::All).build())
         .build()
+}
+
+/// The parts of an UpdateItem: the key, the update and condition expressions, and the values and
+/// names they use.
+pub struct Update<'a> {
+    pub pk: &'a str,
+    pub sk: &'a str,
+    pub update: &'a str,
+    pub condition: Option<&'a str>,
+    pub values: &'a [(&'a str, AttributeValue)],
+    pub names: &'a [(&'a str, &'a str)],
 }
 
 /// DynamoDB refused for load, not for the request: retried, never an answer.

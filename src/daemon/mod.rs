@@ -11,8 +11,9 @@ mod reload;
 mod retention;
 mod systemd;
 
+use crate::capacity::fence::Fence;
 use crate::capacity::{self, controller::Controller, history::DecisionHistory, metrics::CapacityMetrics};
-use crate::cluster::{members, table::Table, Cluster};
+use crate::cluster::{lease::Lease, members, table::Table, Cluster};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::jobs::history::RunHistory;
@@ -111,9 +112,30 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         let lctx = lifecycle::context(&sdk, &l, store.clone(), lifecycle_metrics, abort.clone());
         tracker.spawn(lifecycle::run(lctx, l, cancel.clone()));
     }
+    let mut campaign = None;
     if let Some(c) = config.capacity.clone() {
         let history = DecisionHistory::new(store.clone());
-        let controller = Controller::new(c, capacity::Clients::new(&sdk), history, capacity_metrics, cancel.clone());
+        // In a cluster one replica at a time leads, holding the capacity lease; it is released
+        // once the controller has stopped (with the heartbeat), so the next leader need not wait.
+        let fence = match (&cluster, &config.cluster) {
+            (Some(cl), Some(settings)) => {
+                let name = capacity::fence::lease_name(&c.scope());
+                let lease = Arc::new(Lease::new(
+                    cl.table.clone(),
+                    &name,
+                    &cl.replica,
+                    &cl.incarnation,
+                    settings.leader_lease.0,
+                ));
+                let held = lease.clone();
+                let stop = cluster_stop.clone();
+                campaign = Some(tokio::spawn(async move { held.campaign(stop).await }));
+                Fence::leased(lease)
+            }
+            _ => Fence::alone(),
+        };
+        let clients = capacity::Clients::new(&sdk);
+        let controller = Controller::new(c, clients, history, capacity_metrics, fence, cancel.clone());
         tracker.spawn(controller.run());
     }
     let ctx = firing::Context {
@@ -212,6 +234,9 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     }
     server_stop.cancel();
     cluster_stop.cancel();
+    if let Some(h) = campaign.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
     if let Some(h) = heartbeat.take() {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }

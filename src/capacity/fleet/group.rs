@@ -4,6 +4,7 @@
 
 use super::{add_type, template_type, CapacityTarget, FleetError, FleetRaw, FleetStatus, RemoveFailed};
 use crate::aws::{call_error, CallError};
+use crate::capacity::fence::Fence;
 use crate::capacity::Clients;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use std::collections::{HashMap, HashSet};
@@ -114,9 +115,12 @@ pub async fn set_target(c: &Clients, name: &str, to: u32) -> Result<(), CallErro
 
 /// Exactly these instances, and the desired capacity down by each. The group terminates them in
 /// its own time (a termination hook may hold them); on a failure, those already accepted are named.
-pub async fn remove(c: &Clients, victims: &[String]) -> Result<(), RemoveFailed> {
+pub async fn remove(c: &Clients, victims: &[String], fence: &Fence) -> Result<(), RemoveFailed> {
     let mut requested = Vec::new();
     for id in victims {
+        if let Err(f) = fence.confirm().await {
+            return Err(RemoveFailed { error: f.into(), requested });
+        }
         let r = c
             .asg
             .terminate_instance_in_auto_scaling_group()

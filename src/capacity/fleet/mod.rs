@@ -7,6 +7,7 @@ pub mod ec2;
 pub mod group;
 pub mod spot;
 
+use super::fence::Fence;
 use super::Clients;
 use crate::aws::{call_error, CallError};
 use std::collections::{HashMap, HashSet};
@@ -71,6 +72,9 @@ pub enum FleetError {
     NotApplied(CapacityTarget),
     #[error("cancelled: opsd is stopping; nothing terminated")]
     Cancelled,
+    /// This replica no longer leads: it takes no further step (the next leader finishes).
+    #[error("fenced: {0}")]
+    Fenced(#[from] crate::cluster::lease::Fenced),
 }
 
 /// A removal that failed, with the instances whose termination the fleet had already accepted
@@ -127,13 +131,14 @@ impl CapacityTarget {
         from: u32,
         to: u32,
         victims: &[String],
+        fence: &Fence,
         cancel: &CancellationToken,
     ) -> Result<(), RemoveFailed> {
         match self {
             CapacityTarget::SpotFleet(_) | CapacityTarget::Ec2Fleet(_) => {
-                self.lower_then_terminate(c, from, to, victims, cancel).await
+                self.lower_then_terminate(c, from, to, victims, fence, cancel).await
             }
-            CapacityTarget::AutoScalingGroup(_) => group::remove(c, victims).await,
+            CapacityTarget::AutoScalingGroup(_) => group::remove(c, victims, fence).await,
         }
     }
 
@@ -152,26 +157,35 @@ impl CapacityTarget {
         from: u32,
         to: u32,
         victims: &[String],
+        fence: &Fence,
         cancel: &CancellationToken,
     ) -> Result<(), RemoveFailed> {
+        fence.confirm().await.map_err(FleetError::from)?;
         self.set_target(c, to).await.map_err(FleetError::from)?;
         if let Err(e) = self.wait_applied(c, to, cancel).await {
-            self.restore(c, from, "").await;
+            self.restore(c, from, fence, "").await;
             return Err(e.into());
         }
+        // Applying may take a while: a leader that lost its lease meanwhile terminates nothing
+        // (and restores nothing: the next leader's decisions own the target now).
+        fence.confirm().await.map_err(FleetError::from)?;
         let r = c.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send().await;
         if let Err(e) = r.map_err(|e| call_error("TerminateInstances", e)) {
             // Some may be gone, some not: the target goes back up (never short of capacity), and the
             // caller puts those still running back to work.
             let note = "; the fleet keeps its instances (noTermination) and the next decision sets the target again";
-            self.restore(c, from, note).await;
+            self.restore(c, from, fence, note).await;
             return Err(FleetError::from(e).into());
         }
         Ok(())
     }
 
     /// Put the target back to `from` after a failed removal (logged, with `note`, if that fails too).
-    async fn restore(&self, c: &Clients, from: u32, note: &str) {
+    async fn restore(&self, c: &Clients, from: u32, fence: &Fence, note: &str) {
+        if let Err(f) = fence.confirm().await {
+            tracing::warn!(target = %self, "capacity: the target of {self} is not restored to {from}: {f}");
+            return;
+        }
         if let Err(back) = self.set_target(c, from).await {
             tracing::error!(target = %self, "capacity: restoring the target of {self} to {from} failed: {back}{note}");
         }
