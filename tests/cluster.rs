@@ -5,7 +5,10 @@
 
 mod support;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use support::capacity as cap;
 use support::cluster::Cluster;
 use support::daemon::wait_for;
 use support::*;
@@ -280,4 +283,154 @@ fn replicas_with_skewed_clocks_still_run_each_firing_once() {
     // The clock 3 s ahead reaches every firing first.
     let owners: BTreeSet<&str> = table.iter().map(|(_, o, _)| o.as_str()).collect();
     assert!(owners.contains("ahead"), "{owners:?} (clocks {clocks:?})");
+}
+
+/// The capacity decisions `replica` recorded that changed the fleet (acted), as (action, to).
+fn acted(c: &Cluster, replica: &str) -> Vec<(String, f64)> {
+    c.decisions(replica)
+        .iter()
+        .filter(|d| d["outcome"] == "acted")
+        .map(|d| (d["action"].as_str().unwrap().to_string(), d["to_capacity"].as_f64().unwrap()))
+        .collect()
+}
+
+/// Test 4, first half: the capacity leader is killed (`kill -9`): another replica takes the lease
+/// over within about a lease (it must first see the lease stand still for a whole one) and acts.
+#[test]
+fn a_killed_capacity_leader_is_replaced_and_the_new_one_acts() {
+    let a = cap::aws();
+    let fleet = cap::cluster(&a, 2);
+    // One task per c5.large: demand beyond the fleet is unplaced and scales it out.
+    let td = a.task_def(1024, 2048);
+    a.service(&fleet, "api", &td, 2);
+    let c = Cluster::with("opsd-lease", "leader_lease = \"4s\"", &cap::section(&fleet, ""));
+    let mut replicas: BTreeMap<&str, support::daemon::Daemon> = BTreeMap::new();
+    replicas.insert("r1", c.replica("r1", &[]));
+    wait_for("r1 leads", 30, &replicas["r1"], || c.leader().0 == "r1");
+    replicas.insert("r2", c.replica("r2", &[]));
+    a.set_desired(&fleet, "api", 4);
+    wait_for("the leader scales out to 4", 60, &replicas["r1"], || a.fleet(&fleet).0 == 4);
+    assert!(acted(&c, "r1").contains(&("scale_out".into(), 4.0)), "{:?}", c.decisions("r1"));
+
+    let (leader, epoch) = c.leader();
+    let killed = replicas.remove(leader.as_str()).unwrap();
+    killed.signal("-KILL");
+    let killed_at = std::time::Instant::now();
+    let survivor = replicas.values().next().unwrap();
+    a.set_desired(&fleet, "api", 6);
+    wait_for("another replica takes the lease over", 30, survivor, || c.leader() == ("r2".into(), epoch + 1));
+    let took = killed_at.elapsed();
+    wait_for("the new leader scales out to 6", 60, survivor, || a.fleet(&fleet).0 == 6);
+    let log = replicas.remove("r2").unwrap().stop_ok();
+    drop(killed);
+    assert!(log.contains("this replica leads the capacity controller (epoch 2)"), "{log}");
+    assert!(acted(&c, "r2").contains(&("scale_out".into(), 6.0)), "{:?}", c.decisions("r2"));
+    assert!(!acted(&c, "r1").iter().any(|(_, to)| *to == 6.0), "{:?}", c.decisions("r1"));
+    // Within the lease plus how often a follower looks (a sixth) and the last renewal's age
+    // (at most a third): well under three leases.
+    assert!(took < Duration::from_secs(12), "the lease passed after {took:?}");
+    eprintln!("the lease passed {took:?} after the kill");
+    // Released at r2's clean stop: the next start need not wait a lease.
+    assert_eq!(c.leader(), (String::new(), epoch + 1));
+}
+
+/// Test 4, second half: the leader is paused (SIGSTOP) in the middle of a long drain, past its
+/// lease; another replica takes over, puts the paused one's victims back to work and scales out.
+/// Woken (SIGCONT), the old leader takes no further step: its scale-in is recorded `fenced`, and the
+/// fleet's target is the new leader's alone.
+#[test]
+fn a_paused_leader_is_fenced_and_only_the_new_leader_changes_the_target() {
+    let a = cap::aws();
+    // Stopped tasks take 10 minutes to stop: the drain outlasts the pause.
+    let fleet = cap::cluster_with(&a, 4, Some(600));
+    let td = a.task_def(1024, 1024);
+    a.service(&fleet, "api", &td, 8);
+    a.set_desired(&fleet, "api", 2);
+    let before = a.members(&fleet);
+    let extra = cap::section(&fleet, "drain_timeout = \"10m\"");
+    let c = Cluster::with("opsd-fence", "leader_lease = \"4s\"", &extra);
+    let r1 = c.replica("r1", &[]);
+    wait_for("r1 leads and drains two instances", 60, &r1, || c.leader().0 == "r1" && a.draining(&fleet).len() == 2);
+    let mut drained = a.draining(&fleet);
+    drained.sort();
+    let r2 = c.replica("r2", &[]);
+    wait_for("r2 has joined", 30, &r2, || r2.log().contains("opsd daemon started"));
+    r1.signal("-STOP");
+    // Demand rises while r1 is paused: the next leader must scale out.
+    a.set_desired(&fleet, "api", 10);
+    wait_for("r2 takes the lease over", 30, &r2, || c.leader() == ("r2".into(), 2));
+    wait_for("r2 scales out", 60, &r2, || a.fleet(&fleet).0 > 4);
+    wait_for("r1's victims back to ACTIVE", 30, &r2, || a.draining(&fleet).is_empty());
+    r1.signal("-CONT");
+    wait_for("r1's scale-in recorded fenced", 30, &r1, || {
+        c.decisions("r1").iter().any(|d| d["action"] == "scale_in" && d["outcome"] == "fenced")
+    });
+    // A few ticks more: r1 (now following) changes nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    let target = a.fleet(&fleet).0;
+    let log2 = r2.stop_ok();
+    let log1 = r1.stop_ok();
+    assert!(log1.contains("no longer leads"), "{log1}");
+    assert!(log2.contains("left a scale-in of"), "{log2}");
+    assert!(acted(&c, "r1").is_empty(), "the paused leader acted: {:?}", c.decisions("r1"));
+    let fenced: Vec<_> = c.decisions("r1").into_iter().filter(|d| d["outcome"] == "fenced").collect();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    let mut victims: Vec<String> = fenced[0]["victims"].as_str().unwrap().split(',').map(String::from).collect();
+    victims.sort();
+    assert_eq!(victims, drained);
+    assert!(fenced[0]["error"].as_str().unwrap().contains("lease"), "{}", fenced[0]);
+    // The target is the last one r2 set, and nothing r1 chose was terminated.
+    let by_r2 = acted(&c, "r2");
+    assert!(!by_r2.is_empty(), "{:?}", c.decisions("r2"));
+    assert_eq!(by_r2[0], ("scale_out".to_string(), target as f64), "{by_r2:?}");
+    for id in &before {
+        assert_eq!(a.state(id), "running", "{id} was terminated");
+    }
+}
+
+/// Fencing by the conditional write alone: while the leader drains, its lease passes to another
+/// holder behind its back (as if its clock had run slow and it had not seen its deadline pass). Its
+/// next write under the lease is refused by DynamoDB and it takes no further step (its scale-in is
+/// recorded `fenced`). When the new holder stays silent for a whole lease, it takes the lease back
+/// (epoch 3) and, finding the earlier epoch's victims in the lease's journal, puts them back to work.
+#[test]
+fn a_leader_whose_lease_moved_is_fenced_by_the_refused_write() {
+    let a = cap::aws();
+    let fleet = cap::cluster_with(&a, 4, Some(600));
+    let td = a.task_def(1024, 1024);
+    a.service(&fleet, "api", &td, 8);
+    a.set_desired(&fleet, "api", 2);
+    let extra = cap::section(&fleet, "drain_timeout = \"10m\"");
+    let c = Cluster::with("opsd-intruder", "leader_lease = \"4s\"", &extra);
+    let r1 = c.replica("r1", &[]);
+    wait_for("r1 leads and drains two instances", 60, &r1, || c.leader().0 == "r1" && a.draining(&fleet).len() == 2);
+    let (name, _, epoch) = c.leases().remove(0);
+    c.rt.block_on(
+        c.ddb
+            .update_item()
+            .table_name(&c.table)
+            .key("pk", AttributeValue::S("lease".into()))
+            .key("sk", AttributeValue::S(name))
+            .update_expression("SET holder = :h, incarnation = :h, epoch = epoch + :one, version = :v")
+            .expression_attribute_values(":h", AttributeValue::S("intruder".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":v", AttributeValue::S("intruder-version".into()))
+            .send(),
+    )
+    .unwrap();
+    wait_for("r1's scale-in recorded fenced", 30, &r1, || {
+        c.decisions("r1").iter().any(|d| d["action"] == "scale_in" && d["outcome"] == "fenced")
+    });
+    assert!(r1.log().contains(&format!("passed from this replica (epoch {epoch}) to intruder")), "{}", r1.log());
+    // Demand rises: once it leads again, r1 scales out rather than in.
+    a.set_desired(&fleet, "api", 10);
+    wait_for("r1 takes the silent lease back", 30, &r1, || c.leader() == ("r1".into(), epoch + 2));
+    wait_for("the victims of epoch 1 back to ACTIVE", 30, &r1, || a.draining(&fleet).is_empty());
+    wait_for("r1 scales out", 60, &r1, || a.fleet(&fleet).0 > 4);
+    let log = r1.stop_ok();
+    assert!(log.contains(&format!("the leader of epoch {epoch} left a scale-in")), "{log}");
+    // Its fenced scale-in terminated nothing; leading again, it scaled out.
+    let acted = acted(&c, "r1");
+    assert!(acted.iter().all(|(a, _)| a == "scale_out") && !acted.is_empty(), "{:?}", c.decisions("r1"));
+    assert_eq!(a.fleet(&fleet).0 as f64, acted[0].1, "{acted:?}");
 }

@@ -451,6 +451,8 @@ impl Controller {
                 tracing::warn!(cluster, "capacity: {f}");
                 return false;
             }
+            // As for a scale-in of its own that came to nothing: the cooldown starts again.
+            self.state.mem.last_scale_in = Some(self.state.now());
         }
         if self.fence.clustered() {
             tracing::info!(cluster, epoch, "capacity: this replica leads the capacity controller (epoch {epoch})");

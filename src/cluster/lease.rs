@@ -137,7 +137,25 @@ impl Lease {
     /// [`Fenced`], and the caller does not act.
     pub async fn fence(&self, set: &[(&str, AttributeValue)], remove: &[&str]) -> Result<u64, Fenced> {
         let epoch = self.check()?;
-        let held = self.holding().expect("checked");
+        let limit = self.holding().map(|h| h.deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+        self.write(epoch, set, remove, limit).await
+    }
+
+    /// Renew the lease held in `epoch`, even past this replica's deadline: the write is conditional
+    /// on the epoch, so if it lands nobody has taken over (a taker's write, conditional on the
+    /// version this one changes, now fails), and this replica may act again.
+    async fn renew(&self, epoch: u64) -> Result<u64, Fenced> {
+        self.write(epoch, &[], &[], self.duration / 3).await
+    }
+
+    /// The conditional write of [`Lease::fence`] and [`Lease::renew`], within `limit`.
+    async fn write(
+        &self,
+        epoch: u64,
+        set: &[(&str, AttributeValue)],
+        remove: &[&str],
+        limit: Duration,
+    ) -> Result<u64, Fenced> {
         let mut values: Vec<(String, AttributeValue)> = vec![
             (":version".into(), s(super::incarnation())),
             (":at".into(), s(now())),
@@ -161,7 +179,6 @@ impl Lease {
         let values: Vec<(&str, AttributeValue)> = values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let names: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let sent = Instant::now();
-        let limit = held.deadline.saturating_duration_since(sent);
         let condition = "holder = :me AND incarnation = :inc AND epoch = :epoch";
         let call = Update {
             pk: PARTITION,
@@ -211,8 +228,8 @@ impl Lease {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => break,
             }
-            if self.holding().is_some() {
-                match self.fence(&[], &[]).await {
+            if let Some(h) = self.holding() {
+                match self.renew(h.epoch).await {
                     Ok(_) => {}
                     Err(e @ Fenced::Lost { .. }) => tracing::warn!(lease = %self.name, "cluster: {e}"),
                     Err(e) => tracing::warn!(lease = %self.name, "cluster: renewing: {e}"),

@@ -249,6 +249,11 @@ impl Aws {
 
 /// The test's `[capacity]`: fast defaults, each replaced by a line of `extra` that sets the same key.
 pub fn ctx_for(c: &Cluster, extra: &str) -> Ctx {
+    Ctx::with_config_extra(&section(c, extra))
+}
+
+/// The `[capacity]` section of [`ctx_for`].
+pub fn section(c: &Cluster, extra: &str) -> String {
     let defaults = [
         ("target_reservation", "80"),
         ("min_capacity", "1"),
@@ -268,7 +273,7 @@ pub fn ctx_for(c: &Cluster, extra: &str) -> Ctx {
     }
     text.push_str(extra);
     text.push('\n');
-    Ctx::with_config_extra(&text)
+    text
 }
 
 pub fn status(ctx: &Ctx) -> Value {

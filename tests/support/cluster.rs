@@ -25,9 +25,14 @@ impl Cluster {
     /// The same with a table named from `prefix` (`…-throttle30`: the sandbox's DynamoDB proxy
     /// refuses 30 % of its writes, as AWS refuses writes under load).
     pub fn named(prefix: &str, extra: &str) -> Cluster {
+        Self::with(prefix, "", extra)
+    }
+
+    /// The same with `cluster` lines in `[cluster]`, and `extra` after it.
+    pub fn with(prefix: &str, cluster: &str, extra: &str) -> Cluster {
         let table = unique(prefix);
         let ctx = Ctx::with_config_extra(&format!(
-            "[cluster]\ntable = \"{table}\"\nheartbeat_interval = \"1s\"\nmember_timeout = \"5s\"\n{extra}\n"
+            "[cluster]\ntable = \"{table}\"\nheartbeat_interval = \"1s\"\nmember_timeout = \"5s\"\n{cluster}\n{extra}\n"
         ));
         let init = ctx.run(&["cluster", "init"]);
         assert!(init.status.success(), "opsd cluster init: {}", String::from_utf8_lossy(&init.stderr));
@@ -96,5 +101,40 @@ impl Cluster {
             .filter(|i| text(i, "sk").starts_with("firing#"))
             .map(|i| (text(i, "scheduled_for"), text(i, "owner"), text(i, "state")))
             .collect()
+    }
+}
+
+impl Cluster {
+    /// The leases in the table: (name, holder, epoch).
+    pub fn leases(&self) -> Vec<(String, String, u64)> {
+        let text = |i: &HashMap<String, AttributeValue>, k: &str| {
+            i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+        };
+        self.items("lease")
+            .iter()
+            .map(|i| {
+                let epoch = i.get("epoch").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+                (text(i, "sk"), text(i, "holder"), epoch)
+            })
+            .collect()
+    }
+
+    /// The holder of the only lease and its epoch ("" and 0 before anyone took it).
+    pub fn leader(&self) -> (String, u64) {
+        self.leases().first().map(|(_, h, e)| (h.clone(), *e)).unwrap_or_default()
+    }
+
+    /// The capacity decisions a replica recorded in its own store (`opsd capacity status`), newest first.
+    pub fn decisions(&self, replica: &str) -> Vec<serde_json::Value> {
+        let out = self
+            .ctx
+            .opsd()
+            .env("OPSD_STATE_DIR", self.state_dir(replica))
+            .args(["capacity", "status", "--limit", "1000", "--output", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("capacity status on {replica}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v["decisions"].as_array().cloned().unwrap_or_default()
     }
 }
