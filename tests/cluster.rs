@@ -11,6 +11,7 @@ use std::time::Duration;
 use support::capacity as cap;
 use support::cluster::Cluster;
 use support::daemon::wait_for;
+use support::lifecycle as lc;
 use support::*;
 
 /// A job file on `@every <secs>s` targeting `tag`.
@@ -433,4 +434,60 @@ fn a_leader_whose_lease_moved_is_fenced_by_the_refused_write() {
     let acted = acted(&c, "r1");
     assert!(acted.iter().all(|(a, _)| a == "scale_out") && !acted.is_empty(), "{:?}", c.decisions("r1"));
     assert_eq!(a.fleet(&fleet).0 as f64, acted[0].1, "{acted:?}");
+}
+
+/// Test 5: lifecycle work spreads over the replicas through the queue: 50 launches with two
+/// replicas, one killed (`kill -9`) midway. The messages it held return to the other, which resumes
+/// each action with the interface already made: every instance InService with exactly one
+/// interface at device index 1, and the queue empty.
+#[test]
+fn lifecycle_work_survives_a_killed_replica() {
+    let a = lc::aws();
+    // Interfaces pending 2 s: actions are in flight when the replica is killed.
+    let g = lc::group(&a, lc::Setup { pending: Some("2"), ..lc::Setup::default() });
+    let c = Cluster::with("opsd-lifecycle", "", &lc::section(&g, "visibility_timeout = \"5s\"\n", ""));
+    let r1 = c.replica("r1", &[]);
+    let r2 = c.replica("r2", &[]);
+    a.scale(&g, 50);
+    // Killed while it waits on interfaces it created (each pending 2 s).
+    wait_for("r1 creating interfaces", 120, &r1, || r1.log().matches("created interface").count() >= 5);
+    r1.signal("-KILL");
+    let started = r1.log();
+    let _ = r1.wait(Duration::from_secs(10));
+    wait_for("50 instances in service", 240, &r2, || {
+        let s = a.states(&g);
+        s.len() == 50 && s.values().all(|v| v == "InService")
+    });
+    lc::assert_each_has_its_eni(&a, &g, 50);
+    wait_for("an empty queue", 30, &r2, || a.depth(&g.queue) == (0, 0));
+    // Both replicas did part of the work.
+    let by = |r: &str| {
+        let out = c
+            .ctx
+            .opsd()
+            .env("OPSD_STATE_DIR", c.state_dir(r))
+            .args(["lifecycle", "status", "--limit", "1000", "--output", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["actions"].as_array().unwrap().clone()
+    };
+    let (one, two) = (by("r1"), by("r2"));
+    let completed = |acts: &[serde_json::Value]| acts.iter().filter(|x| x["outcome"] == "completed").count();
+    assert!(completed(&two) > 0, "r2 {two:?}");
+    // The killed replica was cut short in the middle of actions (started, never recorded), which
+    // the other finished.
+    let cut: Vec<&str> = started
+        .lines()
+        .filter_map(|l| l.rsplit("launch ").next()?.trim_end().strip_suffix(": started"))
+        .filter(|id| !one.iter().any(|x| x["instance_id"] == *id))
+        .collect();
+    assert!(!cut.is_empty(), "r1 was killed between actions: {one:?}");
+    for id in cut {
+        let finished = two.iter().any(|y| y["instance_id"] == id && y["outcome"] == "completed");
+        assert!(finished, "{id}, cut short on r1, was not completed by r2");
+    }
+    a.scale(&g, 0);
+    wait_for("the instances to terminate", 180, &r2, || a.states(&g).is_empty());
+    r2.stop_ok();
 }

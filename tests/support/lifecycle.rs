@@ -225,13 +225,18 @@ impl Aws {
 
 /// The test's opsd config: the sandbox's, plus a [lifecycle] section for `g`.
 pub fn ctx_for(g: &Group, extra: &str, eni_extra: &str) -> Ctx {
+    Ctx::with_config_extra(&section(g, extra, eni_extra))
+}
+
+/// The `[lifecycle]` section of [`ctx_for`].
+pub fn section(g: &Group, extra: &str, eni_extra: &str) -> String {
     let subnets: Vec<String> = g.subnets.iter().map(|s| format!("{:?}", s.0)).collect();
     let visibility = if extra.contains("visibility_timeout") { "" } else { "visibility_timeout = \"30s\"\n" };
-    Ctx::with_config_extra(&format!(
+    format!(
         "[lifecycle]\nqueue_url = \"{}\"\nworkers = 16\n{visibility}{extra}\n[lifecycle.eni]\nsubnets = [{}]\nready_timeout = \"30s\"\n{eni_extra}\n",
         g.queue,
         subnets.join(", ")
-    ))
+    )
 }
 
 pub fn actions(ctx: &Ctx) -> Vec<serde_json::Value> {
