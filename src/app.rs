@@ -36,6 +36,16 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
         }
         Command::Validate { paths } => jobs::validate(&paths, &config.jobs_dir, &defaults, &config.name()),
         Command::Jobs => jobs::list(&config.jobs_dir, &defaults, existing_store(&config).await).await,
+        Command::History(args) if config.cluster.is_some() && !args.local && args.run.is_none() => {
+            let c = config.cluster.as_ref().expect("checked");
+            match load_sdk(&config).await {
+                Ok(sdk) => {
+                    let table = crate::cluster::table::Table::new(&sdk, &c.table);
+                    jobs::cluster_history(args, &config.jobs_dir, &table).await
+                }
+                Err(exit) => exit,
+            }
+        }
         Command::History(args) => match open_store(&config).await {
             Ok(store) => jobs::history(args, RunHistory::new(store)).await,
             Err(exit) => exit,

@@ -65,9 +65,10 @@ pub enum Command {
     /// List the jobs in jobs_dir with their schedule, target and next three firing times.
     #[command(after_help = "Example:\n  opsd jobs")]
     Jobs,
-    /// Show recorded runs; with --run, every host's result and captured output.
+    /// Show recorded runs (with [cluster]: the whole cluster's firings, each with the replica that
+    /// ran it); with --run, every host's result and captured output from this replica's store.
     #[command(
-        after_help = "Examples:\n  opsd history\n  opsd history hello-world --limit 5\n  opsd history --run 42\n  opsd history --run 42 --output json\n\nExit codes:\n  0   shown\n  64  no such run\n  70  the history could not be read"
+        after_help = "Examples:\n  opsd history\n  opsd history hello-world --limit 5\n  opsd history --run 42\n  opsd history --run 42 --output json\n  opsd history --local\n\nExit codes:\n  0   shown\n  64  no such run\n  69  the cluster table could not be read\n  70  the history could not be read"
     )]
     History(HistoryArgs),
 }

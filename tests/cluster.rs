@@ -64,6 +64,21 @@ fn three_replicas_run_each_firing_exactly_once() {
     // The work was shared (each replica claims the firings it reaches first).
     let owners: BTreeSet<&str> = table.iter().map(|(_, o, _)| o.as_str()).collect();
     assert!(owners.len() >= 2, "one replica ran everything: {owners:?}");
+    // `opsd history` on any replica lists the whole cluster's firings, each with the replica that
+    // ran it and the run's id in that replica's own store (where `--run` shows its hosts).
+    let listed = c.ctx.json(&["history", "tick", "--limit", "1000"]);
+    let listed = listed["firings"].as_array().unwrap();
+    assert_eq!(listed.len(), table.len(), "{listed:?}");
+    for f in listed {
+        let replica = f["replica"].as_str().unwrap();
+        let local = c.local_runs(replica, "tick");
+        let run =
+            local.iter().find(|r| r["id"] == f["run_id"]).unwrap_or_else(|| panic!("{f} not in {replica}'s store"));
+        assert_eq!(run["scheduled_for"], f["scheduled_for"], "{f} vs {run}");
+        assert_eq!(f["state"], "succeeded", "{f}");
+    }
+    let text = String::from_utf8(c.ctx.run(&["history", "tick"]).stdout).unwrap();
+    assert!(text.contains("REPLICA") && text.contains("on the replica that ran it"), "{text}");
 }
 
 /// A daemon whose [cluster] table does not exist refuses to start, naming the table and the command

@@ -60,7 +60,7 @@ impl Cluster {
             .ctx
             .opsd()
             .env("OPSD_STATE_DIR", self.state_dir(replica))
-            .args(["history", job, "--limit", "100000", "--output", "json"])
+            .args(["history", job, "--local", "--limit", "100000", "--output", "json"])
             .output()
             .unwrap();
         assert!(out.status.success(), "opsd history on {replica}: {}", String::from_utf8_lossy(&out.stderr));

@@ -1,8 +1,12 @@
 //! `opsd history`: the recorded runs, newest first; with `--run ID`, one run with every host's
-//! result and kept output.
+//! result and kept output. In a cluster the list is the whole cluster's, from the firings' claims in
+//! the table (each names the replica that ran it and the run's id in that replica's own store, where
+//! its hosts and output stay); `--local` and `--run` read this replica's own store.
 
 use super::HistoryArgs;
+use crate::cluster::table::Table;
 use crate::exit::Exit;
+use crate::jobs::claims;
 use crate::jobs::history::RunHistory;
 use crate::jobs::report;
 use crate::outln;
@@ -100,6 +104,69 @@ async fn one_run(runs: &RunHistory, id: i64, output: OutputFormat) -> Exit {
                     }
                 }
             }
+        }
+    }
+    Exit::Ok
+}
+
+/// `opsd history` with `[cluster]`: every replica's firings of `args.job` (or of every job file in
+/// `jobs_dir`), newest first, as the cluster table records them.
+pub async fn cluster_history(args: HistoryArgs, jobs_dir: &std::path::Path, table: &Table) -> Exit {
+    let names: Vec<String> = match &args.job {
+        Some(j) => vec![j.clone()],
+        None => crate::jobs::spec::files_in(jobs_dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect(),
+    };
+    let mut firings = Vec::new();
+    for name in &names {
+        match claims::recent(table, name, args.limit).await {
+            Ok(f) => firings.extend(f),
+            Err(e) => {
+                eprintln!("opsd: the firings of {name}: {e}");
+                return Exit::Unavailable;
+            }
+        }
+    }
+    firings.sort_by(|a, b| b.scheduled_for.cmp(&a.scheduled_for));
+    firings.truncate(args.limit);
+    let dash = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    match args.output {
+        OutputFormat::Json => outln!("{}", serde_json::json!({ "table": table.name(), "firings": firings })),
+        OutputFormat::Text => {
+            outln!(
+                "{:<26} {:<24} {:<16} {:>6} {:<8} {:<11} {:>5} {:>5} {:>6} {:>7}",
+                "SCHEDULED",
+                "JOB",
+                "REPLICA",
+                "RUN",
+                "TRIGGER",
+                "OUTCOME",
+                "HOSTS",
+                "OK",
+                "FAILED",
+                "SKIPPED"
+            );
+            for f in &firings {
+                outln!(
+                    "{:<26} {:<24} {:<16} {:>6} {:<8} {:<11} {:>5} {:>5} {:>6} {:>7}",
+                    f.scheduled_for,
+                    f.job,
+                    f.replica,
+                    f.run_id.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    f.trigger,
+                    f.state,
+                    dash(f.hosts),
+                    dash(f.hosts_ok),
+                    dash(f.hosts_failed),
+                    dash(f.hosts_skipped)
+                );
+            }
+            outln!(
+                "\na run's hosts and output stay on the replica that ran it: `opsd history --run RUN` there (`--local` lists one replica's own runs)"
+            );
         }
     }
     Exit::Ok

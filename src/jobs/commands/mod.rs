@@ -5,7 +5,7 @@
 mod history;
 pub mod run;
 
-pub use history::history;
+pub use history::{cluster_history, history};
 pub use run::run;
 
 use super::history::RunHistory;
@@ -48,6 +48,10 @@ pub struct HistoryArgs {
     /// How many runs to list.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// With [cluster]: only this replica's own runs, from its own store (the default lists the
+    /// whole cluster's firings from the cluster table).
+    #[arg(long)]
+    pub local: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
