@@ -506,3 +506,51 @@ fn lifecycle_work_survives_a_killed_replica() {
     wait_for("the instances to terminate", 180, &r2, || a.states(&g).is_empty());
     r2.stop_ok();
 }
+
+/// `catch_up` counts from the cluster's last firing: a replica restarted while another kept firing
+/// missed nothing and catches nothing up; when the whole cluster was down past a firing, the
+/// replicas started together run one catch-up firing between them.
+#[test]
+fn catch_up_counts_from_the_clusters_last_firing() {
+    let c = Cluster::new("");
+    let tag = unique("cluster-catchup");
+    fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("cu", &format!("catch_up = true\n{}", every(&tag, 3, &["true"])));
+    let trigger_of = |c: &Cluster| -> Vec<(String, String)> {
+        let text = |i: &std::collections::HashMap<String, AttributeValue>, k: &str| {
+            i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+        };
+        c.items("job#cu")
+            .iter()
+            .filter(|i| text(i, "sk").starts_with("firing#"))
+            .map(|i| (text(i, "scheduled_for"), text(i, "trigger")))
+            .collect()
+    };
+    let r1 = c.replica("r1", &[]);
+    let r2 = c.replica("r2", &[]);
+    wait_for("three firings", 40, &r1, || c.firings("cu").len() >= 3);
+    // r1 stops while r2 goes on firing; restarted, r1 has missed nothing.
+    r1.stop_ok();
+    let before = c.firings("cu").len();
+    wait_for("two firings by r2 alone", 30, &r2, || c.firings("cu").len() >= before + 2);
+    let r1 = c.replica("r1", &[]);
+    wait_for("r1 back and a firing after it", 30, &r1, || {
+        r1.log().contains("opsd daemon started") && c.firings("cu").len() >= before + 4
+    });
+    assert!(!r1.log().contains("catch_up: a firing was missed"), "{}", r1.log());
+    assert!(trigger_of(&c).iter().all(|(_, t)| t == "schedule"), "{:?}", trigger_of(&c));
+    // The whole cluster down past a firing: one catch-up between the two.
+    r1.stop_ok();
+    r2.stop_ok();
+    std::thread::sleep(Duration::from_secs(4));
+    let (r1, r2) = (c.replica("r1", &[]), c.replica("r2", &[]));
+    wait_for("the catch-up firing", 30, &r1, || trigger_of(&c).iter().any(|(_, t)| t == "catch-up"));
+    std::thread::sleep(Duration::from_secs(2));
+    r1.stop_ok();
+    r2.stop_ok();
+    let catch: Vec<_> = trigger_of(&c).into_iter().filter(|(_, t)| t == "catch-up").collect();
+    assert_eq!(catch.len(), 1, "{:?}", trigger_of(&c));
+    let runs: usize =
+        ["r1", "r2"].iter().map(|r| c.local_runs(r, "cu").iter().filter(|x| x["trigger"] == "catch-up").count()).sum();
+    assert_eq!(runs, 1);
+}

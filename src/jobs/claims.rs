@@ -352,3 +352,14 @@ pub async fn recent(
     let items = table.query(&partition(job), "firing#", limit).await?;
     Ok(items.iter().filter_map(ClusterFiring::from_item).collect())
 }
+
+/// The latest firing of `job` that any replica claimed and did not skip (what `catch_up` counts
+/// from in a cluster). Among the latest 100 claims; none: None.
+pub async fn last_ran(table: &crate::cluster::table::Table, job: &str) -> Result<Option<DateTime<Utc>>, TableError> {
+    let firings = recent(table, job, 100).await?;
+    Ok(firings
+        .iter()
+        .filter(|f| f.state != RunOutcome::Skipped.as_str())
+        .find_map(|f| DateTime::parse_from_rfc3339(&f.scheduled_for).ok())
+        .map(|t| t.with_timezone(&Utc)))
+}

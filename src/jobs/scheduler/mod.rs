@@ -25,8 +25,9 @@ use tokio_util::task::TaskTracker;
 
 /// The scheduler wakes at least this often, so a wall-clock jump (NTP, suspend) is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// One read of a rate's shared anchor at a load: a load must not stall firing and the watchdog.
-const ANCHOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// One read of the cluster table at a load or start (a rate's shared anchor, the last firing for
+/// catch_up): it must not stall firing and the watchdog.
+const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Scheduler {
     jobs_dir: PathBuf,
@@ -121,7 +122,7 @@ impl Scheduler {
         self.ctx.metrics.set_jobs_loaded(self.table.entries.len());
     }
 
-    /// The shared anchors of the rate jobs of `loaded`, read at once (each within [`ANCHOR_TIMEOUT`]).
+    /// The shared anchors of the rate jobs of `loaded`, read at once (each within [`TABLE_READ_TIMEOUT`]).
     /// A job whose anchor cannot be read is never scheduled from another phase (its firings would
     /// be other keys than the other replicas', so it would run twice): it stays at its previous
     /// version, or unscheduled, until a later load reads the anchor.
@@ -142,7 +143,7 @@ impl Scheduler {
             }
             let (c, name, text) = (c.clone(), j.name.clone(), t.schedule.text().to_string());
             reads.spawn(async move {
-                let r = tokio::time::timeout(ANCHOR_TIMEOUT, claims::shared_anchor(&c, &name, &text, now)).await;
+                let r = tokio::time::timeout(TABLE_READ_TIMEOUT, claims::shared_anchor(&c, &name, &text, now)).await;
                 (name, r)
             });
         }
@@ -159,7 +160,7 @@ impl Scheduler {
                     failed.push(name);
                 }
                 Err(_) => {
-                    tracing::error!(job = %name, "cluster: reading the rate's shared anchor took longer than {ANCHOR_TIMEOUT:?}; trying again");
+                    tracing::error!(job = %name, "cluster: reading the rate's shared anchor took longer than {TABLE_READ_TIMEOUT:?}; trying again");
                     failed.push(name);
                 }
             }
@@ -180,14 +181,33 @@ impl Scheduler {
         let now = Utc::now();
         for e in self.table.entries.values() {
             let Some(t) = e.job.timing.as_ref().filter(|t| t.catch_up) else { continue };
-            let last = match self.ctx.runs.last_run_firing(&e.job.name).await {
-                Ok(Some(l)) => l,
-                Ok(None) => continue,
+            let local = match self.ctx.runs.last_run_firing(&e.job.name).await {
+                Ok(l) => l,
                 Err(err) => {
                     tracing::warn!(job = %e.job.name, "catch_up: cannot read the last firing: {err}");
                     continue;
                 }
             };
+            // In a cluster the last firing is the cluster's: what the other replicas ran while
+            // this one was down was not missed. Unreadable: this replica's own (the claim of a
+            // catch-up firing is still the firing's own key, so it runs once at most).
+            let shared = match &self.ctx.cluster {
+                Some(c) => {
+                    match tokio::time::timeout(TABLE_READ_TIMEOUT, claims::last_ran(&c.table, &e.job.name)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(err)) => {
+                            tracing::warn!(job = %e.job.name, "catch_up: cannot read the cluster's last firing: {err}; counting from this replica's");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(job = %e.job.name, "catch_up: the cluster's last firing took longer than {TABLE_READ_TIMEOUT:?} to read; counting from this replica's");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            let Some(last) = local.max(shared) else { continue };
             if let Some(missed) = calendar::latest_missed(&t.schedule, last, now, t.timezone, e.anchor) {
                 tracing::info!(job = %e.job.name, last = %last, missed = %missed, "catch_up: a firing was missed while opsd was down; running once now");
                 let f = Firing { job: e.job.clone(), slot: e.slot.clone(), at: missed, kind: TriggerKind::CatchUp };
