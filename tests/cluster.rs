@@ -554,3 +554,54 @@ fn catch_up_counts_from_the_clusters_last_firing() {
         ["r1", "r2"].iter().map(|r| c.local_runs(r, "cu").iter().filter(|x| x["trigger"] == "catch-up").count()).sum();
     assert_eq!(runs, 1);
 }
+
+/// Self-fencing: a replica paused (SIGSTOP) while it runs a firing, past `member_timeout`. The other
+/// records that firing `interrupted` and goes on firing. Woken (SIGCONT), the paused replica does not
+/// overwrite the `interrupted` record with its run's end, and claims nothing until its heartbeat
+/// lands again: every later firing still runs exactly once, with no gap.
+#[test]
+fn a_paused_replica_fences_itself() {
+    let c = Cluster::new("");
+    let tag = unique("cluster-pause");
+    fleet(1, &[("T", &tag)], &[]);
+    // overlap = "allow": the firings while the paused replica's run is held are not skipped for it.
+    c.ctx.write_job("p", &format!("overlap = \"allow\"\n{}", every(&tag, 2, &["sleep 1"])));
+    let mut replicas: BTreeMap<&str, support::daemon::Daemon> =
+        ["r1", "r2"].into_iter().map(|r| (r, c.replica(r, &[]))).collect();
+    let mut victim = None;
+    wait_for("a firing being run", 60, &replicas["r1"], || {
+        victim = c.firings("p").into_iter().find(|(_, owner, state)| state == "running" && !owner.is_empty());
+        victim.is_some()
+    });
+    let (at, owner, _) = victim.unwrap();
+    let other = if owner == "r1" { "r2" } else { "r1" };
+    replicas[owner.as_str()].signal("-STOP");
+    wait_for("the paused replica's firing recorded interrupted", 30, &replicas[other], || {
+        c.firings("p").iter().any(|(a, _, state)| *a == at && state == "interrupted")
+    });
+    replicas[owner.as_str()].signal("-CONT");
+    let woke = c.firings("p").len();
+    wait_for("five firings after the wake", 30, &replicas[other], || c.firings("p").len() >= woke + 5);
+    for (_, d) in std::mem::take(&mut replicas) {
+        d.stop_ok();
+    }
+    let table = c.firings("p");
+    let cut: Vec<_> = table.iter().filter(|(a, _, _)| *a == at).collect();
+    assert_eq!(cut.len(), 1);
+    assert_eq!((cut[0].1.as_str(), cut[0].2.as_str()), (owner.as_str(), "interrupted"), "{table:?}");
+    // Every other firing ran once (no claim left in error by the woken replica), with no gap.
+    for (a, o, s) in table.iter().filter(|(a, _, _)| *a != at) {
+        assert_eq!(s, "succeeded", "{a} ({o}): {table:?}");
+    }
+    let mut ran: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for r in ["r1", "r2"] {
+        for run in c.local_runs(r, "p").iter().filter(|x| x["outcome"] != "error") {
+            ran.entry(run["scheduled_for"].as_str().unwrap().to_string()).or_default().push(r);
+        }
+    }
+    assert!(ran.values().all(|rs| rs.len() == 1), "a firing ran twice: {ran:?}");
+    let times: Vec<i64> =
+        table.iter().map(|(a, _, _)| chrono::DateTime::parse_from_rfc3339(a).unwrap().timestamp_millis()).collect();
+    let gaps: BTreeSet<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, BTreeSet::from([2000]), "{times:?}");
+}

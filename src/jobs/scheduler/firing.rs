@@ -59,6 +59,20 @@ async fn fire_in_span(ctx: Arc<Context>, f: Firing) {
     // In a cluster, every replica computes this firing; the one that claims it runs it, before
     // its jitter (waiting first would hand it to whichever replica drew the shortest delay).
     if let Some(c) = &ctx.cluster {
+        if !c.in_touch() {
+            // Unheard lately (paused, cut off): the others may be taking it for gone. It claims
+            // nothing, leaving the firing to them; recorded here only.
+            let reason = format!(
+                "replica {}'s heartbeat has not reached the cluster table lately; the firing is left to the other replicas",
+                c.replica
+            );
+            tracing::warn!(job = %f.job.name, firing = %f.at, "not claimed: {reason}");
+            ctx.metrics.run_ended(&f.job.name, RunOutcome::Error, &[], 0.0, 0.0);
+            if let Err(e) = ctx.runs.record_firing(&f.job.name, f.kind, f.at, RunOutcome::Error, &reason).await {
+                tracing::error!(job = %f.job.name, "cannot record the firing of {}: {e}", f.at);
+            }
+            return;
+        }
         match claims::claim_firing(c, &f.job.name, f.at, f.kind, ctx.keep).await {
             Ok(Claim::Won) => {}
             Ok(Claim::Lost { owner }) => {
