@@ -224,10 +224,19 @@ fn a_throttling_table_loses_and_doubles_nothing() {
     // `allow`: what is under test is the claims; with `skip`, a firing that comes while the last
     // one's marker is still being released (throttled) would be skipped, by the policy.
     c.ctx.write_job("tock", &format!("overlap = \"allow\"\n{}", every(&tag, 2, &["true"])));
-    let replicas: Vec<_> = ["r1", "r2", "r3"].into_iter().map(|r| c.replica(r, &[])).collect();
+    let metrics = [("OPSD_METRICS_LISTEN", "127.0.0.1:0")];
+    let replicas: Vec<_> = ["r1", "r2", "r3"].into_iter().map(|r| c.replica(r, &metrics)).collect();
     wait_for("15 firings ended", 90, &replicas[0], || {
         c.firings("tock").iter().filter(|(_, _, s)| s == "succeeded").count() >= 15
     });
+    // The throttling is visible: requests refused for load, by operation, and the claims' latency.
+    let text: String = replicas.iter().map(|d| d.metrics()).collect();
+    let sum = |series: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert!(sum("opsd_cluster_requests_total{operation=\"PutItem\",result=\"throttled\"}") > 0.0, "{text}");
+    assert!(sum("opsd_cluster_requests_total{operation=\"PutItem\",result=\"ok\"}") > 0.0, "{text}");
+    assert!(sum("opsd_cluster_claim_seconds_count") >= 15.0, "{text}");
     for d in replicas {
         d.stop_ok();
     }

@@ -53,7 +53,10 @@ pub async fn claim(
 
     // `put_if` retries while DynamoDB throttles or does not answer; a retry of a put that landed is
     // refused, and the token then tells it was this attempt's.
-    match table.put_if(fields, "attribute_not_exists(pk)").await? {
+    let start = std::time::Instant::now();
+    let put = table.put_if(fields, "attribute_not_exists(pk)").await;
+    table.claimed(start.elapsed());
+    match put? {
         Written::Done => Ok(Claim::Won),
         Written::Refused(Some(there)) if mine(&there, &token) => Ok(Claim::Won),
         Written::Refused(Some(there)) => Ok(Claim::Lost { owner: get_s(&there, OWNER).unwrap_or("?").to_string() }),

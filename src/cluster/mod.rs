@@ -10,6 +10,7 @@ pub mod claims;
 pub mod commands;
 pub mod lease;
 pub mod members;
+pub mod metrics;
 pub mod settings;
 pub mod table;
 

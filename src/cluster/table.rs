@@ -6,6 +6,7 @@
 //! running marker) carries `active = <owner>`, which puts it in the sparse index `active`: the
 //! sweep scans that index (it holds only work in progress) for work whose owner is gone.
 
+use super::metrics::ClusterMetrics;
 use crate::aws::{call_error, CallError};
 use crate::backoff::Backoff;
 use aws_sdk_dynamodb::types::{
@@ -78,6 +79,7 @@ pub struct Table {
     /// retry on a short clock of their own ([`Table::put_quick`]).
     quick: aws_sdk_dynamodb::Client,
     name: String,
+    metrics: Option<ClusterMetrics>,
 }
 
 impl Table {
@@ -89,6 +91,20 @@ impl Table {
             client: aws_sdk_dynamodb::Client::new(sdk),
             quick: aws_sdk_dynamodb::Client::from_conf(quick),
             name: name.to_string(),
+            metrics: None,
+        }
+    }
+
+    /// The same, counting its requests in `metrics` (the daemon's).
+    pub fn with_metrics(mut self, metrics: ClusterMetrics) -> Table {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A claim took `took` (for the daemon's series).
+    pub fn claimed(&self, took: Duration) {
+        if let Some(m) = &self.metrics {
+            m.claimed(took);
         }
     }
 
@@ -207,7 +223,7 @@ impl Table {
 
     /// Every item of the `active` index: the work in progress of every replica (every page).
     pub async fn active(&self) -> Result<Vec<Item>, TableError> {
-        self.pages(usize::MAX, |start, _| async move {
+        self.pages("Scan", usize::MAX, |start, _| async move {
             let page = self.client.scan().table_name(&self.name).index_name(ACTIVE).set_exclusive_start_key(start);
             page.send().await.map(|p| (p.items, p.last_evaluated_key)).map_err(|e| call_error("Scan", e))
         })
@@ -216,7 +232,7 @@ impl Table {
 
     /// Up to `limit` items from `page` (given the key to start from and how many are still wanted),
     /// every page followed, each page retried as [`Table::patiently`] does.
-    async fn pages<F, Fut>(&self, limit: usize, page: F) -> Result<Vec<Item>, TableError>
+    async fn pages<F, Fut>(&self, operation: &'static str, limit: usize, page: F) -> Result<Vec<Item>, TableError>
     where
         F: Fn(Option<Item>, usize) -> Fut,
         Fut: std::future::Future<Output = Result<(Option<Vec<Item>>, Option<Item>), CallError>>,
@@ -225,7 +241,8 @@ impl Table {
         let mut start: Option<Item> = None;
         loop {
             let wanted = limit - items.len();
-            let (got, next) = self.patiently(|| page(start.clone(), wanted)).await.map_err(|e| self.aws(e))?;
+            let (got, next) =
+                self.patiently(operation, || page(start.clone(), wanted)).await.map_err(|e| self.aws(e))?;
             items.extend(got.unwrap_or_default());
             match next {
                 Some(k) if items.len() < limit => start = Some(k),
@@ -235,7 +252,7 @@ impl Table {
     }
 
     /// Run `call` again while DynamoDB throttles (with backoff, for [`THROTTLE_PATIENCE`]).
-    async fn patiently<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    async fn patiently<T, F, Fut>(&self, operation: &'static str, mut call: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
@@ -243,7 +260,16 @@ impl Table {
         let deadline = Instant::now() + THROTTLE_PATIENCE;
         let mut backoff = Backoff::new(THROTTLE_FIRST_WAIT, THROTTLE_MAX_WAIT);
         loop {
-            match call().await {
+            let r = call().await;
+            if let Some(m) = &self.metrics {
+                let result = match &r {
+                    Ok(_) => "ok",
+                    Err(e) if throttled(e) => "throttled",
+                    Err(_) => "error",
+                };
+                m.request(operation, result);
+            }
+            match r {
                 Err(e) if (throttled(&e) || e.code.is_none()) && Instant::now() < deadline => {
                     let wait = backoff.fail();
                     tracing::debug!(table = %self.name, "{e}; retrying in {wait:?}");
@@ -258,7 +284,7 @@ impl Table {
     /// A refusal returns the item that is there.
     pub async fn put_if(&self, item: Item, condition: &str) -> Result<Written, TableError> {
         let r = self
-            .patiently(|| async {
+            .patiently("PutItem", || async {
                 self.client
                     .put_item()
                     .table_name(&self.name)
@@ -289,7 +315,7 @@ impl Table {
         limit: Duration,
     ) -> Result<Written, TableError> {
         let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let call = self.patiently(|| async {
+        let call = self.patiently("PutItem", || async {
             let r = self
                 .quick
                 .put_item()
@@ -315,7 +341,7 @@ impl Table {
 
     /// Put `item`, replacing any.
     pub async fn put(&self, item: Item) -> Result<(), TableError> {
-        self.patiently(|| async {
+        self.patiently("PutItem", || async {
             self.client
                 .put_item()
                 .table_name(&self.name)
@@ -380,7 +406,7 @@ impl Table {
         let values: HashMap<String, AttributeValue> =
             u.values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let names: HashMap<String, String> = u.names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        self.patiently(|| async {
+        self.patiently("UpdateItem", || async {
             client
                 .update_item()
                 .table_name(&self.name)
@@ -406,7 +432,7 @@ impl Table {
 
     /// One item, read consistently within `limit`.
     pub async fn get_quick(&self, pk: &str, sk: &str, limit: Duration) -> Result<Option<Item>, TableError> {
-        let call = self.patiently(|| async {
+        let call = self.patiently("GetItem", || async {
             self.quick
                 .get_item()
                 .table_name(&self.name)
@@ -424,7 +450,7 @@ impl Table {
     /// One item, read consistently (after a write of this or another replica, it is seen).
     pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
         let r = self
-            .patiently(|| async {
+            .patiently("GetItem", || async {
                 self.client
                     .get_item()
                     .table_name(&self.name)
@@ -449,7 +475,7 @@ impl Table {
             ("pk = :pk AND begins_with(sk, :prefix)", HashMap::from([(":prefix".to_string(), s(prefix))]))
         };
         values.insert(":pk".to_string(), s(pk));
-        self.pages(limit, |start, wanted| {
+        self.pages("Query", limit, |start, wanted| {
             let call = self
                 .client
                 .query()
@@ -476,7 +502,7 @@ impl Table {
     ) -> Result<(), TableError> {
         let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let names: HashMap<String, String> = names.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        self.patiently(|| async {
+        self.patiently("DeleteItem", || async {
             let r = self
                 .client
                 .delete_item()
@@ -511,7 +537,7 @@ impl Table {
 
     /// Delete an item (gone already is fine).
     pub async fn delete(&self, pk: &str, sk: &str) -> Result<(), TableError> {
-        self.patiently(|| async {
+        self.patiently("DeleteItem", || async {
             self.client
                 .delete_item()
                 .table_name(&self.name)

@@ -13,7 +13,7 @@ mod systemd;
 
 use crate::capacity::fence::Fence;
 use crate::capacity::{self, controller::Controller, history::DecisionHistory, metrics::CapacityMetrics};
-use crate::cluster::{lease::Lease, members, table::Table, Cluster};
+use crate::cluster::{lease::Lease, members, metrics::ClusterMetrics, table::Table, Cluster};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::jobs::history::RunHistory;
@@ -72,9 +72,15 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     // Cancelled once everything else has stopped: the heartbeat outlives the shutdown grace, so the
     // others never take this replica's running jobs for abandoned.
     let cluster_stop = CancellationToken::new();
+    // Every wing registers its series, whether it runs or not, so dashboards see zeros, not gaps.
+    let mut registry = metrics::registry();
+    let job_metrics = JobMetrics::register(&mut registry);
+    let lifecycle_metrics = LifecycleMetrics::register(&mut registry);
+    let capacity_metrics = CapacityMetrics::register(&mut registry);
+    let cluster_metrics = ClusterMetrics::register(&mut registry);
     let mut heartbeat = None;
     let cluster = match &config.cluster {
-        Some(c) => match join_cluster(c, &sdk, cluster_stop.clone()).await {
+        Some(c) => match join_cluster(c, &sdk, cluster_metrics, cluster_stop.clone()).await {
             Ok((cluster, beat)) => {
                 heartbeat = Some(beat);
                 Some(cluster)
@@ -86,11 +92,6 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         },
         None => None,
     };
-    // Every wing registers its series, whether it runs or not, so dashboards see zeros, not gaps.
-    let mut registry = metrics::registry();
-    let job_metrics = JobMetrics::register(&mut registry);
-    let lifecycle_metrics = LifecycleMetrics::register(&mut registry);
-    let capacity_metrics = CapacityMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let server_stop = CancellationToken::new();
     let metrics_addr = match config.metrics_listen {
@@ -311,9 +312,10 @@ fn reload_config(old: Config) -> Config {
 async fn join_cluster(
     settings: &crate::cluster::ClusterSettings,
     sdk: &aws_config::SdkConfig,
+    metrics: ClusterMetrics,
     stop: CancellationToken,
 ) -> Result<(Cluster, tokio::task::JoinHandle<()>), members::JoinError> {
-    let table = Table::new(sdk, &settings.table);
+    let table = Table::new(sdk, &settings.table).with_metrics(metrics);
     let me = members::Me {
         replica: settings.replica(),
         incarnation: crate::cluster::incarnation(),
