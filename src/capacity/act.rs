@@ -113,7 +113,7 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
     // first, so the next leader puts them back if this one cannot.
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
     fence.draining(&ids).await?;
-    if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining).await {
+    if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining, fence).await {
         return Err(undo(c, cluster, target, victims, &[], e, fence).await);
     }
     let emptied = if drain {
@@ -155,7 +155,7 @@ async fn undo(
         return ActError::Fenced(f);
     }
     let back: Vec<Member> = victims.iter().filter(|v| !requested.contains(&v.ec2_id)).cloned().collect();
-    let (undone, restored) = match reactivate(c, cluster, target, &back).await {
+    let (undone, restored) = match reactivate(c, cluster, target, &back, fence).await {
         Ok(ids) if ids.is_empty() => ("no victim that still runs was left DRAINING".to_string(), true),
         Ok(ids) => (format!("{} set back to ACTIVE", ids.join(", ")), true),
         Err(e) => (
@@ -177,6 +177,7 @@ pub async fn reactivate(
     cluster: &str,
     target: &CapacityTarget,
     victims: &[Member],
+    fence: &Fence,
 ) -> Result<Vec<String>, ActError> {
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
     let mut alive = running_instances(c, &ids).await?;
@@ -195,7 +196,7 @@ pub async fn reactivate(
         })
         .collect();
     let arns: Vec<String> = draining.iter().map(|(a, _)| a.clone()).collect();
-    set_state(c, cluster, &arns, ContainerInstanceStatus::Active).await?;
+    set_state(c, cluster, &arns, ContainerInstanceStatus::Active, fence).await?;
     Ok(draining.into_iter().map(|(_, id)| id).collect())
 }
 
@@ -222,24 +223,26 @@ async fn running_instances(c: &Clients, ids: &[String]) -> Result<HashSet<String
     Ok(alive)
 }
 
-/// UpdateContainerInstancesState in batches of [`STATE_BATCH`]; an instance ECS did not update is
-/// an error (a DRAINING that did not happen would let tasks land on a victim).
+/// UpdateContainerInstancesState in batches of [`STATE_BATCH`], each under the lease (confirmed, and
+/// within its deadline); an instance ECS did not update is an error (a DRAINING that did not
+/// happen would let tasks land on a victim).
 async fn set_state(
     c: &Clients,
     cluster: &str,
     arns: &[String],
     status: ContainerInstanceStatus,
+    fence: &Fence,
 ) -> Result<(), ActError> {
     for chunk in arns.chunks(STATE_BATCH) {
-        let out = c
+        fence.confirm().await?;
+        let call = c
             .ecs
             .update_container_instances_state()
             .cluster(cluster)
             .set_container_instances(Some(chunk.to_vec()))
             .status(status.clone())
-            .send()
-            .await
-            .map_err(|e| call_error("UpdateContainerInstancesState", e))?;
+            .send();
+        let out = fence.bounded(call).await?.map_err(|e| call_error("UpdateContainerInstancesState", e))?;
         if !out.failures().is_empty() {
             let failures = out
                 .failures()

@@ -353,6 +353,9 @@ impl Controller {
                 tracing::warn!(cluster = %cluster, target = %target, "capacity: the decision was not carried out: {e}");
                 self.metrics.decision(kind, DecisionOutcome::Fenced);
                 self.finish(id, DecisionOutcome::Fenced, Some(e.to_string())).await;
+                // Whoever leads next, this replica again included (a late renewal can restore the
+                // same epoch), reads the journal first and puts these victims back.
+                self.led = None;
             }
             Err(e) => {
                 let (cluster, target) = (&self.settings.cluster, &self.target);
@@ -385,7 +388,7 @@ impl Controller {
             Action::ScaleOut { .. } => {
                 let to = to.ceil().max(0.0) as u32;
                 self.fence.confirm().await?;
-                self.target.set_target(&self.clients, to).await.map_err(ActError::from)
+                self.fence.bounded(self.target.set_target(&self.clients, to)).await?.map_err(ActError::from)
             }
             Action::ScaleIn { victims, .. } => {
                 let s = &self.settings;
@@ -420,14 +423,18 @@ impl Controller {
             }
         };
         self.state.shared(journal.last_scale_out, journal.last_scale_in);
-        if let Some((ids, earlier)) = journal.victims.filter(|(_, e)| *e != epoch) {
+        // Victims of any epoch, this one's too: no scale-in of this replica is in flight between
+        // ticks, so any left in the journal were abandoned (a dead or fenced leader's).
+        if let Some((ids, earlier)) = journal.victims {
             if let Err(f) = self.fence.confirm().await {
                 tracing::warn!(cluster, "capacity: {f}");
                 return false;
             }
             let c = &self.clients;
             let back = match observe::members_of(c, &cluster, &ids).await {
-                Ok(members) => act::reactivate(c, &cluster, &self.target, &members).await.map_err(|e| e.to_string()),
+                Ok(members) => {
+                    act::reactivate(c, &cluster, &self.target, &members, &self.fence).await.map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             match back {
@@ -486,7 +493,9 @@ impl Controller {
                 return false;
             }
             let back = match observe::members_of(c, cluster, &d.victims.0).await {
-                Ok(members) => act::reactivate(c, cluster, &self.target, &members).await.map_err(|e| e.to_string()),
+                Ok(members) => {
+                    act::reactivate(c, cluster, &self.target, &members, &self.fence).await.map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             let victims = d.victims.joined();

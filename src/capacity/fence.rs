@@ -76,6 +76,18 @@ impl Fence {
         }
     }
 
+    /// Run `call`, an AWS request that changes the fleet, within what is left of the lease: once
+    /// the deadline passes it is abandoned, so no retry of it is sent after this replica may have
+    /// been replaced (a request already sent may still land: the deadline's margin covers its trip).
+    pub async fn bounded<T, E>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Fenced> {
+        let Some(l) = &self.0 else { return Ok(call.await) };
+        let left = l.remaining()?;
+        tokio::time::timeout(left, call).await.map_err(|_| l.ran_out())
+    }
+
     /// Confirm the lease and note `victims` as a scale-in about to drain them.
     pub async fn draining(&self, victims: &[String]) -> Result<(), Fenced> {
         let Some(l) = &self.0 else { return Ok(()) };

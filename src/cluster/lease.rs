@@ -47,12 +47,17 @@ pub enum Fenced {
     Unconfirmed { name: String, epoch: u64, error: String },
 }
 
-/// What this replica holds: the epoch, and when it must stop acting (its own monotonic clock).
+/// What this replica holds: the epoch, when its last confirmed write was sent, and when it must
+/// stop acting (its own monotonic clock).
 #[derive(Debug, Clone, Copy)]
 struct Holding {
     epoch: u64,
+    sent: Instant,
     deadline: Instant,
 }
+
+/// How soon a renewal that failed is tried again (the next regular one would come too late).
+const RENEW_RETRY: Duration = Duration::from_millis(250);
 
 /// A lease as a holder's item says (for `opsd cluster status`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,6 +125,21 @@ impl Lease {
     /// The epoch this replica leads in, if it holds the lease and its deadline has not passed.
     pub fn leading(&self) -> Option<u64> {
         self.check().ok()
+    }
+
+    /// How long this replica may still act (its deadline less now), or why it may not.
+    pub fn remaining(&self) -> Result<Duration, Fenced> {
+        self.check()?;
+        let h = self.holding().ok_or_else(|| Fenced::NotHeld(self.name.clone()))?;
+        Ok(h.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Why a step that did not end before the deadline was cut short.
+    pub fn ran_out(&self) -> Fenced {
+        self.check().err().unwrap_or_else(|| {
+            let epoch = self.holding().map(|h| h.epoch).unwrap_or(0);
+            Fenced::Expired { name: self.name.clone(), epoch }
+        })
     }
 
     /// Whether this replica may act now, by its own clock only (no I/O): the epoch it leads in.
@@ -191,12 +211,20 @@ impl Lease {
         let r = self.table.update_quick(call, limit).await;
         match r {
             Ok(Written::Done) => {
-                // Unless the lease was lost meanwhile (a refusal seen by another step).
+                // Unless the lease was lost meanwhile (a refusal seen by another step): then this
+                // write is not trusted either. Deadlines only move forward (an earlier write that
+                // answers last must not shorten them).
                 let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                if h.is_some_and(|h| h.epoch == epoch) {
-                    *h = Some(Holding { epoch, deadline: self.deadline(sent) });
+                match h.as_mut() {
+                    Some(h) if h.epoch == epoch => {
+                        if sent > h.sent {
+                            h.sent = sent;
+                            h.deadline = self.deadline(sent);
+                        }
+                        Ok(epoch)
+                    }
+                    _ => Err(Fenced::NotHeld(self.name.clone())),
                 }
-                Ok(epoch)
             }
             Ok(Written::Refused(item)) => {
                 let (holder, now) = item
@@ -219,21 +247,49 @@ impl Lease {
     }
 
     /// Hold the lease when it is free, or once its holder has stopped renewing it for a whole
-    /// lease; renew it while held; release it at `stop`.
-    pub async fn campaign(&self, stop: CancellationToken) {
+    /// lease, and renew it while held (a third of a lease after the last confirmed write; a failed
+    /// renewal is tried again at once), until one of:
+    /// - `done`: what acts under the lease has ended (a clean stop, or it failed): the lease is
+    ///   released, so the next holder need not wait;
+    /// - `stop`: the daemon is gone while that may still be acting: not released; it runs out.
+    ///
+    /// Once `no_more` is cancelled (the daemon is stopping) a lease not held is not taken. A holding
+    /// whose every write has gone unconfirmed for a lease past its deadline is dropped, so the lease
+    /// can pass (to this replica again, or another) rather than be renewed blindly for ever.
+    pub async fn campaign(&self, done: CancellationToken, no_more: CancellationToken, stop: CancellationToken) {
         let mut watch: Option<(String, Instant)> = None;
+        let mut failed = false;
         loop {
-            let wait = if self.holding().is_some() { self.duration / 3 } else { self.duration / 6 };
+            let wait = match self.holding() {
+                Some(_) if failed => RENEW_RETRY,
+                Some(h) => (h.sent + self.duration / 3).saturating_duration_since(Instant::now()),
+                None => self.duration / 6,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => break,
+                _ = done.cancelled() => {
+                    self.release().await;
+                    return;
+                }
+                _ = stop.cancelled() => return,
             }
             if let Some(h) = self.holding() {
-                match self.renew(h.epoch).await {
+                if Instant::now() >= h.deadline + self.duration {
+                    tracing::warn!(lease = %self.name, epoch = h.epoch, "cluster: no write to the lease confirmed for a lease past its deadline; giving it up");
+                    self.set(None);
+                    continue;
+                }
+                let r = self.renew(h.epoch).await;
+                failed = r.is_err();
+                match r {
                     Ok(_) => {}
                     Err(e @ Fenced::Lost { .. }) => tracing::warn!(lease = %self.name, "cluster: {e}"),
                     Err(e) => tracing::warn!(lease = %self.name, "cluster: renewing: {e}"),
                 }
+                continue;
+            }
+            failed = false;
+            if no_more.is_cancelled() {
                 continue;
             }
             match self.try_take(&mut watch).await {
@@ -241,10 +297,9 @@ impl Lease {
                     tracing::info!(lease = %self.name, epoch, replica = %self.replica, "cluster: took the lease")
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(lease = %self.name, "cluster: reading the lease: {e}"),
+                Err(e) => tracing::warn!(lease = %self.name, "cluster: trying to take the lease: {e}"),
             }
         }
-        self.release().await;
     }
 
     /// One look at the lease: take it if it is free or its holder has been silent for a whole lease
@@ -268,8 +323,11 @@ impl Lease {
                 ("version".into(), mine[2].1.clone()),
                 ("renewed_at".into(), mine[3].1.clone()),
             ]);
-            return Ok(match self.table.put_if(fresh, "attribute_not_exists(pk)").await? {
+            let limit = self.duration / 3;
+            return Ok(match self.table.put_quick(fresh, Some("attribute_not_exists(pk)"), &[], limit).await? {
                 Written::Done => self.took(1, sent),
+                // A retry refused because the first attempt landed (its answer lost) is still ours.
+                Written::Refused(Some(there)) if self.wrote(&there, &mine[2].1) => self.took(1, sent),
                 Written::Refused(_) => None,
             });
         };
@@ -290,8 +348,20 @@ impl Lease {
         values.push((":seen", s(&version)));
         values.push((":one", n(1)));
         let update = "SET holder = :me, incarnation = :inc, version = :version, renewed_at = :at, epoch = epoch + :one";
-        Ok(match self.table.update_if(PARTITION, &self.name, update, Some("version = :seen"), &values).await? {
+        let call = Update {
+            pk: PARTITION,
+            sk: &self.name,
+            update,
+            condition: Some("version = :seen"),
+            values: &values,
+            names: &[],
+        };
+        Ok(match self.table.update_quick(call, self.duration / 3).await? {
             Written::Done => {
+                *watch = None;
+                self.took(epoch + 1, sent)
+            }
+            Written::Refused(Some(there)) if self.wrote(&there, &mine[2].1) => {
                 *watch = None;
                 self.took(epoch + 1, sent)
             }
@@ -299,8 +369,16 @@ impl Lease {
         })
     }
 
+    /// Whether `item` is this replica's own write of `version` (a write that landed, whose retry
+    /// was refused because it had).
+    fn wrote(&self, item: &Item, version: &AttributeValue) -> bool {
+        get_s(item, "holder") == Some(self.replica.as_str())
+            && get_s(item, "incarnation") == Some(self.incarnation.as_str())
+            && item.get("version") == Some(version)
+    }
+
     fn took(&self, epoch: u64, sent: Instant) -> Option<u64> {
-        self.set(Some(Holding { epoch, deadline: self.deadline(sent) }));
+        self.set(Some(Holding { epoch, sent, deadline: self.deadline(sent) }));
         Some(epoch)
     }
 
@@ -332,7 +410,8 @@ impl Lease {
             )
             .await;
         match r {
-            Ok(_) => tracing::info!(lease = %self.name, epoch = h.epoch, "cluster: released the lease"),
+            Ok(Written::Done) => tracing::info!(lease = %self.name, epoch = h.epoch, "cluster: released the lease"),
+            Ok(Written::Refused(_)) => {}
             Err(e) => {
                 tracing::warn!(lease = %self.name, "cluster: releasing the lease: {e}; another replica takes it over after {:?}", self.duration)
             }

@@ -114,6 +114,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         tracker.spawn(lifecycle::run(lctx, l, cancel.clone()));
     }
     let mut campaign = None;
+    let controller_done = CancellationToken::new();
     if let Some(c) = config.capacity.clone() {
         let history = DecisionHistory::new(store.clone());
         // In a cluster one replica at a time leads, holding the capacity lease; it is released
@@ -129,15 +130,22 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
                     settings.leader_lease.0,
                 ));
                 let held = lease.clone();
-                let stop = cluster_stop.clone();
-                campaign = Some(tokio::spawn(async move { held.campaign(stop).await }));
+                let (no_more, stop) = (cancel.clone(), cluster_stop.clone());
+                let done = controller_done.clone();
+                campaign = Some(tokio::spawn(async move { held.campaign(done, no_more, stop).await }));
                 Fence::leased(lease)
             }
             _ => Fence::alone(),
         };
         let clients = capacity::Clients::new(&sdk);
         let controller = Controller::new(c, clients, history, capacity_metrics, fence, cancel.clone());
-        tracker.spawn(controller.run());
+        // The lease is released once the controller has ended, however it ended (a panic too), and
+        // only then: a controller still acting when the daemon gives up keeps it until it runs out.
+        let ended = controller_done.clone().drop_guard();
+        tracker.spawn(async move {
+            let _ended = ended;
+            controller.run().await
+        });
     }
     let ctx = firing::Context {
         runs,

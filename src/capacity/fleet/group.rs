@@ -121,13 +121,16 @@ pub async fn remove(c: &Clients, victims: &[String], fence: &Fence) -> Result<()
         if let Err(f) = fence.confirm().await {
             return Err(RemoveFailed { error: f.into(), requested });
         }
-        let r = c
+        let call = c
             .asg
             .terminate_instance_in_auto_scaling_group()
             .instance_id(id)
             .should_decrement_desired_capacity(true)
-            .send()
-            .await;
+            .send();
+        let r = match fence.bounded(call).await {
+            Ok(r) => r,
+            Err(f) => return Err(RemoveFailed { error: f.into(), requested }),
+        };
         if let Err(e) = r.map_err(|e| call_error("TerminateInstanceInAutoScalingGroup", e)) {
             return Err(RemoveFailed { error: e.into(), requested });
         }

@@ -161,7 +161,7 @@ impl CapacityTarget {
         cancel: &CancellationToken,
     ) -> Result<(), RemoveFailed> {
         fence.confirm().await.map_err(FleetError::from)?;
-        self.set_target(c, to).await.map_err(FleetError::from)?;
+        fence.bounded(self.set_target(c, to)).await.map_err(FleetError::from)?.map_err(FleetError::from)?;
         if let Err(e) = self.wait_applied(c, to, cancel).await {
             self.restore(c, from, fence, "").await;
             return Err(e.into());
@@ -169,7 +169,8 @@ impl CapacityTarget {
         // Applying may take a while: a leader that lost its lease meanwhile terminates nothing
         // (and restores nothing: the next leader's decisions own the target now).
         fence.confirm().await.map_err(FleetError::from)?;
-        let r = c.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send().await;
+        let call = c.ec2.terminate_instances().set_instance_ids(Some(victims.to_vec())).send();
+        let r = fence.bounded(call).await.map_err(FleetError::from)?;
         if let Err(e) = r.map_err(|e| call_error("TerminateInstances", e)) {
             // Some may be gone, some not: the target goes back up (never short of capacity), and the
             // caller puts those still running back to work.
@@ -186,7 +187,14 @@ impl CapacityTarget {
             tracing::warn!(target = %self, "capacity: the target of {self} is not restored to {from}: {f}");
             return;
         }
-        if let Err(back) = self.set_target(c, from).await {
+        let back = match fence.bounded(self.set_target(c, from)).await {
+            Ok(r) => r,
+            Err(f) => {
+                tracing::warn!(target = %self, "capacity: the target of {self} is not restored to {from}: {f}");
+                return;
+            }
+        };
+        if let Err(back) = back {
             tracing::error!(target = %self, "capacity: restoring the target of {self} to {from} failed: {back}{note}");
         }
     }
