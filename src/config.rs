@@ -31,7 +31,7 @@ pub struct Config {
     pub ssh: ssh::Defaults,
     pub run: RunDefaults,
     /// `opsd daemon`: how long running jobs may finish after SIGTERM before they are cancelled.
-    /// Keep it below the unit's TimeoutStopSec (90 s in systemd/opsd.service).
+    /// Under systemd the stop timeout follows it (EXTEND_TIMEOUT_USEC = grace + 60 s at STOPPING=1).
     pub shutdown_grace: HumanDuration,
     /// `opsd daemon`: run history (with its output), lifecycle actions and capacity decisions older
     /// than this are deleted, at start and hourly; each job's latest run and firings are kept.

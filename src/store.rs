@@ -23,6 +23,8 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the state directory {path}: {source}; set state_dir in the config to a writable directory")]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {path}: {source}; check that state_dir is writable by opsd")]
+    File { path: PathBuf, source: std::io::Error },
     #[error("cannot lock {path} while opening the run history: {source}; check that state_dir is writable by opsd")]
     Lock { path: PathBuf, source: std::io::Error },
     #[error("run history: {0}")]
@@ -62,9 +64,11 @@ impl Store {
     }
 
     pub fn open_blocking(state_dir: &Path, schema: &[Migration]) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+        private_dir(state_dir).map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
         let path = state_dir.join("opsd.db");
+        // Created empty and private before SQLite opens it (an empty file is a new database); its
+        // WAL and shared-memory files take the database file's mode.
+        private_file(&path).map_err(|source| StoreError::File { path: path.clone(), source })?;
         let open = |path: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -79,10 +83,7 @@ impl Store {
         // Processes opening the store therefore take turns through an advisory lock on a side file;
         // it is held for milliseconds and released when the file is closed.
         let lock_path = state_dir.join("opsd.db.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let lock = private_options()
             .open(&lock_path)
             .and_then(|f| f.lock().map(|_| f))
             .map_err(|source| StoreError::Lock { path: lock_path, source })?;
@@ -146,6 +147,36 @@ fn migrate(c: &Connection, schema: &[Migration]) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Create `dir` (and its parents) if missing, the last one readable by its owner only: it holds
+/// the run history with the hosts' output and the TOFU pins. An existing directory is left as the
+/// administrator set it (systemd's `StateDirectory=` makes it 0700 too).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    }
+}
+
+/// Options that create a file readable and writable by its owner only (0600), never truncating.
+pub fn private_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).truncate(false).write(true).mode(0o600);
+    o
+}
+
+/// Create `path` empty and private (0600) if it does not exist.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    private_options().open(path).map(drop)
 }
 
 #[cfg(test)]

@@ -299,6 +299,8 @@ fn sd_notify_ready_watchdog_stopping() {
 
     d.signal("-TERM");
     read_until("STOPPING=1", 10, &mut got);
+    // The stop timeout follows shutdown_grace (5 s) plus what follows it (60 s).
+    assert!(got.last().unwrap().lines().any(|l| l == "EXTEND_TIMEOUT_USEC=65000000"), "{got:?}");
     let (code, _, log) = d.wait(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{log}");
 }

@@ -564,3 +564,59 @@ fn hosts_file_skips_ec2() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hosts:2:1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 14, 3.5: the state directory opsd creates is private (0700) and the run history's files
+/// are 0600, WAL included, whatever the umask: they hold the hosts' output and the TOFU pins.
+#[test]
+fn the_state_opsd_creates_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::new();
+    let tag = unique("private");
+    fleet(1, &[("T", &tag)], &[]);
+    ctx.write_job("p", &job("T", &tag, &["true"], "", ""));
+    let state = ctx.dir.path().join("deep").join("state");
+    let out = ctx.opsd().env("OPSD_STATE_DIR", &state).args(["run", "p"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    for f in ["opsd.db", "opsd.db.lock"] {
+        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    }
+    // The WAL, while a connection holds it open (opsd checkpoints and removes it at close).
+    let db = rusqlite::Connection::open(state.join("opsd.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)).unwrap();
+    db.execute("CREATE TABLE IF NOT EXISTS t (x)", []).unwrap();
+    if state.join("opsd.db-wal").exists() {
+        assert_eq!(mode(&state.join("opsd.db-wal")), 0o600);
+    }
+}
+
+/// Issue 14, 3.5: an identity file that others may read is refused, as OpenSSH refuses it, with a
+/// message that says how to fix it; nothing is run.
+#[test]
+fn an_identity_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::new();
+    let tag = unique("exposed");
+    fleet(1, &[("T", &tag)], &[]);
+    let key = ctx.dir.path().join("exposed_key");
+    std::fs::copy(env("OPSD_SANDBOX_SSH_KEY"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = path_str(&ctx.evidence.join("ran"));
+    ctx.write_job(
+        "x",
+        &job("T", &tag, &[&format!("touch {file}")], "", &format!("[ssh]\nidentity_file = \"{}\"", path_str(&key))),
+    );
+    let out = ctx.run(&["run", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("readable by others (mode 0644)") && err.contains(&format!("chmod 600 {}", path_str(&key))),
+        "{err}"
+    );
+    assert!(!ctx.evidence.join("ran").exists(), "a command ran");
+    // Private again, it is accepted.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = ctx.run(&["run", "x"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

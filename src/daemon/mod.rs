@@ -35,6 +35,9 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 /// After the grace period, how long cancelled runs get to kill their commands and record.
 const CANCEL_CLEANUP: Duration = Duration::from_secs(30);
+/// How long a stop may take after the grace: cancelled runs recording, then the lease's release
+/// and the heartbeat's leave (10 s each at most), and a margin. systemd is told grace + this.
+const AFTER_GRACE: Duration = Duration::from_secs(60);
 
 pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     // One daemon per state directory: two would fire every job twice.
@@ -228,7 +231,8 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         tracker.len(),
         humantime::format_duration(grace)
     );
-    systemd::stopping(format!("stopping: waiting up to {} for running jobs", humantime::format_duration(grace))).await;
+    let status = format!("stopping: waiting up to {} for running jobs", humantime::format_duration(grace));
+    systemd::stopping(status, grace + AFTER_GRACE).await;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             "shutdown_grace of {} is over: cancelling the runs still going (their commands are killed)",
@@ -350,13 +354,9 @@ enum LockError {
 fn lock_state_dir(config: &Config) -> Result<std::fs::File, LockError> {
     let dir = &config.state_dir;
     let path = dir.join("daemon.lock");
-    std::fs::create_dir_all(dir).map_err(|source| LockError::Open { path: path.clone(), source })?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| LockError::Open { path: path.clone(), source })?;
+    crate::store::private_dir(dir).map_err(|source| LockError::Open { path: path.clone(), source })?;
+    let f =
+        crate::store::private_options().open(&path).map_err(|source| LockError::Open { path: path.clone(), source })?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held { dir: dir.clone(), path }),

@@ -33,8 +33,14 @@ pub async fn reloaded(status: String) {
     send(move || sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)])).await
 }
 
-pub async fn stopping(status: String) {
-    send(move || sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status)])).await
+/// STOPPING=1, and EXTEND_TIMEOUT_USEC so systemd's stop timeout covers `within` (the grace plus
+/// what follows it) whatever the unit's TimeoutStopSec says: the stop timeout follows the grace.
+pub async fn stopping(status: String, within: Duration) {
+    let usec = u32::try_from(within.as_micros()).unwrap_or(u32::MAX);
+    send(move || {
+        sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status), NotifyState::ExtendTimeoutUsec(usec)])
+    })
+    .await
 }
 
 pub async fn watchdog() {

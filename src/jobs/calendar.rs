@@ -58,6 +58,34 @@ pub fn latest_missed(
     cron.find_previous_occurrence(&until.with_timezone(&tz), true).ok().map(|t| t.with_timezone(&Utc)).or(last)
 }
 
+/// The shortest time between two consecutive firings of a cron schedule over its next `horizon`
+/// after `from` (at most `max` firings looked at: a frequent schedule shows its shortest gap within
+/// days), with the pair that has it. None for a rate (its gap is its interval) or fewer than two
+/// firings.
+pub fn shortest_gap(
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    tz: Tz,
+    horizon: Duration,
+    max: usize,
+) -> Option<(Duration, DateTime<Utc>, DateTime<Utc>)> {
+    if let Schedule::Rate { .. } = schedule {
+        return None;
+    }
+    let end = from + horizon;
+    let mut best: Option<(Duration, DateTime<Utc>, DateTime<Utc>)> = None;
+    let mut last = next_after(schedule, from, tz, from)?;
+    for _ in 0..max {
+        let Some(next) = next_after(schedule, last, tz, from).filter(|n| *n <= end) else { break };
+        let gap = next - last;
+        if best.is_none_or(|(g, _, _)| gap < g) {
+            best = Some((gap, last, next));
+        }
+        last = next;
+    }
+    best
+}
+
 /// The next `n` firings after `after`.
 pub fn upcoming(
     schedule: &Schedule,
@@ -343,5 +371,23 @@ mod tests {
             let between = t + Duration::milliseconds(((a - t).num_milliseconds() as f64 * frac) as i64);
             prop_assert_eq!(next_after(&s, between, tz, anchor), Some(a));
         }
+    }
+
+    #[test]
+    fn shortest_gaps_of_crons() {
+        let gap = |expr: &str, tz: &str| {
+            let s = Schedule::parse(expr).unwrap();
+            shortest_gap(&s, utc("2026-03-01T00:00:00Z"), tz.parse().unwrap(), Duration::days(366), 2000)
+                .map(|(g, _, _)| g.num_minutes())
+        };
+        assert_eq!(gap("0,50 * * * *", "UTC"), Some(10));
+        assert_eq!(gap("0 9,10 * * 1", "UTC"), Some(60));
+        // Every 30 minutes stays every 30 minutes across DST; a daily 01:30 in New York is 23 h
+        // apart on the day the clocks go forward.
+        assert_eq!(gap("*/30 * * * *", "America/New_York"), Some(30));
+        assert_eq!(gap("30 1 * * *", "America/New_York"), Some(23 * 60));
+        // Once a year: no pair of firings within the horizon.
+        assert_eq!(gap("59 23 31 12 *", "UTC"), None);
+        assert_eq!(gap("rate(5 minutes)", "UTC"), None);
     }
 }

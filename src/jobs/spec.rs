@@ -163,9 +163,29 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
                     ));
                 }
             }
+            // A cron's firings are as close as its shortest gap (within a year, DST included).
+            let tz = spec.timezone.map(|t| t.0).unwrap_or(chrono_tz::Tz::UTC);
+            if !jitter.is_zero() {
+                let year = chrono::Duration::days(366);
+                if let Some((gap, a, b)) = super::calendar::shortest_gap(&schedule, chrono::Utc::now(), tz, year, 2000)
+                {
+                    if gap.to_std().is_ok_and(|g| jitter >= g) {
+                        diags.push(Diagnostic::field(
+                            file,
+                            text,
+                            "jitter",
+                            format!(
+                                "jitter {} is not shorter than the schedule's shortest gap between firings ({}, from {a} to {b}); lower it so firings cannot pass each other",
+                                humantime::format_duration(jitter),
+                                humantime::format_duration(gap.to_std().unwrap_or_default())
+                            ),
+                        ));
+                    }
+                }
+            }
             Some(Timing {
                 schedule,
-                timezone: spec.timezone.map(|t| t.0).unwrap_or(chrono_tz::Tz::UTC),
+                timezone: tz,
                 jitter,
                 overlap: spec.overlap.unwrap_or_default(),
                 catch_up: spec.catch_up.unwrap_or(false),
@@ -366,5 +386,19 @@ max_concurrency = "20%"
             .unwrap_err();
         let fields: Vec<_> = e.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(fields, ["ssh.identity_file", "ssh.user"]);
+    }
+
+    #[test]
+    fn jitter_must_be_shorter_than_a_crons_shortest_gap() {
+        let job = |schedule: &str, jitter: &str| {
+            format!("schedule = \"{schedule}\"\njitter = \"{jitter}\"\n[target]\ntags = {{ A = \"b\" }}\n[run]\ncommands = [\"true\"]\n")
+        };
+        // Minutes 0 and 50: firings 10 minutes apart once an hour, 50 the rest of the time.
+        let e = parse(Path::new("jobs/x.toml"), &job("0,50 * * * *", "15m"), &cfg()).unwrap_err();
+        assert_eq!((e[0].line, e[0].field.as_str()), (2, "jitter"), "{e:?}");
+        assert!(e[0].message.contains("shortest gap between firings (10m"), "{}", e[0].message);
+        assert!(parse(Path::new("jobs/x.toml"), &job("0,50 * * * *", "9m"), &cfg()).is_ok());
+        // A daily cron at 09:00 has a day between firings.
+        assert!(parse(Path::new("jobs/x.toml"), &job("cron(0 9 * * ? *)", "2h"), &cfg()).is_ok());
     }
 }

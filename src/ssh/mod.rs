@@ -110,8 +110,26 @@ pub enum SetupError {
         "cannot load the SSH identity {path}: {reason}; give an unencrypted OpenSSH private key in [ssh] identity_file"
     )]
     Identity { path: PathBuf, reason: String },
+    #[error("the SSH identity {path} is readable by others (mode {mode:04o}); OpenSSH refuses such a key, and so does opsd: chmod 600 {path}")]
+    Exposed { path: PathBuf, mode: u32 },
     #[error("cannot read known_hosts {path}: {reason}; set [ssh] known_hosts in the config, or host_keys = \"tofu\" in the job")]
     KnownHosts { path: PathBuf, reason: String },
+}
+
+/// As OpenSSH's `sshkey_perm_ok`: a private key file of this user's that others may read or write
+/// is refused (a key readable by another user is no longer this user's secret). A file owned by
+/// another user (root's, shared through a group) is left to the file system's own checks.
+fn private_key_file(path: &std::path::Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |reason: String| SetupError::Identity { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| identity(e.to_string()))?;
+    // The process's effective uid, without libc: /proc/self belongs to it.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let mode = meta.mode() & 0o777;
+    if Some(meta.uid()) == me && mode & 0o077 != 0 {
+        return Err(SetupError::Exposed { path: path.to_path_buf(), mode });
+    }
+    Ok(())
 }
 
 /// Everything needed to reach the hosts of one run, shared by all of them.
@@ -144,6 +162,7 @@ pub struct SessionOutcome {
 impl Connector {
     /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
     pub fn new(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
+        private_key_file(&settings.identity_file)?;
         let key = russh::keys::load_secret_key(&settings.identity_file, None)
             .map_err(|e| SetupError::Identity { path: settings.identity_file.clone(), reason: e.to_string() })?;
         let check = match settings.host_keys {
