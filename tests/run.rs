@@ -620,3 +620,30 @@ fn an_identity_file_readable_by_others_is_refused() {
     let out = ctx.run(&["run", "x"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 14, 3.12: escape sequences and control characters in a host's output are shown, not
+/// obeyed, in the live view and in `opsd history --run`.
+#[test]
+fn remote_output_cannot_drive_the_terminal() {
+    let ctx = Ctx::new();
+    let tag = unique("escapes");
+    fleet(1, &[("T", &tag)], &[]);
+    let cmd = r"printf '\033[2J\033]0;pwned\007hello\rworld\n'; printf 'err\033[31m\n' >&2";
+    ctx.write_job("esc", &job("T", &tag, &[cmd], "", ""));
+    let out = ctx.run(&["run", "esc"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = |bytes: &[u8]| {
+        assert!(!bytes.iter().any(|b| *b == 0x1b || *b == 0x07 || *b == b'\r'), "raw control bytes: {bytes:?}");
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    let live = shown(&out.stdout);
+    assert!(live.contains(r"| \x1b[2J\x1b]0;pwned\x07hello\rworld"), "{live}");
+    assert!(live.contains(r"! err\x1b[31m"), "{live}");
+    let runs = ctx.json(&["history", "esc"]);
+    let id = runs["runs"][0]["id"].as_i64().unwrap().to_string();
+    let text = shown(&ctx.run(&["history", "--run", &id]).stdout);
+    assert!(text.contains(r"| \x1b[2J\x1b]0;pwned\x07hello\rworld"), "{text}");
+    // JSON keeps the bytes, escaped by JSON itself.
+    let doc = ctx.json(&["history", "--run", &id]);
+    assert_eq!(doc["hosts"][0]["commands"][0]["stdout"], "\u{1b}[2J\u{1b}]0;pwned\u{7}hello\rworld\n", "{doc}");
+}

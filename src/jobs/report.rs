@@ -74,7 +74,9 @@ impl Live {
 
     fn print_line(&self, seq: usize, stream: Stream, text: &str) {
         let mark = if stream == Stream::Stderr { '!' } else { '|' };
-        self.println(&format!("{} {mark} {text}", self.labels[seq]));
+        // A CRLF line's CR is the line ending, not content.
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        self.println(&format!("{} {mark} {}", self.labels[seq], crate::output::visible(text)));
     }
 
     fn println(&self, line: &str) {
@@ -104,7 +106,7 @@ pub fn host_line(r: &HostResult) -> String {
         HostStatus::Cancelled => "CANCELLED".to_string(),
     };
     if let (Some(k), Some(e)) = (r.error_kind, &r.error) {
-        s.push_str(&format!(" ({}) {e}", k.as_str()));
+        s.push_str(&format!(" ({}) {}", k.as_str(), crate::output::visible(e)));
     }
     if r.stdout_dropped + r.stderr_dropped > 0 {
         s.push_str(&format!(

@@ -97,10 +97,10 @@ async fn one_run(runs: &RunHistory, id: i64, output: OutputFormat) -> Exit {
                         c.exit_status.map(|s| s.to_string()).or(c.exit_signal.clone()).unwrap_or_else(|| "-".into());
                     outln!("  $ {}   (exit {status})", c.command);
                     for line in String::from_utf8_lossy(&c.stdout).lines() {
-                        outln!("  | {line}");
+                        outln!("  | {}", crate::output::visible(line));
                     }
                     for line in String::from_utf8_lossy(&c.stderr).lines() {
-                        outln!("  ! {line}");
+                        outln!("  ! {}", crate::output::visible(line));
                     }
                 }
             }
