@@ -46,15 +46,15 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
                 Err(exit) => exit,
             }
         }
-        Command::History(args) => match open_store(&config).await {
+        Command::History(args) => match read_store(&config).await {
             Ok(store) => jobs::history(args, RunHistory::new(store)).await,
             Err(exit) => exit,
         },
         Command::Lifecycle(cmd) => {
-            crate::lifecycle::status::run(cmd, config.lifecycle.as_ref(), open_store(&config), load_sdk(&config)).await
+            crate::lifecycle::status::run(cmd, config.lifecycle.as_ref(), read_store(&config), load_sdk(&config)).await
         }
         Command::Capacity(cmd) => {
-            crate::capacity::status::run(cmd, config.capacity.as_ref(), open_store(&config), load_sdk(&config)).await
+            crate::capacity::status::run(cmd, config.capacity.as_ref(), read_store(&config), load_sdk(&config)).await
         }
         Command::Cluster(cmd) => cluster(cmd, &config).await,
     }
@@ -110,12 +110,21 @@ pub async fn open_store(config: &Config) -> Result<Store, Exit> {
     })
 }
 
-/// The run history only if a store exists already (`opsd jobs` must not create one).
+/// The run history only if a store exists already (`opsd jobs` must not create one), read only.
 async fn existing_store(config: &Config) -> Option<RunHistory> {
     if !config.state_dir.join("opsd.db").exists() {
         return None;
     }
-    Store::open(&config.state_dir, crate::schema::MIGRATIONS).await.ok().map(RunHistory::new)
+    Store::open_read_only(&config.state_dir, crate::schema::MIGRATIONS).await.ok().map(RunHistory::new)
+}
+
+/// The store for a command that only reads it (`history`, the status commands): never created,
+/// migrated or written; the exit code (70) once the reason is printed.
+async fn read_store(config: &Config) -> Result<Store, Exit> {
+    Store::open_read_only(&config.state_dir, crate::schema::MIGRATIONS).await.map_err(|e| {
+        eprintln!("opsd: {e}");
+        Exit::Software
+    })
 }
 
 /// The AWS SDK configuration, or the exit code (64: no region) once the reason is printed.

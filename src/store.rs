@@ -23,6 +23,8 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the state directory {path}: {source}; set state_dir in the config to a writable directory")]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("the run history {path} is of an older opsd (schema {version}; this one reads {latest}); run `opsd daemon` (or `opsd run`) once to upgrade it, then try again")]
+    Old { path: PathBuf, version: i32, latest: i32 },
     #[error("cannot create {path}: {source}; check that state_dir is writable by opsd")]
     File { path: PathBuf, source: std::io::Error },
     #[error("cannot lock {path} while opening the run history: {source}; check that state_dir is writable by opsd")]
@@ -93,6 +95,36 @@ impl Store {
             .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         drop(lock);
         Ok(Store { conn: Arc::new(Mutex::new(conn)), quick: Arc::new(Mutex::new(quick)), path })
+    }
+
+    /// Open the store for reading only (`history`, `jobs`, the status commands): nothing is created,
+    /// migrated or written. No store yet: an empty one in memory, so the commands show nothing
+    /// rather than fail. A store of an older schema is an error that says how to upgrade it.
+    pub async fn open_read_only(state_dir: &Path, schema: &'static [Migration]) -> Result<Store, StoreError> {
+        let path = state_dir.join("opsd.db");
+        tokio::task::spawn_blocking(move || {
+            use rusqlite::OpenFlags;
+            let open = |path: &Path| -> Result<Connection, StoreError> {
+                if !path.exists() {
+                    let c = Connection::open_in_memory().map_err(StoreError::Sql)?;
+                    migrate(&c, schema).map_err(StoreError::Sql)?;
+                    return Ok(c);
+                }
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = Connection::open_with_flags(path, flags)
+                    .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+                c.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::Sql)?;
+                let version: i32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(StoreError::Sql)?;
+                let latest = schema.iter().map(|m| m.version).max().unwrap_or(0);
+                if version < latest {
+                    return Err(StoreError::Old { path: path.to_path_buf(), version, latest });
+                }
+                Ok(c)
+            };
+            Ok(Store { conn: Arc::new(Mutex::new(open(&path)?)), quick: Arc::new(Mutex::new(open(&path)?)), path })
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
     pub fn path(&self) -> &Path {

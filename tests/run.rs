@@ -647,3 +647,40 @@ fn remote_output_cannot_drive_the_terminal() {
     let doc = ctx.json(&["history", "--run", &id]);
     assert_eq!(doc["hosts"][0]["commands"][0]["stdout"], "\u{1b}[2J\u{1b}]0;pwned\u{7}hello\rworld\n", "{doc}");
 }
+
+/// Issue 14, 3.15: the commands that only read (`history`, `jobs`, the status commands) neither
+/// create, migrate nor write the store; an older store is refused with how to upgrade it.
+#[test]
+fn read_only_commands_leave_the_store_alone() {
+    let ctx = Ctx::new();
+    let tag = unique("readonly");
+    fleet(1, &[("T", &tag)], &[]);
+    ctx.write_job("ro", &job("T", &tag, &["true"], "", ""));
+    let state = ctx.dir.path().join("ro-state");
+    let opsd = |args: &[&str]| ctx.opsd().env("OPSD_STATE_DIR", &state).args(args).output().unwrap();
+    // No store yet: nothing to show, nothing created.
+    let out = opsd(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["runs"], serde_json::json!([]));
+    assert!(opsd(&["jobs"]).status.success());
+    assert!(!state.exists(), "a read-only command created the state directory");
+    // A store: reading it changes no byte of it.
+    assert!(opsd(&["run", "ro"]).status.success());
+    let db = state.join("opsd.db");
+    let before = std::fs::read(&db).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&opsd(&["history", "--output", "json"]).stdout).unwrap();
+    let id = doc["runs"][0]["id"].as_i64().unwrap().to_string();
+    for args in [&["history"][..], &["history", "--run", &id], &["jobs"]] {
+        let out = opsd(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(std::fs::read(&db).unwrap() == before, "the store changed");
+    // An older schema: refused, and left as it was.
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 1).unwrap();
+    let out = opsd(&["history"]);
+    assert_eq!(out.status.code(), Some(70));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("older opsd") && err.contains("run `opsd daemon` (or `opsd run`) once"), "{err}");
+    let v: i32 = rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 1);
+}
