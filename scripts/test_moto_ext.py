@@ -225,6 +225,25 @@ class Lifecycle(unittest.TestCase):
             InstanceId=b["EC2InstanceId"], LifecycleActionResult="ABANDON")
         self.assertNotIn(b["EC2InstanceId"], states(self.group))
 
+    def test_heartbeat_error_switch(self):
+        self.hook("launch", "autoscaling:EC2_INSTANCE_LAUNCHING")
+        receive(self.url, 1)
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=1)
+        note = receive(self.url, 1)[0]
+        beat = dict(AutoScalingGroupName=self.group, LifecycleHookName="launch",
+                    LifecycleActionToken=note["LifecycleActionToken"])
+        asg.record_lifecycle_action_heartbeat(**beat)
+        asg.create_or_update_tags(Tags=[{"ResourceId": self.group, "ResourceType": "auto-scaling-group",
+                                         "Key": "moto:heartbeat-error", "Value": "AccessDenied",
+                                         "PropagateAtLaunch": False}])
+        with self.assertRaises(ClientError) as e:
+            asg.record_lifecycle_action_heartbeat(**beat)
+        self.assertEqual(e.exception.response["Error"]["Code"], "AccessDenied")
+        self.assertIn("is not authorized to perform: autoscaling:RecordLifecycleActionHeartbeat",
+                      e.exception.response["Error"]["Message"])
+        # Completion is not affected.
+        asg.complete_lifecycle_action(LifecycleActionResult="CONTINUE", **beat)
+
     def test_terminate_wait(self):
         asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=2)
         self.assertEqual(set(states(self.group).values()), {"InService"})

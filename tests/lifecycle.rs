@@ -334,3 +334,46 @@ fn shutdown_mid_action_returns_the_message() {
     a.scale(&g, 0);
     d.stop_ok();
 }
+
+/// Issue 14, 3.2: opsd acts only on a verified action. While the first heartbeat fails for a reason
+/// other than "no active action" (here the sandbox answers AccessDenied, as AWS does when the role
+/// lost the permission), nothing is created or attached and the message is kept; once heartbeats
+/// succeed again, the same message is worked and the instance gets its one interface.
+#[test]
+fn an_unverified_action_is_not_acted_on() {
+    let a = aws();
+    let g = group(&a, Setup { max_receives: 20, ..Setup::default() });
+    let tag = |value: Option<&str>| {
+        let t = aws_sdk_autoscaling::types::Tag::builder()
+            .resource_id(&g.name)
+            .resource_type("auto-scaling-group")
+            .key("moto:heartbeat-error")
+            .propagate_at_launch(false);
+        a.rt.block_on(async {
+            match value {
+                Some(v) => a.asg.create_or_update_tags().tags(t.value(v).build()).send().await.map(drop).unwrap(),
+                None => a.asg.delete_tags().tags(t.build()).send().await.map(drop).unwrap(),
+            }
+        });
+    };
+    tag(Some("AccessDenied"));
+    let ctx = ctx_for(&g, "visibility_timeout = \"2s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("two unverified attempts", 30, &d, || {
+        actions(&ctx).iter().filter(|x| x["outcome"] == "unverified").count() >= 2
+    });
+    assert!(a.enis_of(&id).is_empty(), "an interface was made for an unverified action: {:?}", a.enis_of(&id));
+    assert_eq!(a.states(&g)[&id], "Pending:Wait");
+    let unverified = actions(&ctx).into_iter().find(|x| x["outcome"] == "unverified").unwrap();
+    assert!(unverified["error"].as_str().unwrap().contains("AccessDenied"), "{unverified}");
+    assert!(d.log().contains("cannot verify the lifecycle action"), "{}", d.log());
+    // The permission is back: the kept message is worked.
+    tag(None);
+    wait_for("the instance in service", 30, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
+    assert_each_has_its_eni(&a, &g, 1);
+    wait_for("an empty queue", 20, &d, || a.depth(&g.queue) == (0, 0));
+    a.scale(&g, 0);
+    d.stop_ok();
+}

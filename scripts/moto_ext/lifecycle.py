@@ -24,6 +24,11 @@ Test control, not an AWS feature: a group tagged `moto:time-scale=S` (0 < S <= 1
 S times as long: a hook put with HeartbeatTimeout=30 on such a group is stored, described and enforced as
 30*S seconds, so tests exercise heartbeats and timeouts in seconds while clients read the timeout they
 must honour from DescribeLifecycleHooks, as they do against AWS.
+
+Fault switch, not an AWS feature: a group tagged `moto:heartbeat-error=CODE` answers every
+RecordLifecycleActionHeartbeat for it with that error code (`AccessDenied` with AWS's wording for a
+caller lacking the permission; `Throttling`, or any other code, with a generic message), as AWS
+answers a consumer whose role lost the permission or that exceeds the API's rate.
 """
 import json
 import threading
@@ -31,7 +36,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
 from moto.autoscaling.models import FakeAutoScalingGroup, LifecycleHook
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
@@ -273,7 +278,23 @@ def _complete_lifecycle_action(self):
     return EmptyResult()
 
 
+HEARTBEAT_ERROR_TAG = "moto:heartbeat-error"
+
+
+def _heartbeat_fault(response):
+    name = response._get_param("AutoScalingGroupName")
+    group = response.autoscaling_backend.autoscaling_groups.get(name)
+    code = next((t["Value"] for t in (group.tags if group else []) if t.get("Key") == HEARTBEAT_ERROR_TAG), None)
+    if code == "AccessDenied":
+        raise AutoscalingClientError(
+            code, "User: arn:aws:sts::123456789012:assumed-role/opsd/i-0 is not authorized to perform: "
+                  f"autoscaling:RecordLifecycleActionHeartbeat on resource: {name}")
+    if code:
+        raise AutoscalingClientError(code, f"Rate exceeded ({HEARTBEAT_ERROR_TAG})" if code == "Throttling" else code)
+
+
 def _record_lifecycle_action_heartbeat(self):
+    _heartbeat_fault(self)
     action = _requested_action(self)
     with _lock:
         action.heartbeat_deadline = time.time() + action.hook.heartbeat_timeout

@@ -219,6 +219,8 @@ pub struct Controller {
     fence: Fence,
     /// The epoch this controller last led in (alone: 0).
     led: Option<u64>,
+    /// A step of this controller was fenced: the journal is read again before its next decision.
+    reread: bool,
 }
 
 /// How often a follower looks whether it leads now (a look at memory, no I/O).
@@ -235,7 +237,19 @@ impl Controller {
     ) -> Controller {
         let state = State::new(settings.interval.0, Memory::default());
         let target = settings.target();
-        Controller { settings, target, clients, history, metrics, stop, state, unfinished: true, fence, led: None }
+        Controller {
+            settings,
+            target,
+            clients,
+            history,
+            metrics,
+            stop,
+            state,
+            unfinished: true,
+            fence,
+            led: None,
+            reread: false,
+        }
     }
 
     /// Tick until the daemon stops. The cooldowns are read back from the history first, so they
@@ -266,12 +280,13 @@ impl Controller {
                 self.state.wait(FOLLOWER_POLL.min(self.settings.interval.0));
                 return Continue(());
             }
-            Some(epoch) if self.led != Some(epoch) => {
+            Some(epoch) if self.led != Some(epoch) || self.reread => {
                 if !self.took_over(epoch).await {
                     self.state.failed();
                     return Continue(());
                 }
                 self.led = Some(epoch);
+                self.reread = false;
                 self.metrics.leading(true);
             }
             Some(_) => {}
@@ -355,7 +370,7 @@ impl Controller {
                 self.finish(id, DecisionOutcome::Fenced, Some(e.to_string())).await;
                 // Whoever leads next, this replica again included (a late renewal can restore the
                 // same epoch), reads the journal first and puts these victims back.
-                self.led = None;
+                self.reread = true;
             }
             Err(e) => {
                 let (cluster, target) = (&self.settings.cluster, &self.target);

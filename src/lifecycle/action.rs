@@ -115,8 +115,20 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let lease = lease(ctx.visibility, timeout);
     // The hook's clock started when the instance began to wait, perhaps long before this message was
     // received: the first heartbeat goes out at once. If the action is gone, there is nothing to do.
+    // It is also the proof that the action is real: a message is only text anyone allowed to write
+    // to the queue can forge, so nothing is created or attached for it unless AWS accepted this
+    // heartbeat for its group, hook, token and instance.
     match beat(ctx, &a, &m.receipt, lease).await {
         Beat::Ok => {}
+        Beat::Failed(why) => {
+            tracing::error!(
+                "cannot verify the lifecycle action ({why}); nothing done: the message returns to the queue in {}, and goes to the dead-letter queue if this goes on",
+                humantime::format_duration(lease)
+            );
+            ctx.metrics.message(a.transition, MessageOutcome::Unverified);
+            save(ctx, record(LifecycleResult::None, MessageOutcome::Unverified, None, Some(why))).await;
+            return;
+        }
         Beat::NoAction(why) => {
             tracing::warn!(
                 "the action is no longer active ({why}): already completed or timed out; deleting the message"
@@ -224,6 +236,9 @@ enum Beat {
     Ok,
     /// AWS has no active action for the token any more.
     NoAction(String),
+    /// The heartbeat failed otherwise (access denied, throttling, no answer): the action is not
+    /// known to be real.
+    Failed(String),
 }
 
 /// One heartbeat: RecordLifecycleActionHeartbeat and the message's visibility renewed for `lease`.
@@ -253,10 +268,7 @@ async fn beat(ctx: &Ctx, a: &Action, receipt: &str, lease: Duration) -> Beat {
             Beat::Ok
         }
         Err(e) if no_active_action(&e) => Beat::NoAction(e.message),
-        Err(e) => {
-            tracing::warn!(instance = %a.instance_id, "heartbeat: {e}");
-            Beat::Ok
-        }
+        Err(e) => Beat::Failed(e.to_string()),
     }
 }
 
@@ -280,8 +292,12 @@ async fn heartbeats(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        if let Beat::NoAction(why) = beat(&ctx, &a, &receipt, lease).await {
-            tracing::warn!(instance = %a.instance_id, "heartbeat: the action is no longer active ({why})");
+        match beat(&ctx, &a, &receipt, lease).await {
+            Beat::Ok => {}
+            Beat::NoAction(why) => {
+                tracing::warn!(instance = %a.instance_id, "heartbeat: the action is no longer active ({why})")
+            }
+            Beat::Failed(why) => tracing::warn!(instance = %a.instance_id, "heartbeat: {why}"),
         }
     }
 }

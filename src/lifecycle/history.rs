@@ -50,6 +50,9 @@ crate::vocabulary! {
         CompleteFailed = "complete_failed",
         /// Stopped by shutdown before completion; the message returns to the queue.
         Interrupted = "interrupted",
+        /// The first heartbeat failed for a reason other than the action being gone (access
+        /// denied, throttling, no answer): nothing done, the message returns after its lease.
+        Unverified = "unverified",
         /// A test notification, deleted.
         Deleted = "deleted",
         /// Left in the queue (unparsable: for the dead-letter queue; or DeleteMessage failed).
