@@ -71,20 +71,18 @@ impl Scheduler {
         };
         let defaults = self.defaults.clone();
         // File reads and parsing off the runtime: a jobs directory on a slow disk must not stall firing.
-        let loaded = tokio::task::spawn_blocking(move || {
-            files
-                .into_iter()
-                .map(|f| match spec::load(&f, &defaults) {
-                    Ok(j) => Loaded::Good(Box::new(j)),
-                    Err(diags) => {
-                        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                        Loaded::Bad { name, diags }
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let loaded = tokio::task::spawn_blocking(move || load_files(files, |f| spec::load(f, &defaults))).await;
+        // Never an empty table for a failed load: every job keeps its last good version.
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    "loading the job files failed ({e}); keeping the {} jobs already loaded",
+                    self.table.entries.len()
+                );
+                return;
+            }
+        };
         for l in &loaded {
             if let Loaded::Bad { name, diags } = l {
                 self.ctx.metrics.job_file_error(name);
@@ -297,5 +295,69 @@ fn log_changes(c: &Changes) {
             "invalid job files, not scheduled (fix them; `opsd validate` shows why): {}",
             c.rejected.join(", ")
         );
+    }
+}
+
+/// Load each of `files` with `load`. A file whose loading panics (a bug in opsd) is a bad file with
+/// a diagnostic saying so, like a file that fails validation: it keeps its job's last good version,
+/// and the other files load.
+fn load_files(
+    files: Vec<PathBuf>,
+    load: impl Fn(&std::path::Path) -> Result<Job, Vec<crate::diag::Diagnostic>>,
+) -> Vec<Loaded> {
+    files
+        .into_iter()
+        .map(|f| {
+            let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&f))) {
+                Ok(Ok(j)) => Loaded::Good(Box::new(j)),
+                Ok(Err(diags)) => Loaded::Bad { name, diags },
+                Err(_) => {
+                    let why = "opsd failed while reading this file (a bug: please report it with the file); its last good version stays loaded";
+                    Loaded::Bad { name, diags: vec![crate::diag::Diagnostic::file(&f, why)] }
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, 3.9: a file whose loading panics is a bad file (its job keeps its last good
+    /// version); the others load.
+    #[test]
+    fn a_panicking_file_is_a_bad_file_and_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = "[target]\ntags = { A = \"b\" }\n[run]\ncommands = [\"true\"]\n";
+        let files: Vec<PathBuf> = ["a", "boom", "c"]
+            .iter()
+            .map(|n| {
+                let p = dir.path().join(format!("{n}.toml"));
+                std::fs::write(&p, job).unwrap();
+                p
+            })
+            .collect();
+        let mut defaults = JobDefaults::default();
+        defaults.ssh.user = Some("ec2-user".into());
+        defaults.ssh.identity_file = Some("/etc/opsd/key".into());
+        let loaded = load_files(files, |f| {
+            if f.ends_with("boom.toml") {
+                panic!("a parser bug");
+            }
+            spec::load(f, &defaults)
+        });
+        let summary: Vec<String> = loaded
+            .iter()
+            .map(|l| match l {
+                Loaded::Good(j) => format!("good {}", j.name),
+                Loaded::Bad { name, diags } => format!("bad {name}: {}", diags[0].message),
+                Loaded::Pending { name } => format!("pending {name}"),
+            })
+            .collect();
+        assert_eq!(summary[0], "good a");
+        assert!(summary[1].starts_with("bad boom: opsd failed while reading this file"), "{summary:?}");
+        assert_eq!(summary[2], "good c");
     }
 }
