@@ -12,7 +12,7 @@ pub const MIGRATIONS: &[Migration] = &{
     const P: &[Migration] = crate::ssh::pins::MIGRATIONS;
     const L: &[Migration] = crate::lifecycle::history::MIGRATIONS;
     const C: &[Migration] = crate::capacity::history::MIGRATIONS;
-    [J[0], P[0], J[1], L[0], C[0], L[1], C[1], C[2]]
+    [J[0], P[0], J[1], L[0], C[0], L[1], C[1], C[2], J[2]]
 };
 
 #[cfg(test)]

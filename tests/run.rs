@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 use support::*;
 
 /// A [run] setting for tests whose hosts must all start even when some fail.
@@ -683,4 +684,38 @@ fn read_only_commands_leave_the_store_alone() {
     assert!(err.contains("older opsd") && err.contains("run `opsd daemon` (or `opsd run`) once"), "{err}");
     let v: i32 = rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, 1);
+}
+
+/// Issue 14, 3.6: a run whose `opsd run` process died (kill -9) is recorded `interrupted` at the
+/// next open of the store; a run of a live process is left running.
+#[test]
+fn a_run_whose_process_died_is_recorded_interrupted() {
+    let ctx = Ctx::new();
+    let tag = unique("dead-run");
+    fleet(1, &[("T", &tag)], &[]);
+    ctx.write_job("slow", &job("T", &tag, &["sleep 30"], "", ""));
+    ctx.write_job("quick", &job("T", &tag, &["true"], "", ""));
+    let outcome = |job: &str| ctx.json(&["history", job])["runs"][0].clone();
+    let mut slow = ctx
+        .opsd()
+        .args(["run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while outcome("slow")["outcome"] != "running" {
+        assert!(start.elapsed() < Duration::from_secs(20), "the slow run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another run while it lives: it stays running.
+    assert!(ctx.run(&["run", "quick"]).status.success());
+    assert_eq!(outcome("slow")["outcome"], "running");
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    assert!(ctx.run(&["run", "quick"]).status.success());
+    let r = outcome("slow");
+    assert_eq!(r["outcome"], "interrupted", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("ended without recording its end"), "{r}");
+    assert!(r["ended_at"].is_string(), "{r}");
 }

@@ -61,6 +61,9 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         Ok(n) => tracing::warn!("{n} scheduled runs were left running by a previous daemon; recorded as interrupted"),
         Err(e) => tracing::warn!("cannot mark runs left by a previous daemon: {e}"),
     }
+    if let Err(e) = runs.interrupt_dead().await {
+        tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
+    }
     let sdk = match crate::aws::load(&config.aws).await {
         Ok(s) => s,
         Err(e) => {

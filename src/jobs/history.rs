@@ -44,6 +44,8 @@ pub const MIGRATIONS: &[Migration] = &[
               ALTER TABLE runs ADD COLUMN reason TEXT;
               CREATE INDEX IF NOT EXISTS runs_by_job_firing ON runs (job, scheduled_for);",
     },
+    // v8: the opsd process recording a run, so a run whose process died is found at the next open.
+    Migration { version: 8, owner: "jobs::history", sql: "ALTER TABLE runs ADD COLUMN process TEXT;" },
 ];
 
 /// One run as listed by `opsd history`.
@@ -126,9 +128,9 @@ impl RunHistory {
         self.0
             .call(move |c| {
                 c.execute(
-                    "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total, scheduled_for)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![job, trigger, started_at, RunOutcome::Running, hosts_total, scheduled_for],
+                    "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total, scheduled_for, process)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![job, trigger, started_at, RunOutcome::Running, hosts_total, scheduled_for, process::me()],
                 )?;
                 Ok(c.last_insert_rowid())
             })
@@ -245,6 +247,32 @@ impl RunHistory {
                     |r| r.get(0),
                 )?;
                 Ok(t.as_deref().map(parse_ts))
+            })
+            .await
+    }
+
+    /// Runs left `running` by an opsd process that is gone (`opsd run` killed, or quit by a second
+    /// Ctrl-C; a daemon killed) are marked `interrupted`. Runs of live processes, on this host, are
+    /// left alone: a process is named by boot, pid and start time, so a reused pid is not mistaken
+    /// for it. Called when `opsd run` and the daemon open the store.
+    pub async fn interrupt_dead(&self) -> Result<usize, StoreError> {
+        self.0
+            .call(move |c| {
+                let running: Vec<(i64, String)> = c
+                    .prepare("SELECT id, process FROM runs WHERE outcome = ?1 AND process IS NOT NULL")?
+                    .query_map(params![RunOutcome::Running], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let mut n = 0;
+                for (id, p) in running.into_iter().filter(|(_, p)| !process::alive(p)) {
+                    n += c.execute(
+                        "UPDATE runs SET outcome = ?2, ended_at = ?3,
+                         reason = 'the opsd process running it ended without recording its end (killed, a second Ctrl-C, a crash)'
+                         WHERE id = ?1 AND outcome = ?4",
+                        params![id, RunOutcome::Interrupted, ts(Utc::now()), RunOutcome::Running],
+                    )?;
+                    tracing::warn!(run = id, process = %p, "run {id} was left running by an opsd process that is gone; recorded interrupted");
+                }
+                Ok(n)
             })
             .await
     }
@@ -514,5 +542,49 @@ mod tests {
         // The anchors are unchanged.
         assert_eq!(store.last_firing("a").await.unwrap().map(ts), Some(ts(days(37))));
         assert_eq!(store.last_run_firing("a").await.unwrap().map(ts), Some(ts(days(38))));
+    }
+}
+
+/// Which process records a run, and whether it still runs.
+mod process {
+    fn boot() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    }
+
+    /// A process's start time (clock ticks since boot: field 22 of /proc/PID/stat).
+    fn start(pid: &str) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(19).map(str::to_string)
+    }
+
+    /// This process: `boot:pid:start`.
+    pub fn me() -> String {
+        let pid = std::process::id().to_string();
+        format!("{}:{pid}:{}", boot(), start(&pid).unwrap_or_default())
+    }
+
+    /// Whether the process `boot:pid:start` still runs (same boot, same pid, same start time).
+    pub fn alive(p: &str) -> bool {
+        let mut parts = p.split(':');
+        let (Some(b), Some(pid), Some(s)) = (parts.next(), parts.next(), parts.next()) else { return true };
+        b == boot() && start(pid).as_deref() == Some(s)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn this_process_is_alive_and_a_gone_one_is_not() {
+            assert!(super::alive(&super::me()));
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            let gone = format!("{}:{pid}:1", super::boot());
+            assert!(!super::alive(&gone));
+            assert!(!super::alive(&format!(
+                "another-boot:{}:{}",
+                std::process::id(),
+                super::start(&std::process::id().to_string()).unwrap()
+            )));
+        }
     }
 }

@@ -58,8 +58,13 @@ where
             Ok(s) => s,
             Err(exit) => return exit,
         };
+        let runs = RunHistory::new(store.clone());
+        // Runs an opsd process left running when it died are recorded interrupted now.
+        if let Err(e) = runs.interrupt_dead().await {
+            tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
+        }
         match Connector::new(&job.ssh, Arc::new(StorePins(store.clone()))) {
-            Ok(c) => Some((RunHistory::new(store), Arc::new(c))),
+            Ok(c) => Some((runs, Arc::new(c))),
             Err(e) => {
                 eprintln!("opsd: job {}: {e}", job.name);
                 return Exit::Usage;
