@@ -116,6 +116,12 @@ impl Store {
                 c.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::Sql)?;
                 let version: i32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(StoreError::Sql)?;
                 let latest = schema.iter().map(|m| m.version).max().unwrap_or(0);
+                if version == 0 {
+                    // Being created right now by another opsd (the file exists, its schema not yet).
+                    let c = Connection::open_in_memory().map_err(StoreError::Sql)?;
+                    migrate(&c, schema).map_err(StoreError::Sql)?;
+                    return Ok(c);
+                }
                 if version < latest {
                     return Err(StoreError::Old { path: path.to_path_buf(), version, latest });
                 }

@@ -719,3 +719,24 @@ fn a_run_whose_process_died_is_recorded_interrupted() {
     assert!(r["reason"].as_str().unwrap().contains("ended without recording its end"), "{r}");
     assert!(r["ended_at"].is_string(), "{r}");
 }
+
+/// Issue 14, 3.1: nothing a timed-out command started keeps running on the host: not the command
+/// under sudo (sshd cannot signal a root process), not its background child. The run says the
+/// processes were ended, as read back from the process table.
+#[test]
+fn a_timed_out_command_leaves_nothing_running_even_under_sudo() {
+    let ctx = Ctx::new();
+    let tag = unique("reap");
+    fleet(1, &[("T", &tag)], &[]);
+    let n = std::process::id() % 1000;
+    let (bg, root) = (format!("sleep 9{n:03}1"), format!("sleep 9{n:03}2"));
+    ctx.write_job("hang", &job("T", &tag, &[&format!("{bg} & sudo -n {root}")], "timeout = \"2s\"", ""));
+    let (code, doc) = ctx.run_json("hang", &[]);
+    assert_ne!(code, 0);
+    let host = &doc["hosts"][0];
+    assert_eq!(host["error_kind"], "timeout", "{doc}");
+    assert!(host["error"].as_str().unwrap().contains("the command and its processes were ended"), "{doc}");
+    assert_eq!(wait_for_remote(&bg, 0, 30), 0, "the background child outlived the run");
+    assert_eq!(wait_for_remote(&root, 0, 30), 0, "the command under sudo outlived the run");
+    assert_eq!(wait_for_remote(&format!("sudo -n {root}"), 0, 30), 0, "sudo outlived the run");
+}

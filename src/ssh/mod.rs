@@ -6,6 +6,7 @@
 mod guard;
 pub mod known_hosts;
 pub mod pins;
+mod reaper;
 pub mod settings;
 
 use known_hosts::{HostEntries, KnownHosts, Verdict};
@@ -468,6 +469,33 @@ fn timed_out(run_timeout: Duration) -> String {
     )
 }
 
+/// Close the channel's stdin, so the wrapper ends the command's process group, and wait (at most
+/// [`reaper::REAP_TIMEOUT`]) for its report on stderr. Output after the give-up is not kept.
+async fn reap(ch: &mut russh::Channel<client::Msg>) -> Option<reaper::Reaped> {
+    if timeout(CLEANUP_TIMEOUT, ch.eof()).await.is_err() {
+        return None;
+    }
+    let wait = async {
+        let mut err = Vec::new();
+        loop {
+            match ch.wait().await {
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    err.extend_from_slice(&data);
+                    if let Some(r) = reaper::report(&err) {
+                        return Some(r);
+                    }
+                    // Only the tail matters: the report is one short line.
+                    let keep = err.len().saturating_sub(64);
+                    err.drain(..keep);
+                }
+                Some(ChannelMsg::Close) | None => return None,
+                Some(_) => {}
+            }
+        }
+    };
+    timeout(reaper::REAP_TIMEOUT, wait).await.ok().flatten()
+}
+
 /// Run one command on its own channel; `Some(error)` when it did not succeed.
 async fn exec<S: OutputSink>(
     handle: &client::Handle<Checker>,
@@ -488,7 +516,7 @@ async fn exec<S: OutputSink>(
         Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot open a session channel: {e}")))),
         Ok(Ok(c)) => c,
     };
-    match timeout_at(deadline, ch.exec(true, command)).await {
+    match timeout_at(deadline, ch.exec(true, reaper::wrap(command))).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot start the command: {e}")))),
         Err(_) => return (r, Some((Failure::Timeout, timed_out(run_timeout)))),
@@ -498,8 +526,8 @@ async fn exec<S: OutputSink>(
     let expired = tokio::time::sleep_until(deadline);
     let cancelled = cancel.cancelled();
     tokio::pin!(expired, cancelled);
-    let timed_out_msg = || format!("{}; the command was killed", timed_out(run_timeout));
-    let cancelled_msg = || "cancelled by shutdown; the command was killed".to_string();
+    let timed_out_msg = || timed_out(run_timeout);
+    let cancelled_msg = || "cancelled by shutdown".to_string();
     let stop = loop {
         let msg = tokio::select! {
             m = ch.wait() => m,
@@ -529,11 +557,26 @@ async fn exec<S: OutputSink>(
             Some(_) => {}
         }
     };
-    if let Some(e) = stop {
-        // Kill the remote process group, so nothing outlives the run.
-        let _ = timeout(CLEANUP_TIMEOUT, ch.signal(Sig::KILL)).await;
+    if let Some((kind, why)) = stop {
+        // End the command's whole process group (the wrapper does, once stdin closes), so nothing
+        // outlives the run, and say whether that was confirmed.
+        let ended = reap(&mut ch).await;
+        let why = match ended {
+            Some(reaper::Reaped::Ended) => format!("{why}; the command and its processes were ended"),
+            Some(reaper::Reaped::Remain) => format!(
+                "{why}; kill requested, not confirmed: processes of the command remain on the host (under another user, e.g. sudo, which opsd cannot signal)"
+            ),
+            None => format!(
+                "{why}; kill requested, not confirmed: the host did not say within {:?} that the command's processes ended",
+                reaper::REAP_TIMEOUT
+            ),
+        };
+        if ended != Some(reaper::Reaped::Ended) {
+            // A host that ran the command without the wrapper: sshd's signal, as a last resort.
+            let _ = timeout(CLEANUP_TIMEOUT, ch.signal(Sig::KILL)).await;
+        }
         let _ = timeout(CLEANUP_TIMEOUT, ch.close()).await;
-        return (r, Some(e));
+        return (r, Some((kind, why)));
     }
     let err = match (r.exit_status, &r.exit_signal) {
         (Some(0), _) => None,
