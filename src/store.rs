@@ -68,9 +68,6 @@ impl Store {
     pub fn open_blocking(state_dir: &Path, schema: &[Migration]) -> Result<Store, StoreError> {
         private_dir(state_dir).map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
         let path = state_dir.join("opsd.db");
-        // Created empty and private before SQLite opens it (an empty file is a new database); its
-        // WAL and shared-memory files take the database file's mode.
-        private_file(&path).map_err(|source| StoreError::File { path: path.clone(), source })?;
         let open = |path: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -89,6 +86,10 @@ impl Store {
             .open(&lock_path)
             .and_then(|f| f.lock().map(|_| f))
             .map_err(|source| StoreError::Lock { path: lock_path, source })?;
+        // Created (under the lock, so a reader never sees it without its schema) empty and private
+        // before SQLite opens it: an empty file is a new database, and its WAL and shared-memory
+        // files take the database file's mode.
+        private_file(&path).map_err(|source| StoreError::File { path: path.clone(), source })?;
         let conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let quick = open(&path)
             .and_then(|c| c.busy_timeout(QUICK_BUSY_TIMEOUT).map(|_| c))
@@ -110,12 +111,27 @@ impl Store {
                     migrate(&c, schema).map_err(StoreError::Sql)?;
                     return Ok(c);
                 }
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                // Not SQLITE_OPEN_READ_ONLY: such a connection may not use the WAL index the daemon
+                // keeps, and reads the database as of its last checkpoint. Writes are refused
+                // (`query_only`), nothing is created, and closing does not checkpoint.
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let c = Connection::open_with_flags(path, flags)
                     .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+                c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                    .map_err(StoreError::Sql)?;
+                c.pragma_update(None, "query_only", true).map_err(StoreError::Sql)?;
                 c.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::Sql)?;
-                let version: i32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(StoreError::Sql)?;
                 let latest = schema.iter().map(|m| m.version).max().unwrap_or(0);
+                // A store another opsd is migrating right now is current within moments: wait for
+                // it (a few seconds) before calling it old.
+                let patience = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let version = loop {
+                    let v: i32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(StoreError::Sql)?;
+                    if v == 0 || v >= latest || std::time::Instant::now() >= patience {
+                        break v;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                };
                 if version == 0 {
                     // Being created right now by another opsd (the file exists, its schema not yet).
                     let c = Connection::open_in_memory().map_err(StoreError::Sql)?;
@@ -127,6 +143,14 @@ impl Store {
                 }
                 Ok(c)
             };
+            // Wait out a writer creating or migrating the store (it holds the side file's lock
+            // meanwhile), so its schema is read whole, never half-way.
+            let lock_path = path.with_file_name("opsd.db.lock");
+            let _turn = std::fs::File::open(&lock_path)
+                .ok()
+                .map(|f| f.lock_shared().map(|_| f))
+                .transpose()
+                .map_err(|source| StoreError::Lock { path: lock_path, source })?;
             Ok(Store { conn: Arc::new(Mutex::new(open(&path)?)), quick: Arc::new(Mutex::new(open(&path)?)), path })
         })
         .await
