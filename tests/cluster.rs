@@ -485,18 +485,7 @@ fn lifecycle_work_survives_a_killed_replica() {
     lc::assert_each_has_its_eni(&a, &g, 50);
     wait_for("an empty queue", 30, &r2, || a.depth(&g.queue) == (0, 0));
     // Both replicas did part of the work.
-    let by = |r: &str| {
-        let out = c
-            .ctx
-            .opsd()
-            .env("OPSD_STATE_DIR", c.state_dir(r))
-            .args(["lifecycle", "status", "--limit", "1000", "--output", "json"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["actions"].as_array().unwrap().clone()
-    };
-    let (one, two) = (by("r1"), by("r2"));
+    let (one, two) = (c.actions("r1"), c.actions("r2"));
     let completed = |acts: &[serde_json::Value]| acts.iter().filter(|x| x["outcome"] == "completed").count();
     assert!(completed(&two) > 0, "r2 {two:?}");
     // The killed replica was cut short in the middle of actions (started, never recorded), which

@@ -715,9 +715,10 @@ fn a_run_whose_process_died_is_recorded_interrupted() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
+    let mut tries = 0;
     while outcome("slow")["outcome"] != "running" {
-        assert!(start.elapsed() < Duration::from_secs(20), "the slow run never started");
+        tries += 1;
+        assert!(tries < 200, "the slow run never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     // Another run while it lives: it stays running.

@@ -432,8 +432,17 @@ impl Table {
 
     /// One item, read consistently within `limit`.
     pub async fn get_quick(&self, pk: &str, sk: &str, limit: Duration) -> Result<Option<Item>, TableError> {
-        let call = self.patiently("GetItem", || async {
-            self.quick
+        self.within(limit, "GetItem", self.get_on(&self.quick, pk, sk)).await
+    }
+
+    /// One item, read consistently (after a write of this or another replica, it is seen).
+    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
+        self.get_on(&self.client, pk, sk).await.map_err(|e| self.aws(e))
+    }
+
+    async fn get_on(&self, client: &aws_sdk_dynamodb::Client, pk: &str, sk: &str) -> Result<Option<Item>, CallError> {
+        self.patiently("GetItem", || async {
+            client
                 .get_item()
                 .table_name(&self.name)
                 .key(PK, s(pk))
@@ -443,27 +452,8 @@ impl Table {
                 .await
                 .map(|o| o.item)
                 .map_err(|e| call_error("GetItem", e))
-        });
-        self.within(limit, "GetItem", call).await
-    }
-
-    /// One item, read consistently (after a write of this or another replica, it is seen).
-    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
-        let r = self
-            .patiently("GetItem", || async {
-                self.client
-                    .get_item()
-                    .table_name(&self.name)
-                    .key(PK, s(pk))
-                    .key(SK, s(sk))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map(|o| o.item)
-                    .map_err(|e| call_error("GetItem", e))
-            })
-            .await;
-        r.map_err(|e| self.aws(e))
+        })
+        .await
     }
 
     /// The items of partition `pk` whose sort key starts with `prefix` (every item for `""`), newest

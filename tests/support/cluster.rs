@@ -126,15 +126,25 @@ impl Cluster {
 
     /// The capacity decisions a replica recorded in its own store (`opsd capacity status`), newest first.
     pub fn decisions(&self, replica: &str) -> Vec<serde_json::Value> {
+        self.status(replica, "capacity", "decisions")
+    }
+
+    /// The lifecycle actions a replica recorded in its own store (`opsd lifecycle status`), newest first.
+    pub fn actions(&self, replica: &str) -> Vec<serde_json::Value> {
+        self.status(replica, "lifecycle", "actions")
+    }
+
+    /// The list `key` of `opsd WING status --output json` on a replica's own store.
+    fn status(&self, replica: &str, wing: &str, key: &str) -> Vec<serde_json::Value> {
         let out = self
             .ctx
             .opsd()
             .env("OPSD_STATE_DIR", self.state_dir(replica))
-            .args(["capacity", "status", "--limit", "1000", "--output", "json"])
+            .args([wing, "status", "--limit", "1000", "--output", "json"])
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("capacity status on {replica}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-        v["decisions"].as_array().cloned().unwrap_or_default()
+            .unwrap_or_else(|e| panic!("{wing} status on {replica}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v[key].as_array().cloned().unwrap_or_default()
     }
 }
