@@ -492,5 +492,117 @@ class DynamoDBProxy(unittest.TestCase):
         self.assertTrue(25 <= len(codes) <= 95, f"{len(codes)} of 200 refused at 30 %")
 
 
+class Faults(unittest.TestCase):
+    """moto_ext/faults.py: faults switched on for one access key, in each service's own protocol;
+    other keys (here the module's clients) see none of them."""
+
+    def setUp(self):
+        self.key = "AKIAFAULT" + uuid.uuid4().hex[:11].upper()
+        self.addCleanup(self.faults, {})
+
+    def faults(self, spec):
+        import urllib.request
+        body = json.dumps(dict(spec, access_key=self.key)).encode()
+        req = urllib.request.Request(ENDPOINT + "/moto-ext/faults", data=body, method="POST")
+        with urllib.request.urlopen(req) as r:
+            self.assertEqual(json.load(r), {"ok": True})
+
+    def injected(self):
+        import urllib.request
+        with urllib.request.urlopen(f"{ENDPOINT}/moto-ext/faults?access_key={self.key}") as r:
+            return json.load(r)["injected"]
+
+    def client(self, name):
+        once = Config(retries={"mode": "standard", "total_max_attempts": 1})
+        return boto3.client(name, endpoint_url=ENDPOINT, region_name=REGION, config=once,
+                            aws_access_key_id=self.key, aws_secret_access_key="secret")
+
+    def refusals(self, call, n):
+        """The (HTTP status, code) of each refused call of n."""
+        out = []
+        for _ in range(n):
+            try:
+                call()
+            except ClientError as e:
+                out.append((e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]))
+        return out
+
+    def test_ec2_documented_buckets_per_api(self):
+        self.faults({"throttle": {"ec2": "documented"}})
+        mine = self.client("ec2")
+        # 100 tokens refilled at 20/s: 150 calls in well under 2.5 s run out.
+        refused = self.refusals(mine.describe_regions, 150)
+        self.assertTrue(refused, "150 DescribeRegions in a burst were never throttled")
+        self.assertEqual(set(refused), {(503, "RequestLimitExceeded")})
+        # Another API has a bucket of its own; another key is not throttled at all.
+        self.assertEqual(self.refusals(mine.describe_availability_zones, 5), [])
+        self.assertEqual(self.refusals(ec2.describe_regions, 20), [])
+        self.assertEqual(sum(self.injected()["RequestLimitExceeded"].values()), len(refused))
+
+    def test_throttling_codes_of_each_service(self):
+        self.faults({"throttle": {"autoscaling": [2, 0.01], "ecs": [2, 0.01], "sqs": [2, 0.01]}})
+        url, _ = queue()
+        a, e, q = self.client("autoscaling"), self.client("ecs"), self.client("sqs")
+        self.assertEqual(self.refusals(a.describe_auto_scaling_groups, 4), [(400, "Throttling")] * 2)
+        self.assertEqual(self.refusals(e.list_clusters, 4), [(400, "ThrottlingException")] * 2)
+        self.assertEqual(self.refusals(lambda: q.get_queue_attributes(QueueUrl=url), 4), [(400, "RequestThrottled")] * 2)
+        self.assertEqual(self.refusals(asg.describe_auto_scaling_groups, 4), [])
+
+    def test_server_errors_before_and_after(self):
+        self.faults({"errors": {"autoscaling": 1.0, "ec2": 1.0}, "seed": 3})
+        self.assertEqual(self.refusals(self.client("autoscaling").describe_auto_scaling_groups, 3),
+                         [(500, "ResourceContention")] * 3)
+        self.assertEqual(self.injected()["ResourceContention"]["DescribeAutoScalingGroups"], 3)
+        # Refused before: nothing happened.
+        mine = self.client("ec2")
+        vpc, _ = network()
+        name = f"sg-{uuid.uuid4().hex[:8]}"
+        refused = self.refusals(lambda: mine.create_security_group(GroupName=name, Description="d", VpcId=vpc), 1)
+        self.assertIn(refused[0], {(503, "Unavailable"), (500, "InternalError")})
+        found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        self.assertEqual(found, [])
+        # Refused after: it happened, and the client was told it failed.
+        self.faults({"errors": {"ec2": 1.0}, "after": 1.0, "seed": 3})
+        refused = self.refusals(lambda: mine.create_security_group(GroupName=name, Description="d", VpcId=vpc), 1)
+        self.assertEqual(len(refused), 1)
+        found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        self.assertEqual(len(found), 1)
+        injected = self.injected()
+        self.assertEqual(sum(v.get("CreateSecurityGroup", 0) for k, v in injected.items() if k.endswith("(after)")), 1)
+
+    def test_a_share_of_errors(self):
+        self.faults({"errors": {"autoscaling": 0.3}, "seed": 7})
+        refused = self.refusals(self.client("autoscaling").describe_auto_scaling_groups, 200)
+        self.assertTrue(30 <= len(refused) <= 90, f"{len(refused)} of 200 refused at 30 %")
+
+    def test_new_ids_are_not_found_for_a_while(self):
+        self.faults({"not_found_seconds": 2})
+        mine = self.client("ec2")
+        _, subnets = network()
+        eni = ec2.create_network_interface(SubnetId=subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        inst = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, SubnetId=subnets[0])["Instances"][0]["InstanceId"]
+        with self.assertRaises(ClientError) as e:
+            mine.describe_network_interfaces(NetworkInterfaceIds=[eni])
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterfaceID.NotFound")
+        with self.assertRaises(ClientError) as e:
+            mine.attach_network_interface(NetworkInterfaceId=eni, InstanceId=inst, DeviceIndex=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterfaceID.NotFound")
+        with self.assertRaises(ClientError) as e:
+            mine.describe_instances(InstanceIds=[inst])
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidInstanceID.NotFound")
+        # Other keys see them at once; this one once the window has passed.
+        self.assertEqual(len(ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]), 1)
+        time.sleep(2.1)
+        self.assertEqual(len(mine.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]), 1)
+        self.assertEqual(len(mine.describe_instances(InstanceIds=[inst])["Reservations"]), 1)
+        ec2.terminate_instances(InstanceIds=[inst])
+
+    def test_bad_rules_are_refused(self):
+        import urllib.error
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            self.faults({"throttle": {"autoscaling": "documented"}})
+        self.assertEqual(e.exception.code, 400)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -22,12 +22,14 @@ def apply() -> None:
        are detached before the container instance is deregistered.
     4. fleets: ModifySpotFleetRequest and ModifyFleet (their launches register through layer 3).
     5. lifecycle: Auto Scaling hooks and wait states (ABANDON and terminate hooks end in layer 3).
+    6. faults: throttling, transient server errors and eventual consistency, switched on per access
+       key, in front of every request (it wraps moto's WSGI dispatcher, so it sees what a client sends).
     """
     global _applied
     if _applied:
         return
-    from . import ec2_tags, ecs, eni, fleets, lifecycle
+    from . import ec2_tags, ecs, eni, faults, fleets, lifecycle
 
-    for module in (ec2_tags, eni, ecs, fleets, lifecycle):
+    for module in (ec2_tags, eni, ecs, fleets, lifecycle, faults):
         module.apply()
     _applied = True
