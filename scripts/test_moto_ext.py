@@ -538,6 +538,10 @@ class Faults(unittest.TestCase):
         self.assertEqual(self.refusals(mine.describe_availability_zones, 5), [])
         self.assertEqual(self.refusals(ec2.describe_regions, 20), [])
         self.assertEqual(sum(self.injected()["RequestLimitExceeded"].values()), len(refused))
+        # A bucket of its own for one action, the documented ones for the rest.
+        self.faults({"throttle": {"ec2": {"*": "documented", "DescribeAvailabilityZones": [2, 0.01]}}})
+        self.assertEqual(self.refusals(mine.describe_availability_zones, 4), [(503, "RequestLimitExceeded")] * 2)
+        self.assertEqual(self.refusals(mine.describe_regions, 4), [])
 
     def test_throttling_codes_of_each_service(self):
         self.faults({"throttle": {"autoscaling": [2, 0.01], "ecs": [2, 0.01], "sqs": [2, 0.01]}})

@@ -253,6 +253,60 @@ fn a_hundred_launches_complete() {
     d.stop_ok();
 }
 
+/// Issue 14, section 2: 200 launches while AWS fails as it documents: every API throttled (EC2's
+/// documented request-token buckets, tighter ones for DescribeInstances and CreateNetworkInterface
+/// so that the sandbox's pace reaches them; Auto Scaling and SQS buckets of a given size), new instances
+/// and interfaces NotFound for 5 s, 10 % of Auto Scaling calls refused with ResourceContention and
+/// 5 % of EC2 calls with Unavailable/InternalError, a third of those after the call took effect.
+/// Every instance goes InService with exactly one interface, nothing is abandoned or leaked, the
+/// queue ends empty; terminating all 200 leaves no interface.
+#[test]
+fn two_hundred_launches_survive_aws_faults() {
+    let a = aws();
+    let g = group(&a, Setup { heartbeat_timeout: 120, ..Setup::default() });
+    let ctx = ctx_for(&g, "", "");
+    faults(
+        &ctx,
+        serde_json::json!({
+            "throttle": {
+                "ec2": {"*": "documented", "DescribeInstances": [10, 3], "CreateNetworkInterface": [10, 3]},
+                "autoscaling": [10, 4],
+                "sqs": [40, 20],
+            },
+            "errors": {"autoscaling": 0.1, "ec2": 0.05},
+            "after": 0.3,
+            "not_found_seconds": 5,
+            "seed": 14,
+        }),
+    );
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 200);
+    wait_for("200 instances in service", 900, &d, || {
+        let s = a.states(&g);
+        s.len() == 200 && s.values().all(|v| v == "InService")
+    });
+    assert_each_has_its_eni(&a, &g, 200);
+    wait_for("an empty queue", 120, &d, || a.depth(&g.queue) == (0, 0));
+    let launched: Vec<String> = a.states(&g).into_keys().collect();
+    let acts = actions(&ctx);
+    let abandoned: Vec<_> = acts.iter().filter(|x| x["result"] == "ABANDON").collect();
+    assert!(abandoned.is_empty(), "{} actions abandoned: {abandoned:?}", abandoned.len());
+    let seen = injected(&ctx);
+    for code in ["RequestLimitExceeded", "Throttling", "ResourceContention", "InvalidInstanceID.NotFound"] {
+        assert!(injected_count(&seen, code) > 0, "no {code} was injected: {seen}");
+    }
+    a.scale(&g, 0);
+    wait_for("the 200 instances to terminate", 900, &d, || a.states(&g).is_empty());
+    wait_for("an empty queue", 120, &d, || a.depth(&g.queue) == (0, 0));
+    let left: Vec<_> = launched.iter().flat_map(|id| a.enis_of(id)).collect();
+    assert!(left.is_empty(), "{} interfaces left: {left:?}", left.len());
+    let acts = actions(&ctx);
+    let abandoned: Vec<_> = acts.iter().filter(|x| x["result"] == "ABANDON").collect();
+    assert!(abandoned.is_empty(), "{} actions abandoned: {abandoned:?}", abandoned.len());
+    eprintln!("injected: {}", injected(&ctx));
+    d.stop_ok();
+}
+
 /// The sweep deletes an opsd interface left unattached whose instance is gone.
 #[test]
 fn the_sweep_deletes_orphaned_interfaces() {

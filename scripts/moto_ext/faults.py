@@ -9,6 +9,7 @@ Control (not an AWS API): `POST /moto-ext/faults` with a JSON body
 
     {"access_key": "AKIA…",
      "throttle": {"ec2": "documented", "autoscaling": [burst, per_second], "ecs": [...], "sqs": [...]},
+     (or per action: "ec2": {"*": "documented", "CreateNetworkInterface": [10, 2]}),
      "errors": {"autoscaling": 0.1, "ec2": 0.05, "ecs": 0.05, "sqs": 0.0},
      "after": 0.5,
      "not_found_seconds": 5,
@@ -83,6 +84,8 @@ class Rules:
 
     def bucket(self, service, action):
         spec = self.throttle.get(service)
+        if isinstance(spec, dict):
+            spec = spec.get(action, spec.get("*"))
         if spec is None:
             return None
         key = (service, action)
@@ -209,7 +212,8 @@ def _control(environ, start_response):
         try:
             rules = Rules(spec)
             for service, s in rules.throttle.items():
-                if s == "documented" and service != "ec2":
+                specs = s.values() if isinstance(s, dict) else [s]
+                if "documented" in specs and service != "ec2":
                     raise ValueError(f"only EC2 documents its buckets; give [burst, per_second] for {service}")
         except (TypeError, ValueError) as e:
             return answer("400 Bad Request", {"error": str(e)})

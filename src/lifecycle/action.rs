@@ -26,6 +26,12 @@ const COMPLETE_ATTEMPTS: u32 = 4;
 const COMPLETE_FIRST_WAIT: Duration = Duration::from_millis(200);
 /// Used when the hook cannot be described: AWS's minimum heartbeat timeout, so heartbeats come early enough.
 const FALLBACK_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the first heartbeat is retried while AWS throttles or answers with a server error,
+/// before the message is left for redelivery: well within the shortest message lease.
+const VERIFY_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a launch or terminate is retried while AWS throttles or answers with a passing error
+/// (each retry resumes idempotently; heartbeats keep the action alive meanwhile).
+const TRANSIENT_PATIENCE: Duration = Duration::from_secs(180);
 
 /// What the workers share.
 pub struct Ctx {
@@ -62,6 +68,14 @@ pub enum ActionError {
 impl ActionError {
     fn cancelled(&self) -> bool {
         matches!(self, ActionError::Eni(EniError::Cancelled))
+    }
+
+    /// Throttling, contention, a server error or no answer: the same step may succeed later.
+    fn passing(&self) -> bool {
+        match self {
+            ActionError::Aws(e) | ActionError::Eni(EniError::Aws(e)) => !e.is_final(),
+            _ => false,
+        }
     }
 }
 
@@ -118,9 +132,10 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     // It is also the proof that the action is real: a message is only text anyone allowed to write
     // to the queue can forge, so nothing is created or attached for it unless AWS accepted this
     // heartbeat for its group, hook, token and instance.
-    match beat(ctx, &a, &m.receipt, lease).await {
+    match first_beat(ctx, &a, &m.receipt, lease).await {
         Beat::Ok => {}
-        Beat::Failed(why) => {
+        Beat::Failed(e) => {
+            let why = e.to_string();
             tracing::error!(
                 "cannot verify the lifecycle action ({why}); nothing done: the message returns to the queue in {}, and goes to the dead-letter queue if this goes on",
                 humantime::format_duration(lease)
@@ -144,10 +159,7 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, lease, beat_stop.clone()).in_current_span(),
     );
 
-    let result = match a.transition {
-        Transition::Launching => launch(ctx, &a).await,
-        Transition::Terminating => terminate(ctx, &a).await,
-    };
+    let result = patiently(ctx, &a).await;
     let (lifecycle_result, eni_id, error) = match result {
         Ok(eni) => (LifecycleResult::Continue, eni, None),
         Err((e, _)) if e.cancelled() => {
@@ -238,7 +250,26 @@ enum Beat {
     NoAction(String),
     /// The heartbeat failed otherwise (access denied, throttling, no answer): the action is not
     /// known to be real.
-    Failed(String),
+    Failed(CallError),
+}
+
+/// The first heartbeat, retried while AWS throttles or fails in passing (for up to
+/// [`VERIFY_PATIENCE`]): only a final answer or a lasting fault leaves the action unverified.
+async fn first_beat(ctx: &Ctx, a: &Action, receipt: &str, lease: Duration) -> Beat {
+    let start = tokio::time::Instant::now();
+    let mut wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    loop {
+        match beat(ctx, a, receipt, lease).await {
+            Beat::Failed(e) if !e.is_final() && start.elapsed() + wait.next_wait() < VERIFY_PATIENCE => {
+                tracing::warn!("heartbeat: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.fail()) => {}
+                    _ = ctx.abort.cancelled() => return Beat::Failed(e),
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One heartbeat: RecordLifecycleActionHeartbeat and the message's visibility renewed for `lease`.
@@ -268,7 +299,7 @@ async fn beat(ctx: &Ctx, a: &Action, receipt: &str, lease: Duration) -> Beat {
             Beat::Ok
         }
         Err(e) if no_active_action(&e) => Beat::NoAction(e.message),
-        Err(e) => Beat::Failed(e.to_string()),
+        Err(e) => Beat::Failed(e),
     }
 }
 
@@ -297,12 +328,42 @@ async fn heartbeats(
             Beat::NoAction(why) => {
                 tracing::warn!(instance = %a.instance_id, "heartbeat: the action is no longer active ({why})")
             }
-            Beat::Failed(why) => tracing::warn!(instance = %a.instance_id, "heartbeat: {why}"),
+            Beat::Failed(e) => tracing::warn!(instance = %a.instance_id, "heartbeat: {e}"),
         }
     }
 }
 
 type Failure = (ActionError, Option<String>);
+
+/// The transition's work, resumed from the start while it fails in passing (throttling, contention,
+/// server errors, no answer) for up to [`TRANSIENT_PATIENCE`]: every step finds what an earlier
+/// attempt did (the interface by its token, the attachment on the instance), so a retry never
+/// doubles it, and a passing fault of AWS never ends in an ABANDON.
+async fn patiently(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
+    let start = tokio::time::Instant::now();
+    let mut wait = Backoff::new(Duration::from_secs(1), Duration::from_secs(15));
+    // The interface an earlier attempt made, for the cleanup if a later one fails before finding it.
+    let mut made = None;
+    loop {
+        let r = match a.transition {
+            Transition::Launching => launch(ctx, a).await,
+            Transition::Terminating => terminate(ctx, a).await,
+        };
+        match r {
+            Err((e, created)) if e.passing() && start.elapsed() + wait.next_wait() < TRANSIENT_PATIENCE => {
+                made = created.or(made);
+                let pause = wait.fail();
+                tracing::warn!("{e}; resuming in {pause:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = ctx.abort.cancelled() => return Err((EniError::Cancelled.into(), None)),
+                }
+            }
+            Err((e, created)) => return Err((e, created.or(made))),
+            ok => return ok,
+        }
+    }
+}
 
 /// Give the instance its interface. Returns the interface id; on failure, the error and the id of
 /// an interface this action created (for cleanup).
@@ -352,38 +413,50 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
 async fn attach_when_ready(ctx: &Ctx, id: &str, instance: &str, idx: i32) -> Result<String, ActionError> {
     let start = tokio::time::Instant::now();
     let limit = ctx.eni.ready_timeout.0;
+    // When EC2 first said it does not know the interface or the instance: a new id is NotFound for
+    // a while (eventual consistency), so that is waited out, for NOT_FOUND_PATIENCE.
+    let mut unseen: Option<tokio::time::Instant> = None;
+    // Polls slow down to a few seconds apart, so many workers waiting stay within EC2's Describe rate.
+    let mut poll = Backoff::new(eni::POLL, eni::POLL * 4);
     let mut last;
     loop {
         match eni::describe(&ctx.ec2, id).await? {
             Some(e) if e.attachment.as_ref().is_some_and(|(_, i, d)| i == instance && *d == idx) => {
                 return Ok(id.into())
             }
-            Some(e) if e.status == "available" => {
-                return match eni::attach(&ctx.ec2, id, instance, idx).await {
-                    Ok(_) => Ok(id.into()),
-                    Err(err) => match eni::instance(&ctx.ec2, instance).await?.attached.get(&idx) {
+            Some(e) if e.status == "available" => match eni::attach(&ctx.ec2, id, instance, idx).await {
+                Ok(_) => return Ok(id.into()),
+                Err(err) if not_yet_visible(&err) => last = format!("not found ({})", err.code.unwrap_or_default()),
+                Err(err) => {
+                    return match eni::instance(&ctx.ec2, instance).await?.attached.get(&idx) {
                         Some(other) => Ok(other.clone()),
                         None => Err(err.into()),
-                    },
-                };
-            }
+                    }
+                }
+            },
             Some(e) => last = e.status,
-            None => last = "gone".into(),
+            None => last = "not found".into(),
         }
-        if last == "gone" || start.elapsed() >= limit {
-            return Err(EniError::NotReady {
-                eni: id.into(),
-                want: "available",
-                status: last,
-                waited: start.elapsed(),
-            }
-            .into());
+        let gave_up = if last.starts_with("not found") {
+            let since = *unseen.get_or_insert_with(tokio::time::Instant::now);
+            (since.elapsed() >= eni::NOT_FOUND_PATIENCE).then(|| "gone".to_string())
+        } else {
+            unseen = None;
+            (start.elapsed() >= limit).then_some(last)
+        };
+        if let Some(status) = gave_up {
+            return Err(EniError::NotReady { eni: id.into(), want: "available", status, waited: start.elapsed() }.into());
         }
         tokio::select! {
-            _ = tokio::time::sleep(eni::POLL) => {}
+            _ = tokio::time::sleep(poll.fail()) => {}
             _ = ctx.abort.cancelled() => return Err(EniError::Cancelled.into()),
         }
     }
+}
+
+/// EC2's answer for an id it does not know yet (or any more).
+fn not_yet_visible(e: &CallError) -> bool {
+    e.code_is("InvalidNetworkInterfaceID.NotFound") || e.code_is("InvalidInstanceID.NotFound")
 }
 
 /// Detach and delete the interfaces opsd gave the instance. Already gone is success.

@@ -43,8 +43,10 @@ pub struct Eni {
     pub attachment: Option<(String, String, i32)>, // (attachment id, instance id, device index)
 }
 
-/// EC2 is eventually consistent: an instance just launched may not be visible yet for a few seconds.
-const NOT_FOUND_PATIENCE: Duration = Duration::from_secs(10);
+/// EC2 is eventually consistent: an instance just launched, or an interface just created, may be
+/// `NotFound` for a while ("Eventual consistency in the Amazon EC2 API"). The lifecycle action was
+/// verified by a heartbeat first, so its instance exists: a NotFound is waited out this long.
+pub const NOT_FOUND_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<InstanceInfo, EniError> {
     let start = Instant::now();

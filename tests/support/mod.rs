@@ -86,6 +86,8 @@ pub struct Ctx {
     pub dir: tempfile::TempDir,
     /// A world-writable directory where remote commands (run as the sandbox user) leave evidence.
     pub evidence: PathBuf,
+    /// The AWS access key this test's opsd signs with: the sandbox's faults are switched on per key.
+    pub access_key: String,
 }
 
 impl Ctx {
@@ -111,7 +113,8 @@ impl Ctx {
             env("OPSD_SANDBOX_KNOWN_HOSTS"),
         );
         std::fs::write(dir.path().join("opsd.toml"), cfg).unwrap();
-        Ctx { dir, evidence }
+        let access_key = format!("AKIA{}", unique("").replace('-', "").to_uppercase());
+        Ctx { dir, evidence, access_key }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -130,6 +133,7 @@ impl Ctx {
         for (k, v) in sandbox() {
             c.env(k, v);
         }
+        c.env("AWS_ACCESS_KEY_ID", &self.access_key);
         c.env("OPSD_CONFIG", self.config());
         c.env_remove("OPSD_LOG");
         c
@@ -222,6 +226,52 @@ pub fn wait_for_remote(command: &str, want: usize, tries: usize) -> usize {
         n = remote_processes(command);
     }
     n
+}
+
+/// Switch the sandbox's AWS faults (scripts/moto_ext/faults.py) for this test's opsd to `spec`, a
+/// JSON object of its rules: `{"throttle": {...}, "errors": {...}, "after": 0.3, "not_found_seconds": 5}`.
+pub fn faults(ctx: &Ctx, spec: serde_json::Value) {
+    let mut spec = spec;
+    spec["access_key"] = ctx.access_key.clone().into();
+    let (status, body) = moto_ext("POST", "/moto-ext/faults", &spec.to_string());
+    assert_eq!(status, 200, "POST /moto-ext/faults: {body}");
+}
+
+/// The faults the sandbox injected into this test's opsd so far: error code → action → count.
+pub fn injected(ctx: &Ctx) -> serde_json::Value {
+    let (status, body) = moto_ext("GET", &format!("/moto-ext/faults?access_key={}", ctx.access_key), "");
+    assert_eq!(status, 200, "GET /moto-ext/faults: {body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["injected"].clone()
+}
+
+/// The number of injected faults whose code starts with `code`.
+pub fn injected_count(injected: &serde_json::Value, code: &str) -> u64 {
+    let Some(all) = injected.as_object() else { return 0 };
+    all.iter()
+        .filter(|(k, _)| k.starts_with(code))
+        .flat_map(|(_, by_action)| by_action.as_object().into_iter().flatten())
+        .filter_map(|(_, n)| n.as_u64())
+        .sum()
+}
+
+/// One HTTP/1.1 request to the sandbox moto's control endpoints: (status, body).
+fn moto_ext(method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let endpoint = env("AWS_ENDPOINT_URL");
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 /// The AWS SDK configuration for the sandbox's moto (no retries: a failing call fails the test at once).
