@@ -342,6 +342,37 @@ class Ecs(unittest.TestCase):
         r = ecs.run_task(cluster=self.cluster, taskDefinition=td, count=1)
         self.assertEqual(r["tasks"][0]["containerInstanceArn"], b)
 
+    def test_a_drain_honours_minimum_healthy_percent(self):
+        # m5.large holds 7680 MiB: tasks of 3000 MiB, two per instance.
+        _, a = register(self.cluster, "m5.large", self.subnets[0])
+        td = task_def(256, 3000)
+        ecs.create_service(cluster=self.cluster, serviceName="full", taskDefinition=td, desiredCount=2)
+        self.assertEqual(self.describe([a])[0]["runningTasksCount"], 2)
+        ecs.update_container_instances_state(cluster=self.cluster, containerInstances=[a], status="DRAINING")
+        # 100 % (the default) and no room elsewhere: nothing may stop, the drain never finishes.
+        time.sleep(2.5)
+        self.assertEqual(self.describe([a])[0]["runningTasksCount"], 2)
+        # Room for one replacement: one task moves, the other stays until there is room for it.
+        _, b = register(self.cluster, "t3.medium", self.subnets[0])  # 3907 MiB: one task
+        wait("one task to move", lambda: self.describe([b])[0]["runningTasksCount"] == 1)
+        time.sleep(1.5)
+        self.assertEqual(self.describe([a])[0]["runningTasksCount"], 1)
+        svc = ecs.describe_services(cluster=self.cluster, services=["full"])["services"][0]
+        self.assertEqual(svc["runningCount"], 2)
+        # At 50 % a task may stop before its replacement exists.
+        ecs.update_service(cluster=self.cluster, service="full", deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 200})
+        wait("a to be empty", lambda: self.describe([a])[0]["runningTasksCount"] == 0)
+
+    def test_create_service_keeps_its_deployment_configuration(self):
+        _, a = register(self.cluster, "m5.large", self.subnets[0])
+        ecs.create_service(cluster=self.cluster, serviceName="half", taskDefinition=task_def(256, 3000), desiredCount=2,
+                           deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 100})
+        ecs.update_container_instances_state(cluster=self.cluster, containerInstances=[a], status="DRAINING")
+        # 50 % of 2: one task may stop with no replacement; the other must keep running.
+        wait("one task to stop", lambda: self.describe([a])[0]["runningTasksCount"] == 1)
+        time.sleep(1.5)
+        self.assertEqual(self.describe([a])[0]["runningTasksCount"], 1)
+
     def test_fleet_instances_register_and_deregister(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
         spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "UserData": user_data, "WeightedCapacity": 2.0}

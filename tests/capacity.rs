@@ -427,6 +427,63 @@ fn a_refused_target_change_puts_the_drained_instances_back() {
     assert!(text.contains("is cancelled_running") && text.contains("last decisions:"), "{text}");
 }
 
+/// Issue 14, section 2: a scale-in whose victims run a service at minimumHealthyPercent = 100 with
+/// maximumPercent = 100 (no room to start a replacement first) cannot drain, as in ECS: the drain
+/// times out, the victims go back to ACTIVE, nothing is terminated, and the decision names the
+/// service and the setting that holds it.
+#[test]
+fn a_drain_held_by_minimum_healthy_percent_is_undone() {
+    let a = aws();
+    let c = cluster(&a, 4);
+    a.register_room(&c);
+    // One task per c5.large (two do not fit its memory); the m5.large outside the fleet has room
+    // for two, so the controller drains two c5.large, but ECS may neither stop a task first (100 %)
+    // nor start its replacement first (maximumPercent 100).
+    let td = a.task_def(1024, 2048);
+    let conf = aws_sdk_ecs::types::DeploymentConfiguration::builder()
+        .minimum_healthy_percent(100)
+        .maximum_percent(100)
+        .build();
+    a.rt.block_on(
+        a.ecs
+            .create_service()
+            .cluster(&c.name)
+            .service_name("api")
+            .task_definition(&td)
+            .desired_count(4)
+            .deployment_configuration(conf)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(a.running(&c, "api"), 4);
+    let before = a.members(&c);
+    let ctx = ctx_for(&c, "drain_timeout = \"4s\"\n");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("two instances draining", 30, &d, || a.draining(&c).len() == 2);
+    wait_for("the drain to time out", 60, &d, || {
+        Aws::scale_in_decisions(&ctx).iter().any(|x| x["outcome"] == "failed")
+    });
+    // (The controller would try again after its cooldown; a stop undoes a drain under way too.)
+    d.stop_ok();
+    assert!(a.draining(&c).is_empty(), "instances left DRAINING: {:?}", a.statuses(&c));
+    assert_eq!(a.fleet(&c), (4, 4.0), "the target changed");
+    for id in &before {
+        assert_eq!(a.state(id), "running", "{id} was terminated");
+    }
+    assert_eq!(a.running(&c, "api"), 4);
+    let decisions = Aws::scale_in_decisions(&ctx);
+    let failed = decisions.iter().find(|x| x["outcome"] == "failed").unwrap();
+    let error = failed["error"].as_str().unwrap();
+    for want in [
+        "after the drain timeout; nothing terminated",
+        "service api has minimumHealthyPercent 100",
+        "its maximumPercent 100 leaves no room to start one",
+        "set back to ACTIVE",
+    ] {
+        assert!(error.contains(want), "{want:?} missing from {error}");
+    }
+}
+
 /// The drain's check that an instance is empty reads every page of its tasks: here each victim has
 /// 101 long-stopped tasks listed before the one the drain stops, which takes 8 s to stop. Terminated
 /// earlier, that task would end with "Host EC2 instance terminated".

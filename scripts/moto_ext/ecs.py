@@ -11,8 +11,12 @@
   unable to place a task because no container instance met all of its requirements. The closest
   matching (container-instance ID) has insufficient memory available. …". runningCount follows;
   tasks not placed are in neither runningCount nor pendingCount, as in AWS.
-- DRAINING instances take no new tasks; the scheduler stops the service tasks on them and starts
-  replacements elsewhere, as ECS does. Standalone tasks keep running.
+- DRAINING instances take no new tasks. The scheduler replaces the service tasks on them as ECS
+  documents ("Draining Amazon ECS container instances"): replacements start elsewhere within the
+  service's `maximumPercent` of its desired count, and a draining task stops only while the running
+  tasks stay at or above `minimumHealthyPercent` (defaults 100 and 200, as in ECS; CreateService's
+  deploymentConfiguration is kept, moto dropped it). With 100 % and no room elsewhere a drain never
+  finishes, as in AWS. DAEMON tasks on a draining instance stop at once. Standalone tasks keep running.
 - An instance launched with user data containing `ECS_CLUSTER=name` registers itself in that cluster
   (as the ECS agent does at boot), and deregisters when it terminates (its tasks stop, those still
   stopping too, with the reason "Host EC2 instance terminated").
@@ -195,6 +199,39 @@ def _place(backend, cluster, service, td, req, ci):
     backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
 
 
+def _deployment(service):
+    """(minimumHealthyPercent, maximumPercent) of a service; ECS's defaults for REPLICA services."""
+    conf = getattr(service, "deployment_configuration", None) or {}
+    return int(conf.get("minimumHealthyPercent", 100)), int(conf.get("maximumPercent", 200))
+
+
+def _active_fitting(backend, cluster, req):
+    return [
+        ci
+        for ci in backend.container_instances.get(cluster.name, {}).values()
+        if ci.status == "ACTIVE" and backend._can_be_placed(ci, req)
+    ]
+
+
+def _replace_draining(backend, cluster, service, td, req, draining):
+    """Start replacements within maximumPercent, then stop draining tasks while the running tasks
+    stay at minimumHealthyPercent of the desired count."""
+    low, high = _deployment(service)
+    desired = service.desired_count
+    running = len(_service_tasks(backend, service))
+    healthy = running - len(draining)
+    room = max(0, (desired * high) // 100 - running)
+    for _ in range(min(len(draining), room, max(0, desired - healthy))):
+        candidates = _active_fitting(backend, cluster, req)
+        if not candidates:
+            break
+        _place(backend, cluster, service, td, req, min(candidates, key=lambda c: _remaining(c)[1]))
+    running = len(_service_tasks(backend, service))
+    floor = -(-desired * low // 100)  # ceil: ECS rounds the minimum up
+    for t in draining[: max(0, running - floor)]:
+        _stop(backend, service.cluster_name, t, "Service task on a draining container instance")
+
+
 def _reconcile(backend, service):
     if service.status != "ACTIVE":
         # A deleted service's tasks stop, as in ECS.
@@ -209,18 +246,25 @@ def _reconcile(backend, service):
     td = backend.describe_task_definition(service.task_definition)
     req = backend._calculate_task_resource_requirements(td)
     running = _service_tasks(backend, service)
-    # Tasks on DRAINING (or vanished) instances are stopped and replaced elsewhere.
+    daemon = service.scheduling_strategy == "DAEMON"
+    # Tasks whose instance vanished are gone; DAEMON tasks on DRAINING instances stop at once.
+    draining = []
     for t in running:
         ci = _instance_of(backend, service.cluster_name, t)
-        if ci is None or ci.status != "ACTIVE":
+        if ci is None or (ci.status != "ACTIVE" and daemon):
             _stop(backend, service.cluster_name, t, "Service task on a draining container instance")
+        elif ci.status != "ACTIVE":
+            draining.append(t)
+    if draining:
+        _replace_draining(backend, cluster, service, td, req, draining)
     running = _service_tasks(backend, service)
-    daemon = service.scheduling_strategy == "DAEMON"
     active = [ci for ci in backend.container_instances.get(cluster.name, {}).values() if ci.status == "ACTIVE"]
     if daemon:
         # One task on every ACTIVE instance: desiredCount follows the instances.
         service.desired_count = len(active)
     extra = len(running) - service.desired_count
+    # Scale-in stops the tasks on DRAINING instances first.
+    running.sort(key=lambda t: getattr(_instance_of(backend, service.cluster_name, t), "status", "") == "ACTIVE")
     for t in running[: max(extra, 0)]:
         _stop(backend, service.cluster_name, t, "Service scaled in")
     running = _service_tasks(backend, service)
@@ -236,11 +280,7 @@ def _reconcile(backend, service):
         missing = service.desired_count - len(running)
         placed = 0
         for _ in range(max(missing, 0)):
-            candidates = [
-                ci
-                for ci in backend.container_instances.get(cluster.name, {}).values()
-                if ci.status == "ACTIVE" and backend._can_be_placed(ci, req)
-            ]
+            candidates = _active_fitting(backend, cluster, req)
             if not candidates:
                 break
             _place(backend, cluster, service, td, req, min(candidates, key=lambda c: _remaining(c)[1]))  # binpack on memory
@@ -307,6 +347,20 @@ def _wrap_service_call(orig):
             service = orig(self, *args, **kwargs)
             _reconcile(self, service)
             return service
+
+    return wrapped
+
+
+def _create_service_response(orig):
+    """CreateService keeps its deploymentConfiguration (moto drops it; UpdateService sets it)."""
+
+    def wrapped(self):
+        result = orig(self)
+        conf = self._get_param("deploymentConfiguration")
+        if conf:
+            service = self.ecs_backend._get_service(self._get_param("cluster", "default"), self._get_param("serviceName"))
+            service.deployment_configuration = conf
+        return result
 
     return wrapped
 
@@ -444,6 +498,7 @@ def apply():
     EC2ContainerServiceResponse.run_task = _run_task_response
     threading.Thread(target=_scheduler_loop, name="ecs-service-scheduler", daemon=True).start()
     EC2ContainerServiceBackend.create_service = _wrap_service_call(EC2ContainerServiceBackend.create_service)
+    EC2ContainerServiceResponse.create_service = _create_service_response(EC2ContainerServiceResponse.create_service)
     EC2ContainerServiceBackend.update_service = _wrap_service_call(EC2ContainerServiceBackend.update_service)
     for _name in ("update_container_instances_state", "delete_service", "deregister_container_instance", "run_task", "start_task"):
         setattr(EC2ContainerServiceBackend, _name, _locked(getattr(EC2ContainerServiceBackend, _name)))

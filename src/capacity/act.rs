@@ -30,8 +30,8 @@ pub enum ActError {
     Aws(#[from] CallError),
     #[error("ECS did not set container instances of cluster {cluster} {status}: {failures}")]
     StateRefused { cluster: String, status: String, failures: String },
-    #[error("instances {0:?} still run tasks after the drain timeout; nothing terminated (raise drain_timeout if their tasks need longer to stop)")]
-    DrainTimeout(Vec<String>),
+    #[error("instances {busy:?} still run tasks after the drain timeout; nothing terminated ({why})")]
+    DrainTimeout { busy: Vec<String>, why: String },
     #[error("instances {0:?} run tasks and drain_before_scale_in is false; nothing terminated")]
     Busy(Vec<String>),
     #[error("cancelled: opsd is stopping; nothing terminated")]
@@ -305,6 +305,65 @@ async fn busy(
     Ok(busy)
 }
 
+/// Why the services whose tasks still run on `victims` keep them there, for each service whose
+/// deployment configuration forbids what a drain needs: ECS stops a draining service task only
+/// while the running tasks stay at `minimumHealthyPercent` of the desired count, and starts its
+/// replacement only within `maximumPercent` ("Draining Amazon ECS container instances").
+async fn held_by(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<String>, CallError> {
+    use aws_sdk_ecs::types::DesiredStatus;
+    let mut arns = Vec::new();
+    for v in victims {
+        let out = c
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .container_instance(&v.arn)
+            .desired_status(DesiredStatus::Running)
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| call_error("ListTasks", e))?;
+        arns.extend(out.task_arns().iter().cloned());
+    }
+    let mut names: Vec<String> = observe::describe_tasks(c, cluster, &arns)
+        .await?
+        .iter()
+        .filter_map(|t| t.group()?.strip_prefix("service:").map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    // DescribeServices takes at most 10 services per call.
+    for chunk in names.chunks(10) {
+        let described = c
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeServices", e))?;
+        for svc in described.services() {
+            let conf = svc.deployment_configuration();
+            let low = conf.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100);
+            let high = conf.and_then(|d| d.maximum_percent()).unwrap_or(200);
+            if low < 100 {
+                continue;
+            }
+            let name = svc.service_name().unwrap_or_default();
+            let room = if high <= 100 {
+                format!("its maximumPercent {high} leaves no room to start one")
+            } else {
+                "no instance outside the drain has room for one".to_string()
+            };
+            out.push(format!(
+                "service {name} has minimumHealthyPercent {low}: ECS stops its task on a draining instance only once a replacement runs, and {room}; lower minimumHealthyPercent, raise maximumPercent or add room, or raise drain_timeout"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 async fn wait_empty(
     c: &Clients,
     cluster: &str,
@@ -321,7 +380,13 @@ async fn wait_empty(
             return Ok(());
         }
         if start.elapsed() >= limit {
-            return Err(ActError::DrainTimeout(busy));
+            let held = victims.iter().filter(|v| busy.contains(&v.ec2_id)).cloned().collect::<Vec<_>>();
+            let why = match held_by(c, cluster, &held).await {
+                Ok(services) if !services.is_empty() => services.join("; "),
+                Ok(_) => "raise drain_timeout if their tasks need longer to stop".to_string(),
+                Err(e) => format!("raise drain_timeout if their tasks need longer to stop; the services holding them could not be read: {e}"),
+            };
+            return Err(ActError::DrainTimeout { busy, why });
         }
         tokio::select! {
             _ = tokio::time::sleep(DRAIN_POLL) => {}

@@ -445,7 +445,9 @@ async fn attach_when_ready(ctx: &Ctx, id: &str, instance: &str, idx: i32) -> Res
             (start.elapsed() >= limit).then_some(last)
         };
         if let Some(status) = gave_up {
-            return Err(EniError::NotReady { eni: id.into(), want: "available", status, waited: start.elapsed() }.into());
+            return Err(
+                EniError::NotReady { eni: id.into(), want: "available", status, waited: start.elapsed() }.into()
+            );
         }
         tokio::select! {
             _ = tokio::time::sleep(poll.fail()) => {}
