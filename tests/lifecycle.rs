@@ -180,6 +180,33 @@ fn kill_9_mid_action_resumes_with_one_eni() {
     d.stop_ok();
 }
 
+/// Issue 14, 3.7: a message's lease starts short. opsd receives with a visibility of 15 s (not the
+/// configured 10 minutes) until its first heartbeat: killed before that heartbeat (here while
+/// DescribeLifecycleHooks is throttled), the message is back in the queue well within the hook's
+/// 30 s, not ten minutes later.
+#[test]
+fn a_crash_before_the_first_heartbeat_cannot_hide_the_message_past_the_hook() {
+    let a = aws();
+    let g = group(&a, Setup { heartbeat_timeout: 30, ..Setup::default() });
+    let ctx = ctx_for(&g, "visibility_timeout = \"10m\"\n", "");
+    faults(&ctx, serde_json::json!({"throttle": {"autoscaling": {"DescribeLifecycleHooks": [0, 0]}}}));
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    wait_for("the message to be received", 30, &d, || a.depth(&g.queue) == (0, 1));
+    d.signal("-KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    assert!(injected_count(&injected(&ctx), "Throttling") > 0, "the first heartbeat was not held back");
+    let mut tries = 0;
+    // Visible again, none in flight (the group's test notification may wait beside it).
+    while !matches!(a.depth(&g.queue), (w, 0) if w >= 1) {
+        tries += 1;
+        assert!(tries < 40, "the message stayed hidden: {:?} (waiting, in flight)", a.depth(&g.queue));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(a.states(&g).values().next().map(String::as_str), Some("Pending:Wait"));
+    a.scale(&g, 0);
+}
+
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
 /// the dead-letter queue; other messages keep flowing.
 #[test]

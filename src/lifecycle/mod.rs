@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 /// SQS's long poll: the longest wait, the most messages per receive.
 const WAIT_SECONDS: i32 = 20;
 const MAX_MESSAGES: i32 = 10;
+/// The visibility a message is received with, until its first heartbeat sets its lease from the
+/// hook's timeout: half of the shortest heartbeat timeout AWS allows (30 s), so a crash before that
+/// heartbeat never keeps the message hidden past the hook's own timeout.
+const FIRST_LEASE: Duration = Duration::from_secs(15);
 /// Backoff after a failed receive: doubles from the first to the last, reset by a success.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -86,7 +90,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     let sweeper =
         tokio::spawn(sweep::run(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
-    let visibility = settings.visibility_timeout.0.as_secs().clamp(1, 43_200) as i32;
+    let visibility = settings.visibility_timeout.0.min(FIRST_LEASE).as_secs().max(1) as i32;
     loop {
         // Only receive what can be worked now: a message held but not worked would only time out.
         let first = tokio::select! {
