@@ -207,6 +207,28 @@ fn a_crash_before_the_first_heartbeat_cannot_hide_the_message_past_the_hook() {
     a.scale(&g, 0);
 }
 
+/// Issue 14, 3.2: with `[lifecycle] groups` set, an action of another group is not acted on (no
+/// heartbeat, no interface, no completion) and its message is not deleted; it is recorded.
+#[test]
+fn an_action_of_a_group_not_allowed_is_not_acted_on() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let ctx = ctx_for(&g, "groups = [\"some-other-group\"]\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the action to be refused", 30, &d, || {
+        actions(&ctx).iter().any(|x| x["instance_id"] == id.as_str() && x["outcome"] == "not_allowed")
+    });
+    let log = d.stop_ok();
+    assert!(log.contains("is not in [lifecycle] groups / hooks"), "{log}");
+    assert!(a.enis_of(&id).is_empty(), "{:?}", a.enis_of(&id));
+    assert_eq!(a.states(&g)[&id], "Pending:Wait");
+    let (waiting, in_flight) = a.depth(&g.queue);
+    assert!(waiting + in_flight >= 1, "the message was deleted");
+    a.scale(&g, 0);
+}
+
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
 /// the dead-letter queue; other messages keep flowing.
 #[test]

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub eni: EniSettings,
+    /// The `[lifecycle]` section, for the groups and hooks whose actions may be worked.
+    pub settings: super::settings::LifecycleSettings,
     /// The visibility a message keeps while worked (set at receive, renewed by each heartbeat).
     pub visibility: Duration,
     pub history: ActionHistory,
@@ -125,6 +127,19 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         ended_at: Utc::now(),
         aws_ms: crate::aws::aws_time().map(|d| d.as_millis() as u64),
     };
+    if !ctx.settings.allows(&a.group, &a.hook) {
+        tracing::error!(
+            "message {}: group {} / hook {} is not in [lifecycle] groups / hooks; nothing done, the message is left for the dead-letter queue (add them to the config if opsd should work them)",
+            m.id, a.group, a.hook
+        );
+        ctx.metrics.message(a.transition, MessageOutcome::NotAllowed);
+        save(
+            ctx,
+            record(LifecycleResult::None, MessageOutcome::NotAllowed, None, Some("group or hook not allowed".into())),
+        )
+        .await;
+        return;
+    }
     let timeout = heartbeat_timeout(ctx, &a).await;
     let lease = lease(ctx.visibility, timeout);
     // The hook's clock started when the instance began to wait, perhaps long before this message was

@@ -53,6 +53,9 @@ crate::vocabulary! {
         /// The first heartbeat failed for a reason other than the action being gone (access
         /// denied, throttling, no answer): nothing done, the message returns after its lease.
         Unverified = "unverified",
+        /// The action's group or hook is not among `[lifecycle] groups` / `hooks`: nothing done,
+        /// the message left for the dead-letter queue.
+        NotAllowed = "not_allowed",
         /// A test notification, deleted.
         Deleted = "deleted",
         /// Left in the queue (unparsable: for the dead-letter queue; or DeleteMessage failed).

@@ -73,6 +73,7 @@ pub fn context(
         sqs,
         queue_url: settings.queue_url.clone(),
         eni: settings.eni.clone(),
+        settings: settings.clone(),
         visibility: settings.visibility_timeout.0,
         history: ActionHistory::new(store),
         metrics,

@@ -23,8 +23,23 @@ pub struct LifecycleSettings {
     /// An unattached opsd interface whose instance is gone is deleted after this long.
     #[serde(default = "default_sweep_grace")]
     pub sweep_grace: HumanDuration,
+    /// The Auto Scaling groups whose actions opsd works (empty: any). A message naming another
+    /// group is not acted on: the queue's writers cannot point opsd at any instance they like.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The lifecycle hooks whose actions opsd works (empty: any).
+    #[serde(default)]
+    pub hooks: Vec<String>,
     #[serde(default)]
     pub eni: EniSettings,
+}
+
+impl LifecycleSettings {
+    /// Whether an action of `group` and `hook` may be worked.
+    pub fn allows(&self, group: &str, hook: &str) -> bool {
+        (self.groups.is_empty() || self.groups.iter().any(|g| g == group))
+            && (self.hooks.is_empty() || self.hooks.iter().any(|h| h == hook))
+    }
 }
 
 /// `[lifecycle.eni]`: the interface each launching instance gets (NotificationMetadata may override
@@ -97,4 +112,21 @@ fn default_sweep_interval() -> HumanDuration {
 
 fn default_sweep_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(1800))
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_hooks_bound_what_is_worked() {
+        let parse =
+            |extra: &str| -> LifecycleSettings { toml::from_str(&format!("queue_url = \"q\"\n{extra}")).unwrap() };
+        assert!(parse("").allows("any", "hook"));
+        let s = parse("groups = [\"web\"]\nhooks = [\"eni\"]");
+        assert!(s.allows("web", "eni"));
+        assert!(!s.allows("web", "other"));
+        assert!(!s.allows("db", "eni"));
+        assert!(parse("hooks = [\"eni\"]").allows("db", "eni"));
+    }
 }
