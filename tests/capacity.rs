@@ -484,6 +484,44 @@ fn a_drain_held_by_minimum_healthy_percent_is_undone() {
     }
 }
 
+/// Issue 14, 3.3: an instance of the fleet that has not registered with the cluster
+/// `register_timeout` after its launch no longer counts as launching: it is reported by id in
+/// `capacity status` and the log, and scale-in is no longer held back by it.
+#[test]
+fn an_instance_that_never_registers_stops_holding_scale_in_back() {
+    let a = aws();
+    let c = cluster(&a, 3);
+    // One of the three leaves the cluster (as if its agent had never registered it): EC2 and the
+    // fleet still count it; ECS does not.
+    let (arn, lost) = a.rt.block_on(async {
+        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
+        let arn = arns.container_instance_arns()[0].clone();
+        let out = a.ecs.describe_container_instances().cluster(&c.name).container_instances(&arn).send().await.unwrap();
+        (arn, out.container_instances()[0].ec2_instance_id().unwrap().to_string())
+    });
+    a.rt.block_on(a.ecs.deregister_container_instance().cluster(&c.name).container_instance(&arn).force(true).send())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let ctx = ctx_for(&c, "register_timeout = \"1s\"\n");
+    let s = status(&ctx);
+    let never = s["never_registered"].as_array().unwrap();
+    assert_eq!(never.len(), 1, "{s}");
+    assert_eq!(never[0]["instance"], lost.as_str());
+    let d = Daemon::start(&ctx, &[]);
+    // Nothing runs: below target, and nothing launching any more, so the fleet scales in.
+    wait_for("a scale-in", 60, &d, || Aws::scale_in_decisions(&ctx).iter().any(|x| x["outcome"] == "acted"));
+    let log = d.stop_ok();
+    assert!(
+        log.contains(&format!("instance {lost} of")) && log.contains("has not registered with the cluster"),
+        "{log}"
+    );
+    let decisions = Aws::scale_in_decisions(&ctx);
+    assert!(
+        !decisions.iter().any(|x| x["reason"].as_str().unwrap_or_default().contains("still launching")),
+        "{decisions:?}"
+    );
+}
+
 /// The drain's check that an instance is empty reads every page of its tasks: here each victim has
 /// 101 long-stopped tasks listed before the one the drain stops, which takes 8 s to stop. Terminated
 /// earlier, that task would end with "Host EC2 instance terminated".

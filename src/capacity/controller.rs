@@ -221,6 +221,29 @@ pub struct Controller {
     led: Option<u64>,
     /// A step of this controller was fenced: the journal is read again before its next decision.
     reread: bool,
+    /// Instances already reported as never registered (each is logged once).
+    unregistered: std::collections::HashSet<String>,
+}
+
+/// Log, once per instance, the fleet's instances that never registered with the cluster (`noted`
+/// keeps those already logged that are still unregistered).
+fn note_unregistered(
+    noted: &mut std::collections::HashSet<String>,
+    never: &[(String, u64)],
+    settings: &CapacitySettings,
+    target: &CapacityTarget,
+) {
+    for (id, age) in never {
+        if noted.insert(id.clone()) {
+            tracing::warn!(
+                cluster = %settings.cluster,
+                instance = %id,
+                "capacity: instance {id} of {target} has not registered with the cluster {age}s after its launch (register_timeout {}); it no longer counts as launching. Check its ECS agent (ECS_CLUSTER in its user data, its instance role) or terminate it",
+                humantime::format_duration(settings.register_timeout.0)
+            );
+        }
+    }
+    noted.retain(|id| never.iter().any(|(n, _)| n == id));
 }
 
 /// How often a follower looks whether it leads now (a look at memory, no I/O).
@@ -249,6 +272,7 @@ impl Controller {
             fence,
             led: None,
             reread: false,
+            unregistered: std::collections::HashSet::new(),
         }
     }
 
@@ -295,7 +319,7 @@ impl Controller {
             self.unfinished = !self.recover().await;
         }
         let (cluster, target) = (&self.settings.cluster, &self.target);
-        let seen = match observe::observe(&self.clients, cluster, target).await {
+        let seen = match observe::observe(&self.clients, cluster, target, self.settings.register_timeout.0).await {
             Ok(seen) => seen,
             Err(e) => {
                 let wait = self.state.backoff();
@@ -305,6 +329,7 @@ impl Controller {
                 return Continue(());
             }
         };
+        note_unregistered(&mut self.unregistered, &seen.never_registered, &self.settings, &self.target);
         let (decided, d) = self.state.observed(&seen, &self.settings);
         let res = policy::reservation(&seen.observation.instances);
         self.metrics.observed(res, seen.observation.unplaced.len(), seen.fleet.target, seen.fleet.fulfilled);
@@ -628,6 +653,7 @@ mod tests {
             daemon_groups: HashSet::new(),
             raw_target: n,
             raw_fulfilled: n,
+            never_registered: Vec::new(),
         }
     }
 

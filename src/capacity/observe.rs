@@ -41,6 +41,9 @@ pub struct Seen {
     /// registered counts as launching).
     pub raw_target: f64,
     pub raw_fulfilled: f64,
+    /// Instances of the fleet not registered with the cluster longer than `register_timeout` after
+    /// their launch: (EC2 id, seconds since launch). They no longer count as launching.
+    pub never_registered: Vec<(String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +82,12 @@ pub async fn members_of(c: &Clients, cluster: &str, ec2_ids: &[String]) -> Resul
 /// Fleet states in which the fleet launches and can be modified (`modifying` is held in `decide`).
 const LIVE_FLEET_STATES: [&str; 3] = ["submitted", "active", "modifying"];
 
-pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Result<Seen, ObserveError> {
+pub async fn observe(
+    c: &Clients,
+    cluster: &str,
+    target: &CapacityTarget,
+    register_timeout: std::time::Duration,
+) -> Result<Seen, ObserveError> {
     let fleet = target.describe(c).await?;
     let fleet_state = fleet.status.state.clone();
     if !LIVE_FLEET_STATES.contains(&fleet_state.as_str()) {
@@ -201,6 +209,12 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
     let weight = |t: &str| fleet.types.iter().find(|(n, _)| n == t).map(|(_, w)| *w).unwrap_or(1.0);
     // (+ 0.0: an empty f64 sum is -0.0, which status would print as "-0".)
     let present: f64 = instances.iter().filter(|i| i.in_fleet).map(|i| weight(&i.instance_type)).sum::<f64>() + 0.0;
+    // An instance that has not registered long after its launch (a broken agent, a wrong
+    // ECS_CLUSTER, a missing role) is no longer launching: it would hold scale-in back for ever.
+    let unregistered: Vec<String> =
+        fleet.members.keys().filter(|id| !instances.iter().any(|i| &i.id == *id)).cloned().collect();
+    let never_registered = launched_before(c, &unregistered, register_timeout).await?;
+    let present = present + never_registered.iter().map(|(id, _)| weight(&fleet.members[id])).sum::<f64>();
     Ok(Seen {
         observation: Observation { instances, unplaced },
         fleet: Fleet { target: fleet.status.target.max(fleet.status.fulfilled), fulfilled: present, types },
@@ -210,7 +224,37 @@ pub async fn observe(c: &Clients, cluster: &str, target: &CapacityTarget) -> Res
         daemon_groups: daemons.iter().map(|d| format!("service:{d}")).collect(),
         raw_target: fleet.status.target,
         raw_fulfilled: fleet.status.fulfilled,
+        never_registered,
     })
+}
+
+/// Of `ids`, those launched more than `limit` ago, with the seconds since their launch (instances
+/// EC2 no longer knows are left out: they are not the fleet's any more).
+async fn launched_before(
+    c: &Clients,
+    ids: &[String],
+    limit: std::time::Duration,
+) -> Result<Vec<(String, u64)>, CallError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let mut out = Vec::new();
+    for chunk in ids.chunks(100) {
+        let r = c.ec2.describe_instances().set_instance_ids(Some(chunk.to_vec())).send().await;
+        let page = match r.map_err(|e| call_error("DescribeInstances", e)) {
+            Ok(p) => p,
+            // Just launched and not visible yet (EC2 is eventually consistent): still launching.
+            Err(e) if e.code_is("InvalidInstanceID.NotFound") => continue,
+            Err(e) => return Err(e),
+        };
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            let (Some(id), Some(at)) = (i.instance_id(), i.launch_time()) else { continue };
+            let age = (now - at.secs()).max(0) as u64;
+            if age > limit.as_secs() {
+                out.push((id.to_string(), age));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn fargate(launch_type: Option<&aws_sdk_ecs::types::LaunchType>, provider: Option<&str>) -> bool {

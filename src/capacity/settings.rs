@@ -45,6 +45,10 @@ pub struct CapacitySettings {
     /// How long a drain may take before the scale-in is given up (the instances are set ACTIVE again).
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: HumanDuration,
+    /// How long after its launch an instance of the fleet counts as launching while it has not
+    /// registered with the cluster; after that it is reported, and no longer holds scale-in back.
+    #[serde(default = "default_register_timeout")]
+    pub register_timeout: HumanDuration,
     /// Decide and log, never act.
     #[serde(default)]
     pub dry_run: bool,
@@ -147,5 +151,8 @@ fn default_true() -> bool {
     true
 }
 fn default_drain_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_register_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }

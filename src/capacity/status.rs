@@ -58,7 +58,7 @@ where
         Ok(s) => s,
         Err(exit) => return exit,
     };
-    let seen = match observe::observe(&Clients::new(&sdk), &c.cluster, &c.target()).await {
+    let seen = match observe::observe(&Clients::new(&sdk), &c.cluster, &c.target(), c.register_timeout.0).await {
         Ok(s) => s,
         Err(e) => {
             // The history is still worth seeing (it says what happened before the fault).
@@ -108,6 +108,7 @@ where
                 "reservation": { "cpu": cpu, "memory": res_mem, "max": now.reservation },
                 "instances": seen.observation.instances.len(),
                 "unplaced_tasks": seen.observation.unplaced.len(),
+                "never_registered": seen.never_registered.iter().map(|(id, age)| serde_json::json!({"instance": id, "launched_seconds_ago": age})).collect::<Vec<_>>(),
                 "short_services": seen.short_services.iter().map(|(n, m)| serde_json::json!({"service": n, "missing": m})).collect::<Vec<_>>(),
                 "capacity": { "target": seen.fleet.target, "fulfilled": seen.fleet.fulfilled, "desired": desired, "state": seen.fleet_state },
                 "daemon": latest.as_ref().map(|l| serde_json::json!({
@@ -135,6 +136,12 @@ where
                 seen.short_services.iter().map(|(n, m)| format!(", service {n} short {m}")).collect::<String>()
             );
             outln!("capacity: target {}, fulfilled {}, desired {desired}", seen.fleet.target, seen.fleet.fulfilled);
+            for (id, age) in &seen.never_registered {
+                outln!(
+                    "not registered: {id}, launched {} ago, past register_timeout: not counted as launching; check its ECS agent or terminate it",
+                    humantime::format_duration(std::time::Duration::from_secs(*age))
+                );
+            }
             match &latest {
                 Some(l) => {
                     let d = &l.decision;
