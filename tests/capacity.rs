@@ -501,7 +501,7 @@ fn an_instance_that_never_registers_stops_holding_scale_in_back() {
     });
     a.rt.block_on(a.ecs.deregister_container_instance().cluster(&c.name).container_instance(&arn).force(true).send())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_secs(2));
     let ctx = ctx_for(&c, "register_timeout = \"1s\"\n");
     let s = status(&ctx);
     let never = s["never_registered"].as_array().unwrap();

@@ -438,3 +438,31 @@ fn history_older_than_the_retention_is_deleted() {
     let kept = ctx.json(&["history", "--run", &ids[2].to_string()]);
     assert_eq!(kept["hosts"].as_array().map(Vec::len), Some(1), "{kept}");
 }
+
+/// Issue 14, 3.11: TOFU pins of instances that are gone are deleted by the daemon's retention pass
+/// (at start, then hourly); the pins of live instances stay.
+#[test]
+fn pins_of_instances_that_are_gone_are_pruned() {
+    let ctx = Ctx::new();
+    let tag = unique("prune");
+    let hosts = fleet(2, &[("T", &tag)], &[]);
+    ctx.write_job("tofu", &job("T", &tag, &["true"], "", "[ssh]\nhost_keys = \"tofu\""));
+    let (code, doc) = ctx.run_json("tofu", &[]);
+    assert_eq!(code, 0, "{doc}");
+    let db = ctx.dir.path().join("state/opsd.db");
+    let pinned = || -> Vec<String> {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c.prepare("SELECT host_id FROM host_keys ORDER BY host_id").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    let mut both: Vec<String> = hosts.iter().map(|h| h.id.clone()).collect();
+    both.sort();
+    assert_eq!(pinned(), both);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&rt));
+    rt.block_on(ec2.terminate_instances().instance_ids(&hosts[0].id).send()).unwrap();
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the gone instance's pin to be deleted", 30, &d, || pinned() == vec![hosts[1].id.clone()]);
+    let log = d.stop_ok();
+    assert!(log.contains("deleted the TOFU pins of 1 instances that are gone"), "{log}");
+}

@@ -248,7 +248,7 @@ async fn launched_before(
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let (Some(id), Some(at)) = (i.instance_id(), i.launch_time()) else { continue };
             let age = (now - at.secs()).max(0) as u64;
-            if age > limit.as_secs() {
+            if age >= limit.as_secs() {
                 out.push((id.to_string(), age));
             }
         }

@@ -114,7 +114,12 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     // Cancelled when the shutdown grace has run out: work still going is cancelled.
     let abort = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(retention::run(store.clone(), config.history_retention.0, cancel.clone()));
+    tracker.spawn(retention::run(
+        store.clone(),
+        config.history_retention.0,
+        aws_sdk_ec2::Client::new(&sdk),
+        cancel.clone(),
+    ));
     if let Some(l) = config.lifecycle.clone() {
         let lctx = lifecycle::context(&sdk, &l, store.clone(), lifecycle_metrics, abort.clone());
         tracker.spawn(lifecycle::run(lctx, l, cancel.clone()));

@@ -26,9 +26,17 @@ struct Pruned {
     capacity_decisions: usize,
 }
 
-pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
+pub async fn run(store: Store, retention: Duration, ec2: aws_sdk_ec2::Client, stop: CancellationToken) {
     loop {
         prune(&store, retention, &stop).await;
+        // TOFU pins of instances that are gone can never be used again.
+        match crate::ssh::pins::prune_gone(&store, &ec2).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pins = n, "host keys: deleted the TOFU pins of {n} instances that are gone"),
+            Err(e) => {
+                tracing::warn!("host keys: cannot prune the pins of instances that are gone: {e}; retrying in an hour")
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.cancelled() => return,

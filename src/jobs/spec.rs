@@ -130,6 +130,14 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
     let identity_file = spec.ssh.identity_file.clone().or_else(|| d.identity_file.clone());
     let user = spec.ssh.user.clone().or_else(|| d.user.clone());
     let host_keys = spec.ssh.host_keys.unwrap_or_default();
+    if host_keys == HostKeyPolicy::Tofu && !d.allow_tofu {
+        diags.push(Diagnostic::field(
+            file,
+            text,
+            "ssh.host_keys",
+            "\"tofu\" is forbidden by allow_tofu = false in the config's [ssh] section; list the hosts' keys in known_hosts and use host_keys = \"known-hosts\"",
+        ));
+    }
     if identity_file.is_none() {
         diags.push(Diagnostic::field(
             file,
@@ -333,6 +341,17 @@ max_concurrency = "20%"
         assert_eq!(j.target.tags.0["Role"], vec!["web", "api"]);
         assert_eq!(j.run.max_concurrency, Limit::Percent(20.0));
         assert_eq!(j.run.output_limit, 64 * 1024);
+    }
+
+    #[test]
+    fn tofu_is_refused_where_the_config_forbids_it() {
+        let text = format!("{GOOD}[ssh]\nhost_keys = \"tofu\"\n");
+        assert!(parse(Path::new("jobs/t.toml"), &text, &cfg()).is_ok());
+        let mut strict = cfg();
+        strict.ssh.allow_tofu = false;
+        let d = parse(Path::new("jobs/t.toml"), &text, &strict).unwrap_err().remove(0);
+        assert_eq!((d.line, d.field.as_str()), (10, "ssh.host_keys"), "{d}");
+        assert!(d.message.contains("allow_tofu = false"), "{d}");
     }
 
     fn first_error(text: &str) -> Diagnostic {

@@ -90,12 +90,12 @@ fn lossy<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 /// Where TOFU pins live ([`pins::StorePins`]); called from a blocking thread.
 pub trait KeyPins: Send + Sync + 'static {
-    /// Pin `key` (OpenSSH text) for `host_id` if none is pinned; return the pinned key.
-    fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String>;
-    /// The key pinned for `host_id`, if any.
-    fn pinned(&self, host_id: &str) -> Result<Option<String>, String>;
+    /// Pin `key` (OpenSSH text) for `host_id` at `port` if none is pinned; return the pinned key.
+    fn pin(&self, host_id: &str, port: u16, address: &str, key: &str) -> Result<String, String>;
+    /// The key pinned for `host_id` at `port`, if any.
+    fn pinned(&self, host_id: &str, port: u16) -> Result<Option<String>, String>;
     /// How an operator removes the pin of a rebuilt host.
-    fn how_to_unpin(&self, host_id: &str) -> String;
+    fn how_to_unpin(&self, host_id: &str, port: u16) -> String;
 }
 
 /// How server keys are checked for one run.
@@ -233,8 +233,8 @@ impl Connector {
                 Expected::Listed { file: file.clone(), entries: hosts.lookup(address, self.port) }
             }
             HostKeyCheck::Tofu(pins) => {
-                let (p, id) = (pins.clone(), host_id.to_string());
-                let pinned = match tokio::task::spawn_blocking(move || p.pinned(&id)).await {
+                let (p, id, port) = (pins.clone(), host_id.to_string(), self.port);
+                let pinned = match tokio::task::spawn_blocking(move || p.pinned(&id, port)).await {
                     Ok(r) => r,
                     Err(e) => Err(e.to_string()),
                 };
@@ -406,7 +406,8 @@ impl client::Handler for Checker {
                     Ok(Some(k)) => Ok(k.clone()),
                     Ok(None) => {
                         let (p, id, addr, o) = (pins.clone(), self.host_id.clone(), self.address.clone(), offered.clone());
-                        match tokio::task::spawn_blocking(move || p.pin(&id, &addr, &o)).await {
+                        let port = self.port;
+                        match tokio::task::spawn_blocking(move || p.pin(&id, port, &addr, &o)).await {
                             Ok(r) => r,
                             Err(e) => Err(e.to_string()),
                         }
@@ -421,7 +422,7 @@ impl client::Handler for Checker {
                         self.address,
                         PublicKey::from_openssh(&k).map(|k| fingerprint(&k)).unwrap_or(k),
                         fingerprint(key),
-                        pins.how_to_unpin(&self.host_id)
+                        pins.how_to_unpin(&self.host_id, self.port)
                     )),
                     Err(e) => Some(format!("cannot check the pinned host key: {e}")),
                 }

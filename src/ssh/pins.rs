@@ -1,47 +1,152 @@
 //! TOFU host-key pins, kept in the store (table `host_keys`) so that pinning is atomic across opsd
-//! processes: the first key a host offers is pinned under its instance id; a later different key
-//! refuses the host. Calls come from a blocking thread inside a host's connect_timeout, so they use
-//! the store's short lane.
+//! processes: the first key a host offers is pinned under its instance id and port (two sshd on one
+//! instance have two keys); a later different key refuses the host. Pins made before ports were
+//! recorded (port 0) hold for every port. Calls come from a blocking thread inside a host's
+//! connect_timeout, so they use the store's short lane. Pins of instances that are gone are pruned
+//! by the daemon ([`prune_gone`]).
 
 use super::KeyPins;
 use crate::store::{ts, Migration, Store};
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
-/// The pins' table (created with the first version of the store).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    owner: "ssh::pins",
-    sql: "CREATE TABLE IF NOT EXISTS host_keys (
+/// The pins' table (created with the first version of the store; keyed by port from version 9).
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        owner: "ssh::pins",
+        sql: "CREATE TABLE IF NOT EXISTS host_keys (
             host_id TEXT PRIMARY KEY, address TEXT NOT NULL, key TEXT NOT NULL, pinned_at TEXT NOT NULL);",
-}];
+    },
+    Migration {
+        version: 9,
+        owner: "ssh::pins",
+        sql: "CREATE TABLE host_keys_by_port (
+                host_id TEXT NOT NULL, port INTEGER NOT NULL, address TEXT NOT NULL, key TEXT NOT NULL,
+                pinned_at TEXT NOT NULL, PRIMARY KEY (host_id, port));
+              INSERT INTO host_keys_by_port SELECT host_id, 0, address, key, pinned_at FROM host_keys;
+              DROP TABLE host_keys;
+              ALTER TABLE host_keys_by_port RENAME TO host_keys;",
+    },
+];
+
+/// The pin that holds for `host_id` at `port`: its own, or one from before ports were recorded.
+const LOOKUP: &str = "SELECT key FROM host_keys WHERE host_id = ?1 AND port IN (?2, 0) ORDER BY port DESC LIMIT 1";
 
 /// The store as the SSH layer's pin keeper.
 pub struct StorePins(pub Store);
 
 impl KeyPins for StorePins {
-    fn pin(&self, host_id: &str, address: &str, key: &str) -> Result<String, String> {
-        // INSERT OR IGNORE then read: the first writer wins, across processes too.
+    fn pin(&self, host_id: &str, port: u16, address: &str, key: &str) -> Result<String, String> {
+        // An older pin for every port stands; else INSERT OR IGNORE then read: the first writer
+        // wins, across processes too.
         self.0
             .quick_blocking(|c| {
+                if let Some(k) = c.query_row(LOOKUP, params![host_id, port], |r| r.get(0)).optional()? {
+                    return Ok(k);
+                }
                 c.execute(
-                    "INSERT OR IGNORE INTO host_keys (host_id, address, key, pinned_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![host_id, address, key, ts(Utc::now())],
+                    "INSERT OR IGNORE INTO host_keys (host_id, port, address, key, pinned_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![host_id, port, address, key, ts(Utc::now())],
                 )?;
-                c.query_row("SELECT key FROM host_keys WHERE host_id = ?1", [host_id], |r| r.get(0))
+                c.query_row(LOOKUP, params![host_id, port], |r| r.get(0))
             })
             .map_err(|e| format!("{e}"))
     }
 
-    fn pinned(&self, host_id: &str) -> Result<Option<String>, String> {
+    fn pinned(&self, host_id: &str, port: u16) -> Result<Option<String>, String> {
         self.0
-            .quick_blocking(|c| {
-                c.query_row("SELECT key FROM host_keys WHERE host_id = ?1", [host_id], |r| r.get(0)).optional()
-            })
+            .quick_blocking(|c| c.query_row(LOOKUP, params![host_id, port], |r| r.get(0)).optional())
             .map_err(|e| format!("{e}"))
     }
 
-    fn how_to_unpin(&self, host_id: &str) -> String {
-        format!("sqlite3 '{}' \"DELETE FROM host_keys WHERE host_id = '{host_id}'\"", self.0.path().display())
+    fn how_to_unpin(&self, host_id: &str, port: u16) -> String {
+        format!(
+            "sqlite3 '{}' \"DELETE FROM host_keys WHERE host_id = '{host_id}' AND port IN ({port}, 0)\"",
+            self.0.path().display()
+        )
+    }
+}
+
+/// Delete the pins of EC2 instances that are gone (terminated, or no longer known to EC2): a new
+/// instance never reuses an id, so such a pin can never be used again. Hosts named by address are
+/// kept. Returns how many pins went.
+pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usize, String> {
+    use aws_sdk_ec2::types::Filter;
+    let ids: Vec<String> = store
+        .call(|c| {
+            let mut st = c.prepare("SELECT DISTINCT host_id FROM host_keys WHERE host_id LIKE 'i-%'")?;
+            let ids = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+            Ok(ids)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut gone = Vec::new();
+    // A filter (not InstanceIds) so an id EC2 no longer knows is simply not listed.
+    for chunk in ids.chunks(200) {
+        let mut alive = std::collections::HashSet::new();
+        let mut pages = ec2
+            .describe_instances()
+            .filters(Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| crate::aws::call_error("DescribeInstances", e).to_string())?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let terminated = i.state().and_then(|s| s.name()).is_some_and(|n| n.as_str() == "terminated");
+                if let (Some(id), false) = (i.instance_id(), terminated) {
+                    alive.insert(id.to_string());
+                }
+            }
+        }
+        gone.extend(chunk.iter().filter(|id| !alive.contains(*id)).cloned());
+    }
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for id in &gone {
+                n += tx.execute("DELETE FROM host_keys WHERE host_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::MIGRATIONS as SCHEMA;
+
+    /// Pins are per instance and port; a pin from before ports were recorded (migrated to port 0)
+    /// holds for every port and is not overridden.
+    #[test]
+    fn pins_are_per_instance_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store as released before version 9, with one pin.
+        let old: Vec<Migration> = SCHEMA.iter().filter(|m| m.version < 9).copied().collect();
+        let s = Store::open_blocking(dir.path(), &old).unwrap();
+        s.quick_blocking(|c| {
+            c.execute(
+                "INSERT INTO host_keys VALUES ('i-old', '10.0.0.1', 'ssh-ed25519 OLD', '2026-01-01T00:00:00Z')",
+                [],
+            )
+        })
+        .unwrap();
+        drop(s);
+        let pins = StorePins(Store::open_blocking(dir.path(), SCHEMA).unwrap());
+        assert_eq!(pins.pinned("i-old", 2222).unwrap().as_deref(), Some("ssh-ed25519 OLD"));
+        assert_eq!(pins.pin("i-old", 22, "10.0.0.1", "ssh-ed25519 NEW").unwrap(), "ssh-ed25519 OLD");
+        // New pins: one per port, the first key wins.
+        assert_eq!(pins.pin("i-new", 22, "10.0.0.2", "ssh-ed25519 A").unwrap(), "ssh-ed25519 A");
+        assert_eq!(pins.pinned("i-new", 2222).unwrap(), None);
+        assert_eq!(pins.pin("i-new", 2222, "10.0.0.2", "ssh-ed25519 B").unwrap(), "ssh-ed25519 B");
+        assert_eq!(pins.pin("i-new", 22, "10.0.0.2", "ssh-ed25519 C").unwrap(), "ssh-ed25519 A");
+        assert!(pins.how_to_unpin("i-new", 2222).contains("port IN (2222, 0)"));
     }
 }

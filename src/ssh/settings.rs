@@ -19,6 +19,8 @@ pub struct Defaults {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub connect_timeout: HumanDuration,
+    /// Whether jobs may trust a host's first key (`host_keys = "tofu"`); false forbids it fleet-wide.
+    pub allow_tofu: bool,
 }
 
 impl Default for Defaults {
@@ -29,6 +31,7 @@ impl Default for Defaults {
             identity_file: None,
             known_hosts: PathBuf::from("/etc/opsd/known_hosts"),
             connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
+            allow_tofu: true,
         }
     }
 }
