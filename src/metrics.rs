@@ -18,10 +18,17 @@ use tokio_util::sync::CancellationToken;
 /// A series' labels, as every wing writes them.
 pub type Labels = Vec<(&'static str, String)>;
 
-/// Scrapers served at once; more wait for a slot (a scrape takes microseconds).
-const MAX_CONNECTIONS: usize = 16;
+/// Connections open at once (a bound on file descriptors and memory); more wait to be accepted.
+/// Far more than scrapers ever need: with idle connections closed after [`IDLE_TIMEOUT`], busy
+/// keep-alive clients cannot hold every slot and starve a scraper.
+const MAX_CONNECTIONS: usize = 256;
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no request for this long is closed (one that never sends one, too), so idle
+/// keep-alive connections cannot hold every slot and starve the scrapers.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After asking a connection to close, how long it may take to finish a response in flight.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// An empty registry with opsd's prefix, for the wings to register in.
 pub fn registry() -> Registry {
@@ -86,7 +93,10 @@ pub async fn serve(
             let (metrics, cancel) = (metrics.clone(), cancel.clone());
             tokio::spawn(async move {
                 let _permit = permit;
+                let activity = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+                let seen = activity.clone();
                 let service = hyper::service::service_fn(move |req| {
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
                     let metrics = metrics.clone();
                     async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
                 });
@@ -96,10 +106,26 @@ pub async fn serve(
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
+                // Close the connection once it has been idle for IDLE_TIMEOUT, or at cancellation.
+                let idle = async {
+                    loop {
+                        let last = *activity.lock().unwrap_or_else(|p| p.into_inner());
+                        if last.elapsed() >= IDLE_TIMEOUT {
+                            return;
+                        }
+                        tokio::time::sleep_until(last + IDLE_TIMEOUT).await;
+                    }
+                };
                 tokio::select! {
-                    r = conn.as_mut() => if let Err(e) = r { tracing::debug!("metrics endpoint: {e}") },
-                    _ = cancel.cancelled() => {}
+                    r = conn.as_mut() => {
+                        if let Err(e) = r { tracing::debug!("metrics endpoint: {e}") }
+                        return;
+                    }
+                    _ = idle => {}
+                    _ = cancel.cancelled() => return,
                 }
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
             });
         }
     });

@@ -466,3 +466,53 @@ fn pins_of_instances_that_are_gone_are_pruned() {
     let log = d.stop_ok();
     assert!(log.contains("deleted the TOFU pins of 1 instances that are gone"), "{log}");
 }
+
+/// Issue 14, 3.15: `/metrics` cannot be starved by keep-alive connections. Sixteen clients keep
+/// their connections busy (a request every 2 s, as dashboards do) and sixteen more never send a
+/// byte; a new scraper is still answered at once, and the silent connections are closed.
+#[test]
+fn idle_connections_cannot_starve_the_metrics_endpoint() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ctx = Ctx::new();
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    d.metrics();
+    let addr = d.metrics_addr().unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, done) = (addr.clone(), done.clone());
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                while !done.load(Ordering::SeqCst) {
+                    if write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").is_err()
+                        || s.read(&mut buf).unwrap_or(0) == 0
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            })
+        })
+        .collect();
+    let silent: Vec<_> = (0..16).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let read = s.read_to_string(&mut out);
+    assert!(read.is_ok() && out.starts_with("HTTP/1.1 200"), "the scrape was not answered: {read:?} {out:?}");
+    // The silent connections are closed by the endpoint (a read sees the end).
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(s.read(&mut buf).unwrap_or(1), 0, "a silent connection was left open");
+    }
+    done.store(true, Ordering::SeqCst);
+    for t in busy {
+        t.join().unwrap();
+    }
+    d.stop_ok();
+}
