@@ -87,8 +87,15 @@ impl Table {
         let quick = aws_sdk_dynamodb::config::Builder::from(sdk)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .build();
+        // The standard mode, not the adaptive one every other client uses: claims, heartbeats and
+        // the lease are deadline-bound and retry throttling on clocks of their own (`patiently`,
+        // `put_quick`); the adaptive mode's client-side limiter would hold them back after a
+        // throttled write, past their deadlines (a lease lost to a sleep in the SDK).
+        let main = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+            .build();
         Table {
-            client: aws_sdk_dynamodb::Client::new(sdk),
+            client: aws_sdk_dynamodb::Client::from_conf(main),
             quick: aws_sdk_dynamodb::Client::from_conf(quick),
             name: name.to_string(),
             metrics: None,
