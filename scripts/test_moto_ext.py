@@ -116,6 +116,35 @@ class Eni(unittest.TestCase):
         self.assertEqual(eni["Status"], "available")
         ec2.delete_network_interface(NetworkInterfaceId=a)
 
+    def test_a_token_reused_after_deletion_returns_the_deleted_interface(self):
+        token = uuid.uuid4().hex
+        a = ec2.create_network_interface(SubnetId=self.subnets[0], ClientToken=token)["NetworkInterface"]["NetworkInterfaceId"]
+        ec2.delete_network_interface(NetworkInterfaceId=a)
+        b = ec2.create_network_interface(SubnetId=self.subnets[0], ClientToken=token)["NetworkInterface"]["NetworkInterfaceId"]
+        self.assertEqual(a, b)
+        with self.assertRaises(ClientError) as e:
+            ec2.describe_network_interfaces(NetworkInterfaceIds=[b])
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterfaceID.NotFound")
+
+    def test_attach_refuses_another_zone_the_type_limit_and_a_terminated_instance(self):
+        inst = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                 SubnetId=self.subnets[0])["Instances"][0]["InstanceId"]
+        other_zone = ec2.create_network_interface(SubnetId=self.subnets[1])["NetworkInterface"]["NetworkInterfaceId"]
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=other_zone, InstanceId=inst, DeviceIndex=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidParameterCombination")
+        # t3.micro: two interfaces, the primary and one more.
+        a = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        b = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=1)
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=b, InstanceId=inst, DeviceIndex=2)
+        self.assertEqual(e.exception.response["Error"]["Code"], "AttachmentLimitExceeded")
+        ec2.terminate_instances(InstanceIds=[inst])
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=b, InstanceId=inst, DeviceIndex=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "IncorrectInstanceState")
+
     def test_pending_subnet_tag(self):
         ec2.create_tags(Resources=[self.subnets[1]], Tags=[{"Key": "moto:eni-pending-seconds", "Value": "1.5"}])
         eni = ec2.create_network_interface(SubnetId=self.subnets[1])["NetworkInterface"]
@@ -446,7 +475,16 @@ class Ecs(unittest.TestCase):
         ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=False)
         with self.assertRaises(ClientError) as e:
             ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=1)
-        self.assertEqual(e.exception.response["Error"]["Code"], "IncorrectState")
+        self.assertEqual(e.exception.response["Error"]["Code"], "FleetNotInModifiableState")
+        # A one-time request (type request) cannot be modified either.
+        once = ec2.request_spot_fleet(SpotFleetRequestConfig={
+            "TargetCapacity": 1, "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "AllocationStrategy": "lowestPrice", "Type": "request", "LaunchSpecifications": [spec],
+        })["SpotFleetRequestId"]
+        with self.assertRaises(ClientError) as e:
+            ec2.modify_spot_fleet_request(SpotFleetRequestId=once, TargetCapacity=2)
+        self.assertEqual(e.exception.response["Error"]["Code"], "FleetNotInModifiableState")
+        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[once], TerminateInstances=True)
 
     def test_ec2_fleet_modify(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
@@ -474,6 +512,11 @@ class Ecs(unittest.TestCase):
         self.assertEqual(f["FulfilledCapacity"], 2.0)
         with self.assertRaises(ClientError):
             ec2.modify_fleet(FleetId="fleet-00000000-0000-0000-0000-000000000000", TargetCapacitySpecification={"TotalTargetCapacity": 1})
+        # A deleted fleet cannot be modified.
+        ec2.delete_fleets(FleetIds=[fleet], TerminateInstances=True)
+        with self.assertRaises(ClientError) as e:
+            ec2.modify_fleet(FleetId=fleet, TargetCapacitySpecification={"TotalTargetCapacity": 1})
+        self.assertEqual(e.exception.response["Error"]["Code"], "FleetNotInModifiableState")
 
 
 class DynamoDBProxy(unittest.TestCase):

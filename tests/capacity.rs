@@ -408,7 +408,7 @@ fn a_refused_target_change_puts_the_drained_instances_back() {
     .unwrap();
     wait_for("the refused target change", 40, &d, || d.log().contains("acting on the decision failed"));
     let log = d.stop_ok();
-    assert!(log.contains("IncorrectState"), "{log}");
+    assert!(log.contains("FleetNotInModifiableState"), "{log}");
     assert!(a.draining(&c).is_empty(), "instances left DRAINING: {:?}", a.statuses(&c));
     for id in &before {
         assert_eq!(a.state(id), "running");

@@ -5,8 +5,13 @@
   reference). A token reused with a different subnet is IdempotentParameterMismatch.
 - A new interface's primary address is the lowest free address of its subnet (AWS never hands out an
   address in use; moto picks a random one, which collides).
-- AttachNetworkInterface refuses a device index already in use on the instance and an interface that
-  is already attached; DeleteNetworkInterface refuses an attached interface (InvalidNetworkInterface.InUse).
+- A ClientToken reused after its interface was deleted returns the original (deleted) interface, as
+  AWS's idempotency does, not a new one.
+- AttachNetworkInterface refuses a device index already in use on the instance, an interface that
+  is already attached, an interface in another zone than the instance (InvalidParameterCombination),
+  one interface more than the instance type allows (AttachmentLimitExceeded) and a terminated or
+  shutting-down instance (IncorrectInstanceState); DeleteNetworkInterface refuses an attached
+  interface (InvalidNetworkInterface.InUse).
 - When an instance terminates, interfaces attached to it without DeleteOnTermination are detached and
   become `available`, as in AWS (moto leaves them attached to the dead instance).
 - Test control, not an AWS feature: interfaces created in a subnet tagged `moto:eni-pending-seconds=N`
@@ -37,6 +42,16 @@ class InUse(EC2ClientError):
 
     def __init__(self, message):
         super().__init__("InvalidNetworkInterface.InUse", message)
+
+
+class _Refused(EC2ClientError):
+    __module__ = "moto.ec2.exceptions"
+
+
+# Network interfaces per instance type ("Maximum IP addresses per network interface per instance
+# type" in the EC2 user guide), for the types the tests use; others get 3.
+MAX_INTERFACES = {"t3.micro": 2, "t3.small": 3, "t3.medium": 3, "m5.large": 3, "m5.xlarge": 4,
+                  "m5.2xlarge": 4, "c5.large": 3, "c5.xlarge": 4, "r5.large": 3}
 
 
 class IdempotentParameterMismatch(EC2ClientError):
@@ -118,17 +133,16 @@ def _create_with_token(self, token):
     tokens = self.ec2_backend.__dict__.setdefault("_eni_client_tokens", {})
     known = tokens.get(token)
     if known is not None:
-        eni_id, subnet_id = known
+        eni, subnet_id = known
         if subnet_id != self._get_param("SubnetId"):
             raise IdempotentParameterMismatch(token)
-        eni = self.ec2_backend.enis.get(eni_id)
-        if eni is not None:
-            from moto.core.responses import ActionResult
+        # The first call's result, even when that interface has been deleted since.
+        from moto.core.responses import ActionResult
 
-            return ActionResult({"NetworkInterface": eni, "ClientToken": token})
+        return ActionResult({"NetworkInterface": eni, "ClientToken": token})
     result = _orig_create_response(self)
     eni = result.result["NetworkInterface"]
-    tokens[token] = (eni.id, eni.subnet.id)
+    tokens[token] = (eni, eni.subnet.id)
     eni.client_token = token
     return result
 
@@ -145,6 +159,16 @@ def _attach_network_interface(self, eni_id, instance_id, device_index):
         raise InvalidParameterValue(
             f"Instance '{instance_id}' already has an interface attached at device index '{device_index}'."
         )
+    if instance.state in ("terminated", "shutting-down"):
+        raise _Refused("IncorrectInstanceState",
+                       f"The instance '{instance_id}' is not in a valid state for this operation.")
+    if eni.subnet.availability_zone != instance._placement.zone:
+        raise _Refused("InvalidParameterCombination",
+                       "You may not attach a network interface to an instance if they are not in the same availability zone")
+    limit = MAX_INTERFACES.get(instance.instance_type, 3)
+    if len(instance.nics) >= limit:
+        raise _Refused("AttachmentLimitExceeded",
+                       f"Interface count {len(instance.nics) + 1} exceeds the limit for {instance.instance_type}")
     return _orig_attach(self, eni_id, instance_id, device_index)
 
 

@@ -1,10 +1,12 @@
 """Spot Fleet and EC2 Fleet as the EC2 API reference documents them (moto 5.2.5 differs on each point).
 
-- ModifySpotFleetRequest: a request that is not active (cancelled_*) cannot be modified (AWS: only
-  an active request of type maintain can be), and ExcessCapacityTerminationPolicy="default"
-  terminates as AWS's does (moto compares with "Default").
+- ModifySpotFleetRequest: only an active request of type maintain can be modified; a cancelled one
+  or one of type request answers FleetNotInModifiableState, as AWS does (moto kept no type and
+  modified any). ExcessCapacityTerminationPolicy="default" terminates as AWS's does (moto compares
+  with "Default").
 - ModifyFleet, which moto lacks: a maintain fleet's TotalTargetCapacity, launching or, with
-  ExcessCapacityTerminationPolicy=termination, terminating the difference.
+  ExcessCapacityTerminationPolicy=termination, terminating the difference; a deleted fleet or one of
+  type request or instant answers FleetNotInModifiableState.
 """
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
@@ -23,14 +25,34 @@ class _SpotFleetError(EC2ClientError):
     __module__ = "moto.ec2.exceptions"  # moto finds an error's service from the module name
 
 
+def _not_modifiable(what, state, kind):
+    return _SpotFleetError(
+        "FleetNotInModifiableState",
+        f"The {what} is {state} (type {kind}): only an active fleet of type maintain can be modified.",
+    )
+
+
+_orig_request_spot_fleet = None
+
+
+def _request_spot_fleet(self):
+    """Keep the request's Type (moto drops it): ModifySpotFleetRequest refuses type request."""
+    kind = (self._get_param("SpotFleetRequestConfig") or {}).get("Type") or "maintain"
+    before = set(self.ec2_backend.spot_fleet_requests)
+    result = _orig_request_spot_fleet(self)
+    for rid in set(self.ec2_backend.spot_fleet_requests) - before:
+        self.ec2_backend.spot_fleet_requests[rid].fleet_type = kind
+    return result
+
+
 def _modify_spot_fleet_request(self):
     policy = self._get_param("ExcessCapacityTerminationPolicy", if_none="Default")
     request_id = self._get_param("SpotFleetRequestId")
     request = self.ec2_backend.spot_fleet_requests.get(request_id)
-    if request is not None and request.state not in ("submitted", "active", "modifying"):
-        raise _SpotFleetError(
-            "IncorrectState", f"The Spot Fleet request {request_id} is {request.state} and cannot be modified."
-        )
+    if request is not None:
+        kind = getattr(request, "fleet_type", "maintain")
+        if request.state not in ("submitted", "active", "modifying") or kind != "maintain":
+            raise _not_modifiable(f"Spot Fleet request {request_id}", request.state, kind)
     self.ec2_backend.modify_spot_fleet_request(
         self._get_param("SpotFleetRequestId"),
         self._get_int_param("TargetCapacity"),
@@ -51,8 +73,8 @@ def _modify_fleet(self):
     fleet = self.ec2_backend.get_fleet(fleet_id)
     if fleet is None:
         raise _FleetError("InvalidFleetId.NotFound", f"The fleet ID '{fleet_id}' does not exist")
-    if fleet.fleet_type != "maintain":
-        raise _FleetError("UnsupportedOperation", "You can only modify an EC2 Fleet of type maintain.")
+    if fleet.fleet_type != "maintain" or fleet.state not in ("submitted", "active", "modifying"):
+        raise _not_modifiable(f"EC2 Fleet {fleet_id}", fleet.state, fleet.fleet_type)
     spec = self._get_param("TargetCapacitySpecification") or {}
     policy = self._get_param("ExcessCapacityTerminationPolicy") or fleet.excess_capacity_termination_policy
     with _lock:
@@ -73,6 +95,9 @@ def _modify_fleet(self):
 
 
 def apply():
-    """Patch moto: ModifySpotFleetRequest and ModifyFleet."""
+    """Patch moto: RequestSpotFleet (its type kept), ModifySpotFleetRequest and ModifyFleet."""
+    global _orig_request_spot_fleet
+    _orig_request_spot_fleet = SpotFleets.request_spot_fleet
+    SpotFleets.request_spot_fleet = _request_spot_fleet
     SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
     Fleets.modify_fleet = _modify_fleet
