@@ -289,6 +289,46 @@ class Lifecycle(unittest.TestCase):
         # The other times out (3 s): its DefaultResult terminates it too.
         wait("the second instance to go", lambda: not states(self.group), 8)
 
+    def test_terminate_instance_in_group_goes_through_the_hook(self):
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=2)
+        self.hook("term", "autoscaling:EC2_INSTANCE_TERMINATING", timeout=600, result="CONTINUE")
+        receive(self.url, 1)
+        victim, keep = sorted(states(self.group))
+        asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
+        self.assertEqual(states(self.group), {victim: "Terminating:Wait", keep: "InService"})
+        self.assertEqual(ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]["Name"], "running")
+        [note] = receive(self.url, 1)
+        self.assertEqual((note["LifecycleTransition"], note["EC2InstanceId"]), ("autoscaling:EC2_INSTANCE_TERMINATING", victim))
+        g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])["AutoScalingGroups"][0]
+        self.assertEqual(g["DesiredCapacity"], 1)
+        # Without the decrement, the group launches a replacement while the instance waits.
+        asg.terminate_instance_in_auto_scaling_group(InstanceId=keep, ShouldDecrementDesiredCapacity=False)
+        now = states(self.group)
+        self.assertEqual(now[keep], "Terminating:Wait")
+        self.assertEqual(len([s for s in now.values() if s == "InService"]), 1)
+        asg.complete_lifecycle_action(AutoScalingGroupName=self.group, LifecycleHookName="term",
+                                      LifecycleActionToken=note["LifecycleActionToken"], LifecycleActionResult="CONTINUE")
+        self.assertNotIn(victim, states(self.group))
+        wait("the victim terminated", lambda: ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated", 5)
+
+    def test_deleting_a_hook_completes_its_actions(self):
+        self.hook("launch", "autoscaling:EC2_INSTANCE_LAUNCHING", timeout=600)
+        receive(self.url, 1)
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=1)
+        [first] = states(self.group)
+        self.assertEqual(states(self.group)[first], "Pending:Wait")
+        asg.delete_lifecycle_hook(AutoScalingGroupName=self.group, LifecycleHookName="launch")
+        # ABANDON: the instance goes, and (no hook left) its replacement goes straight in service.
+        wait("the launch abandoned", lambda: first not in states(self.group), 5)
+        wait("a replacement in service", lambda: list(states(self.group).values()) == ["InService"], 5)
+        # A terminating instance is let go (CONTINUE).
+        self.hook("term", "autoscaling:EC2_INSTANCE_TERMINATING", timeout=600)
+        receive(self.url, 1)
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=0)
+        self.assertEqual(list(states(self.group).values()), ["Terminating:Wait"])
+        asg.delete_lifecycle_hook(AutoScalingGroupName=self.group, LifecycleHookName="term")
+        wait("the instance gone", lambda: not states(self.group), 5)
+
 
 def register(cluster, instance_type="m5.large", subnet=None, total=None):
     args = dict(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, InstanceType=instance_type)

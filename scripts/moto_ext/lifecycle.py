@@ -15,6 +15,11 @@ or RecordLifecycleActionHeartbeat. This module adds:
   RecordLifecycleActionHeartbeat restarts the heartbeat timer.
 - Terminate: an instance a group scales in, with a terminate hook, enters `Terminating:Wait` and the
   hook's queue is notified; either result (or the timeout) terminates it.
+- TerminateInstanceInAutoScalingGroup is a termination like a scale-in's: with a terminate hook the
+  instance enters `Terminating:Wait` and the hook is notified (moto terminated it at once); with
+  ShouldDecrementDesiredCapacity=false the group launches a replacement meanwhile.
+- DeleteLifecycleHook completes the hook's outstanding actions first: ABANDON for launching
+  instances, CONTINUE for terminating ones, as AWS documents (moto left them waiting).
 - Complete and heartbeat take the LifecycleActionToken or the InstanceId; with neither active they fail
   with ValidationError "No active Lifecycle Action found with token …" (or "… instance ID …").
 - A group's instances are spread over the subnets of its VPCZoneIdentifier, each in its subnet's zone
@@ -37,7 +42,7 @@ import uuid
 from datetime import datetime, timezone
 
 from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
-from moto.autoscaling.models import FakeAutoScalingGroup, LifecycleHook
+from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, LifecycleHook, TerminateInstanceActivity
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
 from moto.sqs.models import sqs_backends
@@ -363,10 +368,50 @@ def _set_desired_capacity_locked(self, new_capacity):
     _orig_set_desired(self, new_capacity)
 
 
+def _terminate_instance(self, instance_id, should_decrement):
+    """TerminateInstanceInAutoScalingGroup through the group's terminate hooks."""
+    with _lock:
+        state = next(
+            (s for g in self.autoscaling_groups.values() for s in g.instance_states if s.instance.id == instance_id),
+            None,
+        )
+        if state is None or state.lifecycle_state.startswith("Terminating"):
+            return _orig_terminate_instance(self, instance_id, should_decrement)
+        group = state.instance.autoscaling_group
+        if not _hooks(self, group, TERMINATING):
+            return _orig_terminate_instance(self, instance_id, should_decrement)
+        original = group.desired_capacity
+        for a in [a for a in _actions.values() if a.state is state]:
+            del _actions[a.token]  # its launch actions end with it
+        _start(self, group, state, TERMINATING)
+        if should_decrement:
+            group.desired_capacity = original - 1
+        else:
+            # It no longer counts toward the desired capacity: the group replaces it.
+            group.set_desired_capacity(original)
+        return TerminateInstanceActivity(state.instance, original)
+
+
+def _delete_lifecycle_hook(self, as_name, name):
+    """Delete the hook and complete its outstanding actions (ABANDON launching, CONTINUE terminating;
+    the hook goes first, so a replacement launched for an abandoned instance does not wait on it)."""
+    with _lock:
+        pending = [a for a in _actions.values() if a.group.name == as_name and a.hook.name == name and a.backend is self]
+        result = _orig_delete_hook(self, as_name, name)
+        for a in pending:
+            if _actions.pop(a.token, None) is not None:
+                _finish(a, "ABANDON" if a.transition == LAUNCHING else "CONTINUE")
+    return result
+
+
 def apply():
     """Patch moto: lifecycle hooks, actions and their timeouts (the timer starts here), and the
     group's wait states."""
-    global _orig_hook_init, _orig_replace, _orig_set_desired
+    global _orig_hook_init, _orig_replace, _orig_set_desired, _orig_terminate_instance, _orig_delete_hook
+    _orig_terminate_instance = AutoScalingBackend.terminate_instance
+    AutoScalingBackend.terminate_instance = _terminate_instance
+    _orig_delete_hook = AutoScalingBackend.delete_lifecycle_hook
+    AutoScalingBackend.delete_lifecycle_hook = _delete_lifecycle_hook
     threading.Thread(target=_expire_loop, name="lifecycle-timeouts", daemon=True).start()
     _orig_hook_init = LifecycleHook.__init__
     LifecycleHook.__init__ = _hook_init
