@@ -145,6 +145,25 @@ class Eni(unittest.TestCase):
             ec2.attach_network_interface(NetworkInterfaceId=b, InstanceId=inst, DeviceIndex=1)
         self.assertEqual(e.exception.response["Error"]["Code"], "IncorrectInstanceState")
 
+    def test_attach_and_detach_take_time_in_tagged_subnets(self):
+        ec2.create_tags(Resources=[self.subnets[0]], Tags=[{"Key": "moto:eni-attach-seconds", "Value": "1"},
+                                                           {"Key": "moto:eni-detach-seconds", "Value": "1.5"}])
+        inst = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, SubnetId=self.subnets[0])["Instances"][0]["InstanceId"]
+        a = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        att = ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=1)["AttachmentId"]
+        view = lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[a])["NetworkInterfaces"][0]
+        self.assertEqual((view()["Status"], view()["Attachment"]["Status"]), ("in-use", "attaching"))
+        wait("attached", lambda: view()["Attachment"]["Status"] == "attached", 5)
+        ec2.detach_network_interface(AttachmentId=att)
+        self.assertEqual((view()["Status"], view()["Attachment"]["Status"]), ("in-use", "detaching"))
+        with self.assertRaises(ClientError) as e:
+            ec2.delete_network_interface(NetworkInterfaceId=a)
+        self.assertEqual(e.exception.response["Error"]["Code"], "InvalidNetworkInterface.InUse")
+        wait("available", lambda: view()["Status"] == "available", 5)
+        self.assertNotIn("Attachment", view())
+        ec2.delete_network_interface(NetworkInterfaceId=a)
+        ec2.terminate_instances(InstanceIds=[inst])
+
     def test_pending_subnet_tag(self):
         ec2.create_tags(Resources=[self.subnets[1]], Tags=[{"Key": "moto:eni-pending-seconds", "Value": "1.5"}])
         eni = ec2.create_network_interface(SubnetId=self.subnets[1])["NetworkInterface"]
@@ -441,6 +460,25 @@ class Ecs(unittest.TestCase):
         wait("one task to stop", lambda: self.describe([a])[0]["runningTasksCount"] == 1)
         time.sleep(1.5)
         self.assertEqual(self.describe([a])[0]["runningTasksCount"], 1)
+
+    def test_registration_and_fleet_changes_take_time_when_tagged(self):
+        slow = f"slow-{uuid.uuid4().hex[:8]}"
+        ecs.create_cluster(clusterName=slow, tags=[{"key": "moto:register-seconds", "value": "1.5"}])
+        user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={slow} >> /etc/ecs/ecs.config\n".encode()).decode()
+        spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "UserData": user_data}
+        sfr = ec2.request_spot_fleet(SpotFleetRequestConfig={
+            "TargetCapacity": 1, "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "AllocationStrategy": "lowestPrice", "Type": "maintain", "LaunchSpecifications": [spec],
+            "TagSpecifications": [{"ResourceType": "spot-fleet-request", "Tags": [{"Key": "moto:fleet-modifying-seconds", "Value": "1.5"}]}],
+        })["SpotFleetRequestId"]
+        self.assertEqual(ecs.list_container_instances(cluster=slow)["containerInstanceArns"], [])
+        wait("the instance to register", lambda: len(ecs.list_container_instances(cluster=slow)["containerInstanceArns"]) == 1, 5)
+        ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=2)
+        state = lambda: ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[sfr])["SpotFleetRequestConfigs"][0]["SpotFleetRequestState"]
+        self.assertEqual(state(), "modifying")
+        wait("active again", lambda: state() == "active", 5)
+        wait("the second to register", lambda: len(ecs.list_container_instances(cluster=slow)["containerInstanceArns"]) == 2, 5)
+        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=True)
 
     def test_fleet_instances_register_and_deregister(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()

@@ -94,6 +94,35 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     assert!(s["decision_now"]["reason"].as_str().unwrap().contains("scale-out cooldown"), "{s}");
 }
 
+/// Issue 14, section 1 latency: the fleet stays `modifying` for 2 s after each change and its
+/// instances register with the cluster 4 s after launch, as in AWS (in minutes there). The
+/// controller waits for the change to apply and counts the registering instances as launching: one
+/// scale-out to exactly what the tasks need, not a second one while they register.
+#[test]
+fn slow_fleets_and_slow_registration_get_one_scale_out() {
+    let a = aws();
+    let c = cluster_tagged(&a, 1, &[("moto:register-seconds", "4")], &[("moto:fleet-modifying-seconds", "2")]);
+    let mut tries = 0;
+    while a.members(&c).is_empty() {
+        tries += 1;
+        assert!(tries < 100, "the first instance never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let td = a.task_def(1280, 1024);
+    a.service(&c, "api", &td, 5);
+    let ctx = ctx_for(&c, "scale_out_cooldown = \"1s\"\n");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("all five tasks running", 60, &d, || a.running(&c, "api") == 5);
+    // A few more intervals: nothing more is asked for.
+    std::thread::sleep(Duration::from_secs(3));
+    d.stop_ok();
+    assert_eq!(a.fleet(&c), (5, 5.0));
+    let s = status(&ctx);
+    let outs: Vec<&Value> = s["decisions"].as_array().unwrap().iter().filter(|d| d["action"] == "scale_out").collect();
+    assert_eq!(outs.len(), 1, "{outs:?}");
+    assert_eq!((outs[0]["outcome"].as_str(), outs[0]["to_capacity"].as_f64()), (Some("acted"), Some(5.0)));
+}
+
 /// Test 4: scale in with draining: the chosen instances drain, their tasks move, exactly those are
 /// terminated, the target is lowered, and no instance with tasks is terminated.
 #[test]

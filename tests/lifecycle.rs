@@ -306,13 +306,15 @@ fn a_hundred_launches_complete() {
 /// documented request-token buckets, tighter ones for DescribeInstances and DescribeSubnets so
 /// that the sandbox's pace reaches them; Auto Scaling and SQS buckets of a given size), new instances
 /// and interfaces NotFound for 5 s, 10 % of Auto Scaling calls refused with ResourceContention and
-/// 5 % of EC2 calls with Unavailable/InternalError, a third of those after the call took effect.
+/// 5 % of EC2 calls with Unavailable/InternalError, a third of those after the call took effect;
+/// attachments take 1 s to attach and 1 s to detach.
 /// Every instance goes InService with exactly one interface, nothing is abandoned or leaked, the
 /// queue ends empty; terminating all 200 leaves no interface.
 #[test]
 fn two_hundred_launches_survive_aws_faults() {
     let a = aws();
-    let g = group(&a, Setup { heartbeat_timeout: 120, ..Setup::default() });
+    let latency = [("moto:eni-attach-seconds", "1"), ("moto:eni-detach-seconds", "1")];
+    let g = group(&a, Setup { heartbeat_timeout: 120, subnet_tags: &latency, ..Setup::default() });
     let ctx = ctx_for(&g, "", "");
     faults(
         &ctx,

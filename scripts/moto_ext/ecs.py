@@ -25,6 +25,8 @@
   instances); the instances it does not fit on are reported in its events.
 - UpdateContainerInstancesState takes at most 10 container instances, and ListTasks returns at most
   `maxResults` (default and most 100) task ARNs per page with a `nextToken`, as in AWS.
+- Test-only: a cluster tagged `moto:register-seconds=N` registers an instance launched for it N
+  seconds after the launch (the ECS agent takes a minute or two in AWS), not at once.
 - Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
   STOPPING for N seconds before STOPPED (as ECS does while containers honour their stopTimeout or a
   load balancer drains), so a drain takes time.
@@ -380,10 +382,7 @@ STOP_SECONDS_TAG = "moto:task-stop-seconds"
 
 
 def _stop_seconds(cluster):
-    for t in getattr(cluster, "tags", None) or []:
-        if t.get("key") == STOP_SECONDS_TAG:
-            return float(t.get("value") or 0)
-    return 0.0
+    return float(_cluster_tag(cluster, STOP_SECONDS_TAG) or 0)
 
 
 def _stop_task(self, cluster_str, task_str, reason):
@@ -460,10 +459,34 @@ def _run_instances(self, *args, **kwargs):
         if not name:
             continue
         ecs = ecs_backends[self.account_id][self.region_name]
-        if name in ecs.clusters:
+        if name not in ecs.clusters:
+            continue
+        delay = _cluster_tag(ecs.clusters[name], REGISTER_TAG)
+        if delay:
+            timer = threading.Timer(float(delay), _register_later, (ecs, name, inst))
+            timer.daemon = True
+            timer.start()
+        else:
             with _lock:
                 ecs.register_container_instance(name, inst.id)
     return reservation
+
+
+REGISTER_TAG = "moto:register-seconds"
+
+
+def _cluster_tag(cluster, key):
+    for t in getattr(cluster, "tags", None) or []:
+        if t.get("key") == key:
+            return t.get("value")
+    return None
+
+
+def _register_later(ecs, name, inst):
+    """The agent of a (still running) instance registers it."""
+    with _lock:
+        if inst.state == "running" and name in ecs.clusters:
+            ecs.register_container_instance(name, inst.id)
 
 
 def _terminate_instances(self, instance_ids):

@@ -16,17 +16,28 @@
   become `available`, as in AWS (moto leaves them attached to the dead instance).
 - Test control, not an AWS feature: interfaces created in a subnet tagged `moto:eni-pending-seconds=N`
   report status `pending` for N seconds, so a client's wait for `available` is really exercised.
+- Latency as AWS has it, switched per subnet (test control): `moto:eni-attach-seconds=N` keeps a new
+  attachment `attaching` for N seconds before `attached`; `moto:eni-detach-seconds=N` keeps a detached
+  interface `in-use` with its attachment `detaching` for N seconds before it becomes `available`.
 """
 import ipaddress
 import threading
 import time
 
 from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.elastic_network_interfaces import Attachment as _Attachment
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface, NetworkInterfaceBackend
 from moto.ec2.models.instances import Instance
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 
 PENDING_TAG = "moto:eni-pending-seconds"
+ATTACH_TAG = "moto:eni-attach-seconds"
+DETACH_TAG = "moto:eni-detach-seconds"
+
+
+def _subnet_seconds(eni, tag):
+    value = eni.ec2_backend.tags.get(eni.subnet.id, {}).get(tag)
+    return float(value) if value else 0.0
 
 
 # moto finds an error's service from the exception's module name: these are EC2's.
@@ -172,6 +183,50 @@ def _attach_network_interface(self, eni_id, instance_id, device_index):
     return _orig_attach(self, eni_id, instance_id, device_index)
 
 
+def _attachment(self):
+    """The attachment, with its status while it is attaching or detaching."""
+    if not self.attachment_id:
+        return None
+    a = _Attachment(self)
+    if getattr(self, "_detaching", False):
+        a.status = "detaching"
+    elif time.time() < getattr(self, "_attaching_until", 0):
+        a.status = "attaching"
+    return a
+
+
+def _attach_latency(self, eni_id, instance_id, device_index):
+    attachment = _attach_network_interface(self, eni_id, instance_id, device_index)
+    eni = self.get_network_interface(eni_id)
+    seconds = _subnet_seconds(eni, ATTACH_TAG)
+    if seconds:
+        eni._attaching_until = time.time() + seconds
+        attachment.status = "attaching"
+    return attachment
+
+
+def _detach_network_interface(self, attachment_id):
+    eni = next((e for e in self.enis.values() if e.attachment_id == attachment_id), None)
+    seconds = _subnet_seconds(eni, DETACH_TAG) if eni is not None else 0.0
+    if not seconds or eni.instance is None:
+        return _orig_detach(self, attachment_id)
+    if getattr(eni, "_detaching", False):
+        return None  # already on its way
+    eni._detaching = True
+
+    def finish():
+        try:
+            if eni.attachment_id == attachment_id and eni.instance is not None:
+                eni.instance.detach_eni(eni)
+        finally:
+            eni._detaching = False
+
+    timer = threading.Timer(seconds, finish)
+    timer.daemon = True
+    timer.start()
+    return None
+
+
 def _delete_network_interface(self, eni_id):
     eni = self.enis.get(eni_id)
     if eni is not None and eni.instance is not None:
@@ -189,7 +244,7 @@ def _terminate(self):
 def apply():
     """Patch moto: interface status, idempotent creation, attach/delete refusals, detach at
     termination."""
-    global _orig_get_filter_value, _orig_create, _orig_create_response, _orig_attach, _orig_delete, _orig_terminate
+    global _orig_get_filter_value, _orig_create, _orig_create_response, _orig_attach, _orig_delete, _orig_terminate, _orig_detach
     NetworkInterface.status = property(_get_status, _set_status)
     _orig_get_filter_value = NetworkInterface.get_filter_value
     NetworkInterface.get_filter_value = _get_filter_value
@@ -198,7 +253,10 @@ def apply():
     _orig_create_response = ElasticNetworkInterfaces.create_network_interface
     ElasticNetworkInterfaces.create_network_interface = _create_network_interface_response
     _orig_attach = NetworkInterfaceBackend.attach_network_interface
-    NetworkInterfaceBackend.attach_network_interface = _attach_network_interface
+    NetworkInterfaceBackend.attach_network_interface = _attach_latency
+    NetworkInterface.attachment = property(_attachment)
+    _orig_detach = NetworkInterfaceBackend.detach_network_interface
+    NetworkInterfaceBackend.detach_network_interface = _detach_network_interface
     _orig_delete = NetworkInterfaceBackend.delete_network_interface
     NetworkInterfaceBackend.delete_network_interface = _delete_network_interface
     # Termination, inner layer: Instance.terminate detaches the secondary interfaces, then runs

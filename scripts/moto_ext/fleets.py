@@ -4,10 +4,15 @@
   or one of type request answers FleetNotInModifiableState, as AWS does (moto kept no type and
   modified any). ExcessCapacityTerminationPolicy="default" terminates as AWS's does (moto compares
   with "Default").
+- Latency (test control, switched per request): a Spot Fleet request tagged
+  `moto:fleet-modifying-seconds=N` stays `modifying` for N seconds after each modification, as AWS's
+  do while they apply a new target.
 - ModifyFleet, which moto lacks: a maintain fleet's TotalTargetCapacity, launching or, with
   ExcessCapacityTerminationPolicy=termination, terminating the difference; a deleted fleet or one of
   type request or instant answers FleetNotInModifiableState.
 """
+import threading
+
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.fleets import Fleets
@@ -33,6 +38,7 @@ def _not_modifiable(what, state, kind):
 
 
 _orig_request_spot_fleet = None
+MODIFYING_TAG = "moto:fleet-modifying-seconds"
 
 
 def _request_spot_fleet(self):
@@ -58,6 +64,18 @@ def _modify_spot_fleet_request(self):
         self._get_int_param("TargetCapacity"),
         "Default" if policy in ("default", "Default") else policy,
     )
+    seconds = (getattr(request, "tags", None) or {}).get("spot-fleet-request", {}).get(MODIFYING_TAG)
+    if request is not None and seconds:
+        request.state = "modifying"
+        request._modifying = getattr(request, "_modifying", 0) + 1
+
+        def settle(n=request._modifying):
+            if request.state == "modifying" and request._modifying == n:
+                request.state = "active"
+
+        timer = threading.Timer(float(seconds), settle)
+        timer.daemon = True
+        timer.start()
     return ActionResult({"Return": True})
 
 

@@ -39,6 +39,14 @@ pub fn cluster(a: &Aws, target: i32) -> Cluster {
 /// The same, with its stopped tasks staying STOPPING for `stop_secs` (the moto extension's
 /// `moto:task-stop-seconds` cluster tag, as ECS tasks honouring a stop timeout): a drain takes that long.
 pub fn cluster_with(a: &Aws, target: i32, stop_secs: Option<u32>) -> Cluster {
+    let stop = stop_secs.map(|s| s.to_string());
+    let tags: Vec<(&str, &str)> = stop.as_deref().map(|s| ("moto:task-stop-seconds", s)).into_iter().collect();
+    cluster_tagged(a, target, &tags, &[])
+}
+
+/// The same, with the moto extension's latency tags on the cluster (`moto:register-seconds`,
+/// `moto:task-stop-seconds`) and on the Spot Fleet request (`moto:fleet-modifying-seconds`).
+pub fn cluster_tagged(a: &Aws, target: i32, cluster_tags: &[(&str, &str)], fleet_tags: &[(&str, &str)]) -> Cluster {
     let n = next_net();
     let name = unique("ecs");
     a.rt.block_on(async {
@@ -47,9 +55,8 @@ pub fn cluster_with(a: &Aws, target: i32, stop_secs: Option<u32>) -> Cluster {
         let sn = a.ec2.create_subnet().vpc_id(&vpc).cidr_block(format!("127.{n}.1.0/24")).send().await.unwrap();
         let subnet = sn.subnet().unwrap().subnet_id().unwrap().to_string();
         let mut create = a.ecs.create_cluster().cluster_name(&name);
-        if let Some(secs) = stop_secs {
-            create = create
-                .tags(aws_sdk_ecs::types::Tag::builder().key("moto:task-stop-seconds").value(secs.to_string()).build());
+        for (k, v) in cluster_tags {
+            create = create.tags(aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build());
         }
         create.send().await.unwrap();
         let user_data = base64_encode(&format!("#!/bin/bash\necho ECS_CLUSTER={name} >> /etc/ecs/ecs.config\n"));
@@ -66,6 +73,14 @@ pub fn cluster_with(a: &Aws, target: i32, stop_secs: Option<u32>) -> Cluster {
             .r#type(aws_sdk_ec2::types::FleetType::Maintain)
             .allocation_strategy(aws_sdk_ec2::types::AllocationStrategy::LowestPrice)
             .launch_specifications(spec)
+            .set_tag_specifications((!fleet_tags.is_empty()).then(|| {
+                let mut t = aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::SpotFleetRequest);
+                for (k, v) in fleet_tags {
+                    t = t.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+                }
+                vec![t.build()]
+            }))
             .build();
         let fleet = a.ec2.request_spot_fleet().spot_fleet_request_config(cfg).send().await.unwrap();
         Cluster { name, subnet, fleet: fleet.spot_fleet_request_id().unwrap().to_string() }

@@ -54,11 +54,13 @@ pub struct Setup<'a> {
     pub pending: Option<&'a str>,
     /// SQS redrive to the dead-letter queue after this many receives.
     pub max_receives: u32,
+    /// More moto-extension tags on the subnets (`moto:eni-attach-seconds`, `moto:eni-detach-seconds`).
+    pub subnet_tags: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Setup<'_> {
     fn default() -> Self {
-        Setup { scale: "1", heartbeat_timeout: 60, metadata: None, pending: None, max_receives: 3 }
+        Setup { scale: "1", heartbeat_timeout: 60, metadata: None, pending: None, max_receives: 3, subnet_tags: &[] }
     }
 }
 
@@ -80,8 +82,9 @@ pub fn group(a: &Aws, s: Setup<'_>) -> Group {
                 .await
                 .unwrap();
             let id = sn.subnet().unwrap().subnet_id().unwrap().to_string();
-            if let Some(p) = s.pending {
-                let tag = aws_sdk_ec2::types::Tag::builder().key("moto:eni-pending-seconds").value(p).build();
+            let pending = s.pending.map(|p| ("moto:eni-pending-seconds", p));
+            for (k, v) in pending.iter().chain(s.subnet_tags) {
+                let tag = aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build();
                 a.ec2.create_tags().resources(&id).tags(tag).send().await.unwrap();
             }
             subnets.push((id, zone.to_string()));
