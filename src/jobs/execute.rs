@@ -2,7 +2,7 @@
 //! firings share. The caller watches the runner's events (live view, logs); this module records.
 
 use super::history::{RunEnd, RunHistory, RunStart};
-use super::outcome::{Host, HostResult, HostStatus, Trigger};
+use super::outcome::{Host, HostResult, HostStatus, RunOutcome, Trigger};
 use super::report::Counts;
 use super::runner::{self, Event, Plan};
 use super::spec::Job;
@@ -75,6 +75,8 @@ pub async fn run(
     let span = tracing::info_span!("run", job = %job.name, run = run_id);
     let mut store_failed = false;
     let mut results: Vec<Option<HostResult>> = vec![None; n];
+    // Why the runner ended without finishing (a panic): the run is still recorded as ended.
+    let mut broke: Option<String> = None;
     if n > 0 {
         let plan = Arc::new(Plan {
             concurrency: job.run.max_concurrency.concurrency(n),
@@ -103,23 +105,22 @@ pub async fn run(
                 results[seq] = Some(Arc::unwrap_or_clone(result));
             }
         }
-        runner.await.map_err(|e| ExecuteError::Internal(e.to_string()))?;
+        if let Err(e) = runner.await {
+            broke = Some(broken(e));
+        }
     }
     let results: Vec<HostResult> = results.into_iter().flatten().collect();
     let counts = Counts::of(&results);
     let ended_at = Utc::now();
-    let reason = (counts.cancelled > 0).then_some("cancelled: opsd was asked to stop (signal or shutdown grace)");
-    let end = RunEnd {
-        outcome: counts.outcome(),
-        ok: counts.ok,
-        failed: counts.failed + counts.cancelled,
-        skipped: counts.skipped,
-        reason,
-    };
+    let end = run_end(&counts, n - results.len(), broke.as_deref());
     // Recorded even after cancellation: the store call is its own short future, not the cancelled one.
     if let Err(e) = store.finish_run(run_id, end, ended_at).await {
         tracing::error!(job = %job.name, run = run_id, "cannot record the end of the run: {e}");
         store_failed = true;
+    }
+    if let Some(why) = broke {
+        tracing::error!(job = %job.name, run = run_id, "{why}");
+        return Err(ExecuteError::Internal(why));
     }
     tracing::info!(
         job = %job.name,
@@ -133,4 +134,57 @@ pub async fn run(
         "run ended"
     );
     Ok(Report { run_id, started_at, ended_at, results, counts, store_failed })
+}
+
+/// What a runner task that did not return says of itself (its panic message).
+fn broken(e: tokio::task::JoinError) -> String {
+    let what = match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(e) => e.to_string(),
+    };
+    format!("internal error: the runner stopped ({what}); hosts without a result were not run to their end; this is a bug, please report it")
+}
+
+/// The run's end from its hosts' results; `missing` hosts have none (the runner `broke` before
+/// they finished: the run is `error`, with why, and they count as failed).
+fn run_end<'a>(counts: &Counts, missing: usize, broke: Option<&'a str>) -> RunEnd<'a> {
+    match broke {
+        Some(why) => RunEnd {
+            outcome: RunOutcome::Error,
+            ok: counts.ok,
+            failed: counts.failed + counts.cancelled + missing,
+            skipped: counts.skipped,
+            reason: Some(why),
+        },
+        None => RunEnd {
+            outcome: counts.outcome(),
+            ok: counts.ok,
+            failed: counts.failed + counts.cancelled,
+            skipped: counts.skipped,
+            reason: (counts.cancelled > 0).then_some("cancelled: opsd was asked to stop (signal or shutdown grace)"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runner that panics still ends its run: outcome `error`, the panic in the reason, the hosts
+    /// without a result counted failed.
+    #[tokio::test]
+    async fn a_panicking_runner_still_ends_the_run() {
+        let e = tokio::spawn(async { panic!("index out of bounds") }).await.unwrap_err();
+        let why = broken(e);
+        assert!(why.contains("index out of bounds") && why.contains("please report it"), "{why}");
+        let counts = Counts { total: 3, ok: 1, ..Counts::default() };
+        let end = run_end(&counts, 2, Some(&why));
+        assert_eq!((end.outcome, end.ok, end.failed), (RunOutcome::Error, 1, 2));
+        assert_eq!(end.reason, Some(why.as_str()));
+        assert_eq!(run_end(&counts, 0, None).outcome, counts.outcome());
+    }
 }
