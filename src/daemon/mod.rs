@@ -203,7 +203,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
             Some(()) = reloads.signal.recv() => {
                 debounce(&mut reloads, &cancel).await;
                 systemd::reloading().await;
-                config = reload_config(config);
+                config = reload_config(config).await;
                 scheduler.set_defaults(config.job_defaults());
                 scheduler.load().await;
                 systemd::reloaded(scheduler.status()).await;
@@ -212,7 +212,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
                 let signal = debounce(&mut reloads, &cancel).await;
                 systemd::reloading().await;
                 if signal {
-                    config = reload_config(config);
+                    config = reload_config(config).await;
                     scheduler.set_defaults(config.job_defaults());
                 }
                 scheduler.load().await;
@@ -283,10 +283,20 @@ async fn debounce(reloads: &mut reload::Requests, cancel: &CancellationToken) ->
     }
 }
 
-/// The config read again at SIGHUP. Only what the jobs resolve against takes effect now; every
-/// other key is fixed for the process's life (a warning says so), and a bad config keeps the old.
-fn reload_config(old: Config) -> Config {
-    match Config::load(old.source.as_deref()) {
+/// The config read again at SIGHUP (on a blocking thread: file I/O). Only what the jobs resolve
+/// against takes effect now; every other key is fixed for the process's life (a warning says so),
+/// and a bad config keeps the old.
+async fn reload_config(old: Config) -> Config {
+    let source = old.source.clone();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(source.as_deref())).await;
+    let loaded = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading the config failed internally ({e}); keeping the old one");
+            return old;
+        }
+    };
+    match loaded {
         Ok(new) => {
             let fixed = [
                 ("state_dir", old.state_dir != new.state_dir),

@@ -1,10 +1,16 @@
-//! OpenSSH `known_hosts` files, read once per run: plain and hashed (`|1|salt|hash`) host patterns,
-//! `[host]:port`, `*`/`?` wildcards, `!` negation and `@revoked`. (`@cert-authority` lines are skipped:
-//! opsd does not ask servers for host certificates.)
+//! OpenSSH `known_hosts` files, read and indexed once per run (on a blocking thread): plain and
+//! hashed (`|1|salt|hash`) host patterns, `[host]:port`, `*`/`?` wildcards, `!` negation and
+//! `@revoked`. (`@cert-authority` lines are skipped: opsd does not ask servers for host certificates.)
+//!
+//! The index: lines naming hosts plainly are found by name in a map; hashed lines are grouped by
+//! salt, so a host costs one HMAC per distinct salt and a map lookup per group (ssh-keygen -H gives
+//! every line a salt of its own, so there one HMAC per hashed line remains: a hash cannot be undone);
+//! only lines with wildcards or negations are scanned.
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::ssh_key::{Algorithm, PublicKey};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// What a known_hosts file says about a host's key.
@@ -34,10 +40,16 @@ struct Entry {
     key: PublicKey,
 }
 
-/// A parsed known_hosts file.
+/// A parsed and indexed known_hosts file.
 #[derive(Debug, Default)]
 pub struct KnownHosts {
     entries: Vec<Entry>,
+    /// Plain host name (lower case) → the entries naming it, for lines of plain names only.
+    plain: HashMap<String, Vec<usize>>,
+    /// Salt → hash → the entries, for lines of hashed names only.
+    hashed: HashMap<Vec<u8>, HashMap<Vec<u8>, Vec<usize>>>,
+    /// Entries with wildcards or negations (or mixed kinds): matched line by line.
+    scanned: Vec<usize>,
 }
 
 impl KnownHosts {
@@ -75,19 +87,45 @@ impl KnownHosts {
             let patterns = first.split(',').filter_map(parse_pattern).collect();
             entries.push(Entry { line: i + 1, revoked, patterns, key });
         }
-        KnownHosts { entries }
+        let mut hosts = KnownHosts { entries, ..KnownHosts::default() };
+        for (idx, e) in hosts.entries.iter().enumerate() {
+            let plain = |p: &Pattern| matches!(p, Pattern::Glob { negated: false, glob } if !glob.contains(['*', '?']));
+            if !e.patterns.is_empty() && e.patterns.iter().all(plain) {
+                for p in &e.patterns {
+                    if let Pattern::Glob { glob, .. } = p {
+                        hosts.plain.entry(glob.clone()).or_default().push(idx);
+                    }
+                }
+            } else if !e.patterns.is_empty() && e.patterns.iter().all(|p| matches!(p, Pattern::Hashed { .. })) {
+                for p in &e.patterns {
+                    if let Pattern::Hashed { salt, hash } = p {
+                        hosts.hashed.entry(salt.clone()).or_default().entry(hash.clone()).or_default().push(idx);
+                    }
+                }
+            } else {
+                hosts.scanned.push(idx);
+            }
+        }
+        hosts
     }
 
-    /// The lines that apply to `host` on `port`: one pass over the file (hashed names cost an HMAC
-    /// each), done once per host and used for both the key-type preference and the check.
+    /// The lines that apply to `host` on `port`, in file order: done once per host (on a blocking
+    /// thread: hashed names cost an HMAC per salt) and used for both the key-type preference and
+    /// the check.
     pub fn lookup(&self, host: &str, port: u16) -> HostEntries {
         let name = host_name(host, port);
-        let entries = self
-            .entries
-            .iter()
-            .filter(|e| host_matches(&e.patterns, &name))
-            .map(|e| (e.line, e.revoked, e.key.clone()))
-            .collect();
+        let mut found: Vec<usize> = self.plain.get(&name.to_ascii_lowercase()).cloned().unwrap_or_default();
+        for (salt, by_hash) in &self.hashed {
+            let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else { continue };
+            mac.update(name.as_bytes());
+            if let Some(idx) = by_hash.get(mac.finalize().into_bytes().as_slice()) {
+                found.extend(idx);
+            }
+        }
+        found.extend(self.scanned.iter().copied().filter(|&i| host_matches(&self.entries[i].patterns, &name)));
+        found.sort_unstable();
+        found.dedup();
+        let entries = found.into_iter().map(|i| &self.entries[i]).map(|e| (e.line, e.revoked, e.key.clone())).collect();
         HostEntries { entries }
     }
 
@@ -198,6 +236,39 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The indexed lookup finds exactly what a scan of every line finds, in file order, for plain,
+    /// hashed, wildcard, negated and mixed lines.
+    #[test]
+    fn the_index_finds_what_a_scan_finds() {
+        let b = base64::engine::general_purpose::STANDARD;
+        let hashed = |salt: &[u8], name: &str| {
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
+            mac.update(name.as_bytes());
+            format!("|1|{}|{}", b.encode(salt), b.encode(mac.finalize().into_bytes()))
+        };
+        let text = [
+            format!("web1,Web2 {K1}"),
+            format!("{} {K1}", hashed(b"salt-one-20-bytes!!!", "web1")),
+            format!("{} {K1}", hashed(b"salt-one-20-bytes!!!", "[db]:2222")),
+            format!("{} {K2}", hashed(b"another-salt-of-20b!", "web2")),
+            format!("web* {K2}"),
+            format!("*,!web2 {K1}"),
+            format!("[db]:2222,{} {K2}", hashed(b"x", "web1")),
+            format!("@revoked web1 {K2}"),
+        ]
+        .join("\n");
+        let kh = KnownHosts::parse(&text);
+        assert_eq!((kh.plain.len(), kh.hashed.len(), kh.scanned.len()), (2, 2, 3));
+        for (host, port) in [("web1", 22), ("WEB2", 22), ("web2", 22), ("db", 2222), ("db", 22), ("other", 22)] {
+            let name = host_name(host, port);
+            let scan: Vec<usize> =
+                kh.entries.iter().filter(|e| host_matches(&e.patterns, &name)).map(|e| e.line).collect();
+            let indexed: Vec<usize> = kh.lookup(host, port).entries.iter().map(|(l, ..)| *l).collect();
+            assert_eq!(indexed, scan, "{host}:{port}");
+        }
+        assert_eq!(kh.lookup("web1", 22).entries.iter().map(|(l, ..)| *l).collect::<Vec<_>>(), vec![1, 2, 5, 6, 7, 8]);
+    }
+
     use super::*;
 
     const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6iYO6jE/cYBdcVSmWCttnKz4aBjpYHN79jA9Bcy5Nb";

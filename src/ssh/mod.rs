@@ -113,6 +113,8 @@ pub enum SetupError {
     Identity { path: PathBuf, reason: String },
     #[error("the SSH identity {path} is readable by others (mode {mode:04o}); OpenSSH refuses such a key, and so does opsd: chmod 600 {path}")]
     Exposed { path: PathBuf, mode: u32 },
+    #[error("loading the SSH identity and known_hosts failed internally: {0}; this is a bug, please report it")]
+    Internal(String),
     #[error("cannot read known_hosts {path}: {reason}; set [ssh] known_hosts in the config, or host_keys = \"tofu\" in the job")]
     KnownHosts { path: PathBuf, reason: String },
 }
@@ -161,6 +163,16 @@ pub struct SessionOutcome {
 }
 
 impl Connector {
+    /// [`Connector::new`] on a blocking thread: reading and indexing the files is file I/O and CPU
+    /// work that must not hold a runtime thread.
+    pub async fn load(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
+        let settings = settings.clone();
+        match tokio::task::spawn_blocking(move || Connector::new(&settings, pins)).await {
+            Ok(r) => r,
+            Err(e) => Err(SetupError::Internal(e.to_string())),
+        }
+    }
+
     /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
     pub fn new(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
         private_key_file(&settings.identity_file)?;
@@ -230,7 +242,10 @@ impl Connector {
     async fn expected(&self, host_id: &str, address: &str) -> Expected {
         match &self.check {
             HostKeyCheck::KnownHosts { file, hosts } => {
-                Expected::Listed { file: file.clone(), entries: hosts.lookup(address, self.port) }
+                // Hashed lines cost an HMAC each: on a blocking thread, not the runtime's.
+                let (h, a, port) = (hosts.clone(), address.to_string(), self.port);
+                let entries = tokio::task::spawn_blocking(move || h.lookup(&a, port)).await.unwrap_or_default();
+                Expected::Listed { file: file.clone(), entries }
             }
             HostKeyCheck::Tofu(pins) => {
                 let (p, id, port) = (pins.clone(), host_id.to_string(), self.port);

@@ -63,7 +63,7 @@ where
         if let Err(e) = runs.interrupt_dead().await {
             tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
         }
-        match Connector::new(&job.ssh, Arc::new(StorePins(store.clone()))) {
+        match Connector::load(&job.ssh, Arc::new(StorePins(store.clone()))).await {
             Ok(c) => Some((runs, Arc::new(c))),
             Err(e) => {
                 eprintln!("opsd: job {}: {e}", job.name);

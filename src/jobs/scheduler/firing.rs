@@ -211,7 +211,7 @@ async fn run(ctx: &Context, f: &Firing) {
         Ok(h) => h,
         Err(e) => return error(ctx, f, &format!("resolving the target: {e}")).await,
     };
-    let connector = match Connector::new(&job.ssh, ctx.pins.clone()) {
+    let connector = match Connector::load(&job.ssh, ctx.pins.clone()).await {
         Ok(c) => Arc::new(c),
         Err(e) => return error(ctx, f, &e.to_string()).await,
     };

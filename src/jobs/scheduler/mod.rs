@@ -62,16 +62,21 @@ impl Scheduler {
 
     /// Read every job file and apply them to the table.
     pub async fn load(&mut self) {
-        let files = match spec::files_in(&self.jobs_dir) {
-            Ok(f) => f,
-            Err(d) => {
+        let (dir, defaults) = (self.jobs_dir.clone(), self.defaults.clone());
+        // Listing, reading and parsing off the runtime: a jobs directory on a slow disk must not
+        // stall firing.
+        let loaded = tokio::task::spawn_blocking(move || {
+            spec::files_in(&dir).map(|files| load_files(files, |f| spec::load(f, &defaults)))
+        })
+        .await;
+        let loaded = match loaded {
+            Ok(Err(d)) => {
                 tracing::error!("{d}; keeping the {} jobs already loaded", self.table.entries.len());
                 return;
             }
+            Ok(Ok(l)) => Ok(l),
+            Err(e) => Err(e),
         };
-        let defaults = self.defaults.clone();
-        // File reads and parsing off the runtime: a jobs directory on a slow disk must not stall firing.
-        let loaded = tokio::task::spawn_blocking(move || load_files(files, |f| spec::load(f, &defaults))).await;
         // Never an empty table for a failed load: every job keeps its last good version.
         let loaded = match loaded {
             Ok(l) => l,
