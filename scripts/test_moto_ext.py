@@ -330,6 +330,39 @@ class Lifecycle(unittest.TestCase):
         self.assertNotIn(victim, states(self.group))
         wait("the victim terminated", lambda: ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated", 5)
 
+    def test_a_warm_pool_reuses_instances_on_scale_in(self):
+        asg.put_warm_pool(AutoScalingGroupName=self.group, PoolState="Stopped",
+                          InstanceReusePolicy={"ReuseOnScaleIn": True})
+        self.hook("launch", "autoscaling:EC2_INSTANCE_LAUNCHING", timeout=600)
+        self.hook("term", "autoscaling:EC2_INSTANCE_TERMINATING", timeout=600)
+        receive(self.url, 2)
+        complete = lambda n, hook: asg.complete_lifecycle_action(
+            AutoScalingGroupName=self.group, LifecycleHookName=hook,
+            LifecycleActionToken=n["LifecycleActionToken"], LifecycleActionResult="CONTINUE")
+        ec2_state = lambda i: ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=1)
+        [launch] = receive(self.url, 1)
+        self.assertEqual((launch["Origin"], launch["Destination"]), ("EC2", "AutoScalingGroup"))
+        complete(launch, "launch")
+        inst = launch["EC2InstanceId"]
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=0)
+        [term] = receive(self.url, 1)
+        self.assertEqual((term["Origin"], term["Destination"], term["EC2InstanceId"]), ("AutoScalingGroup", "WarmPool", inst))
+        complete(term, "term")
+        self.assertEqual(states(self.group), {})
+        self.assertEqual(ec2_state(inst), "stopped")
+        pool = asg.describe_warm_pool(AutoScalingGroupName=self.group)["Instances"]
+        self.assertEqual([(p["InstanceId"], p["LifecycleState"]) for p in pool], [(inst, "Warmed:Stopped")])
+        # Scale out again: the pooled instance comes back (Origin WarmPool), not a new one.
+        asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=1)
+        [back] = receive(self.url, 1)
+        self.assertEqual((back["Origin"], back["Destination"], back["EC2InstanceId"]), ("WarmPool", "AutoScalingGroup", inst))
+        self.assertEqual(ec2_state(inst), "running")
+        complete(back, "launch")
+        self.assertEqual(states(self.group), {inst: "InService"})
+        self.assertEqual(asg.describe_warm_pool(AutoScalingGroupName=self.group)["Instances"], [])
+        asg.delete_warm_pool(AutoScalingGroupName=self.group, ForceDelete=True)
+
     def test_deleting_a_hook_completes_its_actions(self):
         self.hook("launch", "autoscaling:EC2_INSTANCE_LAUNCHING", timeout=600)
         receive(self.url, 1)

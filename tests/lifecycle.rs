@@ -229,6 +229,74 @@ fn an_action_of_a_group_not_allowed_is_not_acted_on() {
     a.scale(&g, 0);
 }
 
+/// Issue 14, 3.14: warm pools. A scale-in returns the instance to the group's warm pool (its
+/// terminate action's Destination is `WarmPool`): it keeps its interface; scaled out again, it
+/// comes back from the pool (Origin `WarmPool`) with the interface still attached, and the launch
+/// completes without making another.
+#[test]
+fn an_instance_returned_to_the_warm_pool_keeps_its_interface() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
+    a.rt.block_on(
+        a.asg
+            .put_warm_pool()
+            .auto_scaling_group_name(&g.name)
+            .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+            .instance_reuse_policy(reuse)
+            .send(),
+    )
+    .unwrap();
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    wait_for("the instance in service", 60, &d, || a.states(&g).values().any(|s| s == "InService"));
+    let id = a.states(&g).into_keys().next().unwrap();
+    assert_each_has_its_eni(&a, &g, 1);
+    let eni = a.enis_of(&id)[0].0.clone();
+    a.scale(&g, 0);
+    wait_for("the instance in the warm pool", 60, &d, || a.states(&g).is_empty());
+    assert_eq!(a.instance(&id).2, "stopped");
+    let kept = a.enis_of(&id);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].0.as_str(), kept[0].2.as_ref()), (eni.as_str(), Some(&(id.clone(), 1))), "{kept:?}");
+    a.scale(&g, 1);
+    wait_for("the same instance back in service", 60, &d, || {
+        a.states(&g).get(&id).map(String::as_str) == Some("InService")
+    });
+    assert_each_has_its_eni(&a, &g, 1);
+    assert_eq!(a.enis_of(&id)[0].0, eni, "a new interface was made");
+    wait_for("an empty queue", 30, &d, || a.depth(&g.queue) == (0, 0));
+    let log = d.stop_ok();
+    assert!(log.contains("returns to the warm pool: keeps interface"), "{log}");
+    assert!(log.contains(&format!("already has interface {eni} at device index 1")), "{log}");
+    let acts = actions(&ctx);
+    assert!(acts.iter().filter(|x| x["instance_id"] == id.as_str()).all(|x| x["result"] == "CONTINUE"), "{acts:?}");
+    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+}
+
+/// Issue 14, 3.14, configured otherwise: with `keep_in_warm_pool = false` the interface is removed
+/// on the way into the pool.
+#[test]
+fn keep_in_warm_pool_false_removes_the_interface() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
+    a.rt.block_on(a.asg.put_warm_pool().auto_scaling_group_name(&g.name).instance_reuse_policy(reuse).send()).unwrap();
+    let ctx = ctx_for(&g, "", "keep_in_warm_pool = false\n");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    wait_for("the instance in service", 60, &d, || a.states(&g).values().any(|s| s == "InService"));
+    let id = a.states(&g).into_keys().next().unwrap();
+    assert_eq!(a.enis_of(&id).len(), 1);
+    a.scale(&g, 0);
+    wait_for("the instance in the warm pool", 60, &d, || a.states(&g).is_empty());
+    assert_eq!(a.instance(&id).2, "stopped");
+    assert!(a.enis_of(&id).is_empty(), "{:?}", a.enis_of(&id));
+    d.stop_ok();
+    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+}
+
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
 /// the dead-letter queue; other messages keep flowing.
 #[test]

@@ -18,6 +18,11 @@ or RecordLifecycleActionHeartbeat. This module adds:
 - TerminateInstanceInAutoScalingGroup is a termination like a scale-in's: with a terminate hook the
   instance enters `Terminating:Wait` and the hook is notified (moto terminated it at once); with
   ShouldDecrementDesiredCapacity=false the group launches a replacement meanwhile.
+- Warm pools with InstanceReusePolicy ReuseOnScaleIn: a scale-in returns the instance to the pool
+  (the terminate action's Destination is `WarmPool`; on completion the instance is stopped, kept and
+  listed by DescribeWarmPool as `Warmed:Stopped`), and a scale-out takes pooled instances first (they
+  start, and the launch action's Origin is `WarmPool`). Launching new instances into the pool is not
+  modelled.
 - DeleteLifecycleHook completes the hook's outstanding actions first: ABANDON for launching
   instances, CONTINUE for terminating ones, as AWS documents (moto left them waiting).
 - Complete and heartbeat take the LifecycleActionToken or the InstanceId; with neither active they fail
@@ -57,8 +62,11 @@ _actions = {}
 
 
 class Action:
-    def __init__(self, backend, group, hook, state, transition):
+    def __init__(self, backend, group, hook, state, transition, origin=None, destination=None):
         self.token = str(uuid.uuid4())
+        launching = transition == LAUNCHING
+        self.origin = origin or ("EC2" if launching else "AutoScalingGroup")
+        self.destination = destination or ("AutoScalingGroup" if launching else "EC2")
         self.backend = backend
         self.group = group
         self.hook = hook
@@ -113,7 +121,7 @@ def _hooks(backend, group, transition):
     ]
 
 
-def _start(backend, group, state, transition):
+def _start(backend, group, state, transition, origin=None, destination=None):
     """Put `state` into the wait state, with one action (and one notification) per hook of the
     transition, as AWS does; False when the group has no such hook."""
     hooks = _hooks(backend, group, transition)
@@ -121,18 +129,17 @@ def _start(backend, group, state, transition):
         return False
     state.lifecycle_state = "Pending:Wait" if transition == LAUNCHING else "Terminating:Wait"
     for hook in hooks:
-        _notify_action(backend, group, hook, state, transition)
+        _notify_action(backend, group, hook, state, transition, origin, destination)
     return True
 
 
-def _notify_action(backend, group, hook, state, transition):
-    action = Action(backend, group, hook, state, transition)
+def _notify_action(backend, group, hook, state, transition, origin=None, destination=None):
+    action = Action(backend, group, hook, state, transition, origin, destination)
     with _lock:
         _actions[action.token] = action
-    launching = transition == LAUNCHING
     body = {
-        "Origin": "EC2" if launching else "AutoScalingGroup",
-        "Destination": "AutoScalingGroup" if launching else "EC2",
+        "Origin": action.origin,
+        "Destination": action.destination,
         "Service": "AWS Auto Scaling",
         "Time": _now_iso(),
         "AccountId": backend.account_id,
@@ -160,6 +167,9 @@ def _finish(action, result):
     if action.transition == LAUNCHING and result == "CONTINUE":
         state.lifecycle_state = "InService"
         return
+    if action.destination == "WarmPool":
+        _to_pool(backend, group, state)
+        return
     # ABANDON on launch, or either result on terminate: the instance goes.
     group.instance_states = [s for s in group.instance_states if s is not state]
     try:
@@ -169,6 +179,54 @@ def _finish(action, result):
     if action.transition == LAUNCHING:
         # The group still wants its desired capacity: it launches a replacement, as AWS does.
         group.set_desired_capacity(group.desired_capacity)
+
+
+# --- warm pools: reuse on scale-in ----------------------------------------------------------------
+
+
+def _reuses(group):
+    pool = getattr(group, "warm_pool", None)
+    return pool is not None and bool((pool.instance_reuse_policy or {}).get("ReuseOnScaleIn"))
+
+
+def _to_pool(backend, group, state):
+    """The instance leaves the group, stopped, into its warm pool."""
+    group.instance_states = [s for s in group.instance_states if s is not state]
+    backend.ec2_backend.stop_instances([state.instance.id])
+    state.lifecycle_state = "Warmed:Stopped"
+    group.__dict__.setdefault("_pooled", []).append(state)
+
+
+def _from_pool(backend, group, count):
+    """Up to `count` pooled instances start and join the group (launch hooks with Origin WarmPool).
+    Returns how many."""
+    pooled = group.__dict__.setdefault("_pooled", [])
+    taken = 0
+    while pooled and taken < count:
+        state = pooled.pop(0)
+        backend.ec2_backend.start_instances([state.instance.id])
+        group.instance_states.append(state)
+        state.lifecycle_state = "Pending"
+        if not _start(backend, group, state, LAUNCHING, origin="WarmPool", destination="AutoScalingGroup"):
+            state.lifecycle_state = "InService"
+        taken += 1
+    return taken
+
+
+_orig_describe_warm_pool = None
+
+
+def _describe_warm_pool(self):
+    result = _orig_describe_warm_pool(self)
+    group = self.autoscaling_backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+    if group is not None:
+        result.result["Instances"] = [
+            {"InstanceId": s.instance.id, "InstanceType": s.instance.instance_type,
+             "AvailabilityZone": s.instance._placement.zone, "LifecycleState": s.lifecycle_state,
+             "LaunchConfigurationName": getattr(group.launch_config, "name", "") if group.launch_config else ""}
+            for s in group.__dict__.get("_pooled", [])
+        ]
+    return result
 
 
 def _find(backend, group_name, hook_name, token, instance_id):
@@ -311,6 +369,9 @@ def _record_lifecycle_action_heartbeat(self):
 
 def _replace_instances(self, count_needed, propagated_tags):
     backend = self.autoscaling_backend
+    count_needed -= _from_pool(backend, self, count_needed)
+    if count_needed <= 0:
+        return
     subnets = self.vpc_zone_identifier.split(",") if self.vpc_zone_identifier else []
     before = set(id(s) for s in self.instance_states)
     if len(subnets) <= 1:
@@ -353,7 +414,7 @@ def _set_desired_capacity_locked(self, new_capacity):
     target = self.min_size if new_capacity is None else new_capacity
     active = self.active_instances()
     excess = len(active) - (target or 0)
-    if excess > 0 and _hooks(backend, self, TERMINATING):
+    if excess > 0 and (_hooks(backend, self, TERMINATING) or _reuses(self)):
         self.desired_capacity = target
         # Instances still waiting on a launch hook go first, then the oldest in service (unprotected).
         victims = [s for s in active if s.lifecycle_state != "InService"]
@@ -363,7 +424,11 @@ def _set_desired_capacity_locked(self, new_capacity):
                 pending = [a for a in _actions.values() if a.state is state]
                 for a in pending:
                     del _actions[a.token]
-            _start(backend, self, state, TERMINATING)
+            if _reuses(self):
+                if not _start(backend, self, state, TERMINATING, destination="WarmPool"):
+                    _to_pool(backend, self, state)
+            else:
+                _start(backend, self, state, TERMINATING)
         return
     _orig_set_desired(self, new_capacity)
 
@@ -407,7 +472,9 @@ def _delete_lifecycle_hook(self, as_name, name):
 def apply():
     """Patch moto: lifecycle hooks, actions and their timeouts (the timer starts here), and the
     group's wait states."""
-    global _orig_hook_init, _orig_replace, _orig_set_desired, _orig_terminate_instance, _orig_delete_hook
+    global _orig_hook_init, _orig_replace, _orig_set_desired, _orig_terminate_instance, _orig_delete_hook, _orig_describe_warm_pool
+    _orig_describe_warm_pool = AutoScalingResponse.describe_warm_pool
+    AutoScalingResponse.describe_warm_pool = _describe_warm_pool
     _orig_terminate_instance = AutoScalingBackend.terminate_instance
     AutoScalingBackend.terminate_instance = _terminate_instance
     _orig_delete_hook = AutoScalingBackend.delete_lifecycle_hook

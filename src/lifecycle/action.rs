@@ -480,6 +480,18 @@ fn not_yet_visible(e: &CallError) -> bool {
 async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     let idx = ctx.eni.device_index.0;
     let enis = eni::tagged(&ctx.ec2, eni::TAG_INSTANCE, &a.instance_id).await.map_err(|e| (e.into(), None))?;
+    if a.destination.as_deref() == Some("WarmPool") && ctx.eni.keep_in_warm_pool {
+        // Stopped and kept in the warm pool: it comes back with its interface (a launch from the
+        // pool finds it attached and completes at once).
+        let kept =
+            enis.iter().find(|e| e.attachment.as_ref().is_some_and(|(_, i, d)| i == &a.instance_id && *d == idx));
+        tracing::info!(
+            instance = %a.instance_id,
+            "returns to the warm pool: keeps {} (keep_in_warm_pool = true)",
+            kept.map(|e| format!("interface {}", e.id)).unwrap_or_else(|| "no interface of opsd's".into())
+        );
+        return Ok(kept.map(|e| e.id.clone()));
+    }
     let mut removed = Vec::new();
     for e in enis {
         let ours = match &e.attachment {

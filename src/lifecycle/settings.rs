@@ -54,6 +54,9 @@ pub struct EniSettings {
     pub description: String,
     /// How long a new interface may take to become `available`.
     pub ready_timeout: HumanDuration,
+    /// An instance returned to the group's warm pool (a terminate action whose Destination is
+    /// `WarmPool`: stopped, not terminated) keeps its interface, so it comes back with it.
+    pub keep_in_warm_pool: bool,
 }
 
 impl Default for EniSettings {
@@ -64,6 +67,7 @@ impl Default for EniSettings {
             device_index: DeviceIndex(1),
             description: "opsd admin interface".into(),
             ready_timeout: HumanDuration(Duration::from_secs(120)),
+            keep_in_warm_pool: true,
         }
     }
 }
