@@ -463,6 +463,15 @@ class Ecs(unittest.TestCase):
         r = ecs.run_task(cluster=self.cluster, taskDefinition=td, count=1)
         self.assertEqual(r["tasks"][0]["containerInstanceArn"], b)
 
+    def test_attributes_take_a_full_arn(self):
+        _, a = register(self.cluster, "m5.large", self.subnets[0])
+        attr = {"name": "opsd.drained", "value": "2026-12-03T00:00:00Z", "targetType": "container-instance", "targetId": a}
+        ecs.put_attributes(cluster=self.cluster, attributes=[attr])
+        ci = self.describe([a])[0]
+        self.assertIn({"name": "opsd.drained", "value": "2026-12-03T00:00:00Z"}, ci["attributes"])
+        ecs.delete_attributes(cluster=self.cluster, attributes=[attr])
+        self.assertNotIn("opsd.drained", [x["name"] for x in self.describe([a])[0]["attributes"]])
+
     def test_a_drain_honours_minimum_healthy_percent(self):
         # m5.large holds 7680 MiB: tasks of 3000 MiB, two per instance.
         _, a = register(self.cluster, "m5.large", self.subnets[0])

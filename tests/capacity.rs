@@ -414,6 +414,65 @@ fn a_scale_in_cut_short_by_a_crash_is_undone_at_the_next_start() {
     assert!(d["error"].as_str().unwrap().contains("set back to ACTIVE"), "{d}");
 }
 
+/// Issue 14, 3.10: opsd sets back to ACTIVE only what it drained itself. opsd is killed after it
+/// recorded a scale-in but before its DRAINING went through (AWS throttles the call); meanwhile an
+/// operator drains one of the chosen instances for reasons of their own. The next start finishes
+/// the unfinished scale-in without cancelling that drain: the instance carries no opsd mark.
+#[test]
+fn an_operators_drain_is_never_undone() {
+    let a = aws();
+    let c = cluster(&a, 3);
+    a.register_room(&c);
+    let td = a.task_def(1024, 2048);
+    a.service(&c, "api", &td, 3);
+    let ctx = ctx_for(&c, "");
+    faults(&ctx, serde_json::json!({"throttle": {"ecs": {"UpdateContainerInstancesState": [0, 0]}}}));
+    let d = Daemon::start(&ctx, &[]);
+    let mut victims: Vec<String> = Vec::new();
+    wait_for("a scale-in under way", 60, &d, || {
+        let started = Aws::scale_in_decisions(&ctx).into_iter().find(|x| x["outcome"] == "started");
+        victims =
+            started.map(|x| x["victims"].as_str().unwrap().split(',').map(String::from).collect()).unwrap_or_default();
+        !victims.is_empty()
+    });
+    // The operator's drain, while opsd's own DRAINING is still being retried.
+    let arn = a.rt.block_on(async {
+        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
+        let out = a
+            .ecs
+            .describe_container_instances()
+            .cluster(&c.name)
+            .set_container_instances(Some(arns.container_instance_arns().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let ci = out.container_instances().iter().find(|ci| ci.ec2_instance_id() == Some(victims[0].as_str())).unwrap();
+        ci.container_instance_arn().unwrap().to_string()
+    });
+    a.rt.block_on(
+        a.ecs
+            .update_container_instances_state()
+            .cluster(&c.name)
+            .container_instances(&arn)
+            .status(aws_sdk_ecs::types::ContainerInstanceStatus::Draining)
+            .send(),
+    )
+    .unwrap();
+    d.signal("-KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    faults(&ctx, serde_json::json!({}));
+    let d = Daemon::start(&ctx, &[("OPSD_CAPACITY__SCALE_IN_COOLDOWN", "10m")]);
+    wait_for("the unfinished scale-in looked at", 30, &d, || d.log().contains("an unfinished scale-in"));
+    wait_for("the warning about the drain that is not opsd's", 30, &d, || d.log().contains("but not by opsd"));
+    let log = d.stop_ok();
+    assert!(
+        a.draining(&c).contains(&victims[0]),
+        "the operator's drain of {} was undone: {:?}\n{log}",
+        victims[0],
+        a.statuses(&c)
+    );
+}
+
 /// When the fleet refuses the lowered target after the drain (its request was cancelled meanwhile),
 /// the drained instances go back to ACTIVE and nothing is terminated.
 #[test]

@@ -30,6 +30,9 @@
 - Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
   STOPPING for N seconds before STOPPED (as ECS does while containers honour their stopTimeout or a
   load balancer drains), so a drain takes time.
+- PutAttributes and DeleteAttributes take a container instance's full ARN as targetId with
+  targetType container-instance, as AWS documents ("the short form ID … or the full ARN"); moto
+  took only the short ID then.
 - Spot Fleet and EC2 Fleet changes are in fleets.py.
 """
 import base64
@@ -508,11 +511,24 @@ def _terminate_instances(self, instance_ids):
     return result
 
 
+def _short_target(orig):
+    """Attribute calls: a full container-instance ARN as targetId is the instance's short ID."""
+
+    def wrapped(self, cluster_name, name, value=None, target_id=None, target_type=None):
+        if target_type is not None and target_id and "/" in target_id:
+            target_id = target_id.rsplit("/", 1)[-1]
+        return orig(self, cluster_name, name, value, target_id, target_type)
+
+    return wrapped
+
+
 def apply():
     """Patch moto: container instance resources, RunTask failures, the service scheduler (started
     here), task stops and pages, registration at launch and deregistration at termination."""
     global _orig_ci_init, _orig_register_response, _orig_run_task, _orig_stop_task, _orig_list_tasks, _orig_update_states, _orig_list_tasks_response, _orig_add_instances, _orig_terminate
     state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    EC2ContainerServiceBackend._put_attribute = _short_target(EC2ContainerServiceBackend._put_attribute)
+    EC2ContainerServiceBackend._delete_attribute = _short_target(EC2ContainerServiceBackend._delete_attribute)
     _orig_ci_init = ContainerInstance.__init__
     ContainerInstance.__init__ = _ci_init
     _orig_register_response = EC2ContainerServiceResponse.register_container_instance

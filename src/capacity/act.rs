@@ -7,6 +7,7 @@
 
 use super::fence::Fence;
 use super::fleet::{CapacityTarget, FleetError};
+use super::mark;
 use super::observe::{self, Member};
 use super::Clients;
 use crate::aws::{call_error, CallError};
@@ -113,8 +114,17 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
     // first, so the next leader puts them back if this one cannot.
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
     fence.draining(&ids).await?;
-    if let Err(e) = set_state(c, cluster, &arns, ContainerInstanceStatus::Draining, fence).await {
-        return Err(undo(c, cluster, target, victims, &[], e, fence).await);
+    // The instances this action has set DRAINING (known here; marked on ECS for after a crash):
+    // only these are ever set back to ACTIVE.
+    let mut ours: HashSet<String> = HashSet::new();
+    for chunk in arns.chunks(STATE_BATCH) {
+        if let Err(e) = set_state(c, cluster, chunk, ContainerInstanceStatus::Draining, fence).await {
+            return Err(undo(c, cluster, target, victims, &[], &ours, e, fence).await);
+        }
+        ours.extend(chunk.iter().cloned());
+        if let Err(e) = mark::put(c, cluster, chunk).await {
+            tracing::warn!(cluster, "capacity: {e}; if opsd stops before this scale-in ends, it will not know it drained {}: they would stay DRAINING", chunk.join(", "));
+        }
     }
     let emptied = if drain {
         wait_empty(c, cluster, victims, drain_timeout, fence, cancel).await
@@ -127,23 +137,26 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
         }
     };
     if let Err(e) = emptied {
-        return Err(undo(c, cluster, target, victims, &[], e, fence).await);
+        return Err(undo(c, cluster, target, victims, &[], &ours, e, fence).await);
     }
     if let Err(failed) = target.remove(c, from, to, &ids, fence, cancel).await {
-        return Err(undo(c, cluster, target, victims, &failed.requested, failed.error.into(), fence).await);
+        return Err(undo(c, cluster, target, victims, &failed.requested, &ours, failed.error.into(), fence).await);
     }
     Ok(())
 }
 
-/// After a failure once the drain began: the victims that still run go back to ACTIVE, except
-/// those whose termination was already `requested`. Not by a leader that lost its lease: the
-/// victims may be the next leader's own by now, and the journal tells it to put them back.
+/// After a failure once the drain began: the victims this action set DRAINING (`ours`, by ARN) that
+/// still run go back to ACTIVE, except those whose termination was already `requested`. Not by a
+/// leader that lost its lease: the victims may be the next leader's own by now, and the journal
+/// tells it to put them back.
+#[allow(clippy::too_many_arguments)]
 async fn undo(
     c: &Clients,
     cluster: &str,
     target: &CapacityTarget,
     victims: &[Member],
     requested: &[String],
+    ours: &HashSet<String>,
     cause: ActError,
     fence: &Fence,
 ) -> ActError {
@@ -155,7 +168,7 @@ async fn undo(
         return ActError::Fenced(f);
     }
     let back: Vec<Member> = victims.iter().filter(|v| !requested.contains(&v.ec2_id)).cloned().collect();
-    let (undone, restored) = match reactivate(c, cluster, target, &back, fence).await {
+    let (undone, restored) = match reactivate(c, cluster, target, &back, Some(ours), fence).await {
         Ok(ids) if ids.is_empty() => ("no victim that still runs was left DRAINING".to_string(), true),
         Ok(ids) => (format!("{} set back to ACTIVE", ids.join(", ")), true),
         Err(e) => (
@@ -169,14 +182,17 @@ async fn undo(
     ActError::Undone { cause: Box::new(cause), undone, restored }
 }
 
-/// Set back to ACTIVE those of `victims` that are still DRAINING and whose EC2 instance is still
+/// Set back to ACTIVE those of `victims` that are still DRAINING because opsd drained them (in this
+/// action: `ours`, by ARN; or, after a crash, carrying opsd's mark) and whose EC2 instance is still
 /// pending or running, and (in a group) not being terminated: one on its way out must get no new
-/// task. Returns their EC2 ids.
+/// task. A victim DRAINING without opsd's doing (a Spot interruption, an operator) is left so.
+/// Returns the EC2 ids set ACTIVE.
 pub async fn reactivate(
     c: &Clients,
     cluster: &str,
     target: &CapacityTarget,
     victims: &[Member],
+    ours: Option<&HashSet<String>>,
     fence: &Fence,
 ) -> Result<Vec<String>, ActError> {
     let ids: Vec<String> = victims.iter().map(|v| v.ec2_id.clone()).collect();
@@ -184,19 +200,33 @@ pub async fn reactivate(
     let leaving = target.leaving(c, &ids).await?;
     alive.retain(|id| !leaving.contains(id));
     let alive_arns: Vec<String> = victims.iter().filter(|v| alive.contains(&v.ec2_id)).map(|v| v.arn.clone()).collect();
-    let draining: Vec<(String, String)> = observe::describe_container_instances(c, cluster, &alive_arns)
-        .await?
-        .iter()
-        .filter(|ci| ci.status() == Some("DRAINING"))
-        .map(|ci| {
-            (
-                ci.container_instance_arn().unwrap_or_default().to_string(),
-                ci.ec2_instance_id().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let mut draining: Vec<(String, String)> = Vec::new();
+    let mut marked: Vec<(String, String)> = Vec::new();
+    for ci in observe::describe_container_instances(c, cluster, &alive_arns).await? {
+        if ci.status() != Some("DRAINING") {
+            continue;
+        }
+        let arn = ci.container_instance_arn().unwrap_or_default().to_string();
+        let ec2_id = ci.ec2_instance_id().unwrap_or_default().to_string();
+        let mark = mark::of(&ci).map(str::to_string);
+        if !(ours.is_some_and(|o| o.contains(&arn)) || mark.is_some()) {
+            tracing::warn!(
+                cluster,
+                "capacity: {ec2_id} is DRAINING, but not by opsd (it has no {} mark): left DRAINING, as a Spot interruption or an operator drained it; if opsd did (it stopped between draining and marking it): aws ecs update-container-instances-state --cluster {cluster} --status ACTIVE --container-instances {arn}",
+                mark::NAME
+            );
+            continue;
+        }
+        if let Some(v) = mark {
+            marked.push((arn.clone(), v));
+        }
+        draining.push((arn, ec2_id));
+    }
     let arns: Vec<String> = draining.iter().map(|(a, _)| a.clone()).collect();
     set_state(c, cluster, &arns, ContainerInstanceStatus::Active, fence).await?;
+    if let Err(e) = mark::clear(c, cluster, &marked).await {
+        tracing::warn!(cluster, "capacity: removing opsd's drain mark from instances set back to ACTIVE: {e}");
+    }
     Ok(draining.into_iter().map(|(_, id)| id).collect())
 }
 

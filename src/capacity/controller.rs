@@ -472,9 +472,9 @@ impl Controller {
             }
             let c = &self.clients;
             let back = match observe::members_of(c, &cluster, &ids).await {
-                Ok(members) => {
-                    act::reactivate(c, &cluster, &self.target, &members, &self.fence).await.map_err(|e| e.to_string())
-                }
+                Ok(members) => act::reactivate(c, &cluster, &self.target, &members, None, &self.fence)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match back {
@@ -533,9 +533,9 @@ impl Controller {
                 return false;
             }
             let back = match observe::members_of(c, cluster, &d.victims.0).await {
-                Ok(members) => {
-                    act::reactivate(c, cluster, &self.target, &members, &self.fence).await.map_err(|e| e.to_string())
-                }
+                Ok(members) => act::reactivate(c, cluster, &self.target, &members, None, &self.fence)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             let victims = d.victims.joined();

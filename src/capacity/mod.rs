@@ -12,6 +12,7 @@ pub mod controller;
 pub mod fence;
 pub mod fleet;
 pub mod history;
+mod mark;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
