@@ -289,7 +289,16 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(e.exception.response["Error"]["Code"], "AccessDenied")
         self.assertIn("is not authorized to perform: autoscaling:RecordLifecycleActionHeartbeat",
                       e.exception.response["Error"]["Message"])
-        # Completion is not affected.
+        # Completion is not affected by the heartbeat's switch; it has one of its own.
+        asg.create_or_update_tags(Tags=[{"ResourceId": self.group, "ResourceType": "auto-scaling-group",
+                                         "Key": "moto:complete-error", "Value": "AccessDenied",
+                                         "PropagateAtLaunch": False}])
+        with self.assertRaises(ClientError) as e:
+            asg.complete_lifecycle_action(LifecycleActionResult="CONTINUE", **beat)
+        self.assertIn("is not authorized to perform: autoscaling:CompleteLifecycleAction",
+                      e.exception.response["Error"]["Message"])
+        self.assertEqual(states(self.group)[note["EC2InstanceId"]], "Pending:Wait")
+        asg.delete_tags(Tags=[{"ResourceId": self.group, "ResourceType": "auto-scaling-group", "Key": "moto:complete-error"}])
         asg.complete_lifecycle_action(LifecycleActionResult="CONTINUE", **beat)
 
     def test_terminate_wait(self):

@@ -297,6 +297,74 @@ fn keep_in_warm_pool_false_removes_the_interface() {
     a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
 }
 
+/// Issue 14, 3.2: a failed completion cleans up what the action made. CompleteLifecycleAction is
+/// denied (the sandbox's `moto:complete-error` switch, as IAM would): the hook will time out into
+/// its default result, ABANDON, so the interface the launch made and attached is removed at once,
+/// the action is recorded `complete_failed` and its message is left for the dead-letter queue.
+#[test]
+fn a_denied_completion_removes_what_the_launch_made() {
+    let a = aws();
+    let g = group(&a, Setup { scale: "0.2", heartbeat_timeout: 30, max_receives: 1, ..Setup::default() });
+    let deny = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(&g.name)
+        .resource_type("auto-scaling-group")
+        .key("moto:complete-error")
+        .value("AccessDenied")
+        .propagate_at_launch(false)
+        .build();
+    a.rt.block_on(a.asg.create_or_update_tags().tags(deny).send()).unwrap();
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the completion to fail", 30, &d, || {
+        actions(&ctx).iter().any(|x| x["instance_id"] == id.as_str() && x["outcome"] == "complete_failed")
+    });
+    a.scale(&g, 0);
+    let log = d.stop_ok();
+    assert!(a.enis_of(&id).is_empty(), "{:?}\n{log}", a.enis_of(&id));
+    assert!(log.contains("the hook's default result is ABANDON: removing interface"), "{log}");
+    let x = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str()).unwrap();
+    assert!(x["eni_id"].as_str().is_some_and(|e| e.starts_with("eni-")), "{x}");
+}
+
+/// An action that timed out while opsd was down (killed between its attach and its completion):
+/// the hook abandoned the instance; when the message comes back, the action is gone and the
+/// interface it made is deleted at once, not after the sweep's grace.
+#[test]
+fn an_action_that_timed_out_leaves_no_interface_behind() {
+    let a = aws();
+    let g = group(&a, Setup { scale: "0.1", heartbeat_timeout: 30, max_receives: 10, ..Setup::default() });
+    // Completion keeps failing (throttled), so opsd is surely killed before it lands.
+    let slow = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(&g.name)
+        .resource_type("auto-scaling-group")
+        .key("moto:complete-error")
+        .value("Throttling")
+        .propagate_at_launch(false)
+        .build();
+    a.rt.block_on(a.asg.create_or_update_tags().tags(slow).send()).unwrap();
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the interface attached", 30, &d, || a.enis_of(&id).iter().any(|e| e.2.is_some()));
+    d.signal("-KILL");
+    let _ = d.wait(Duration::from_secs(10));
+    a.scale(&g, 0);
+    let mut tries = 0;
+    while a.instance(&id).2 != "terminated" {
+        tries += 1;
+        assert!(tries < 100, "the hook never timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(a.enis_of(&id).len(), 1, "the interface should outlive the instance until opsd sees it");
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("the interface deleted", 30, &d, || a.enis_of(&id).is_empty());
+    let log = d.stop_ok();
+    assert!(log.contains("the action is no longer active"), "{log}");
+}
+
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to
 /// the dead-letter queue; other messages keep flowing.
 #[test]

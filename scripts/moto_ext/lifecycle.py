@@ -35,8 +35,9 @@ S times as long: a hook put with HeartbeatTimeout=30 on such a group is stored, 
 30*S seconds, so tests exercise heartbeats and timeouts in seconds while clients read the timeout they
 must honour from DescribeLifecycleHooks, as they do against AWS.
 
-Fault switch, not an AWS feature: a group tagged `moto:heartbeat-error=CODE` answers every
-RecordLifecycleActionHeartbeat for it with that error code (`AccessDenied` with AWS's wording for a
+Fault switches, not AWS features: a group tagged `moto:heartbeat-error=CODE` answers every
+RecordLifecycleActionHeartbeat for it with that error code, and one tagged `moto:complete-error=CODE`
+every CompleteLifecycleAction (`AccessDenied` with AWS's wording for a
 caller lacking the permission; `Throttling`, or any other code, with a generic message), as AWS
 answers a consumer whose role lost the permission or that exceeds the API's rate.
 """
@@ -330,6 +331,7 @@ def _requested_action(response):
 
 
 def _complete_lifecycle_action(self):
+    _fault(self, COMPLETE_ERROR_TAG, "CompleteLifecycleAction")
     result = self._get_param("LifecycleActionResult")
     if result not in ("CONTINUE", "ABANDON"):
         raise ValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
@@ -342,22 +344,23 @@ def _complete_lifecycle_action(self):
 
 
 HEARTBEAT_ERROR_TAG = "moto:heartbeat-error"
+COMPLETE_ERROR_TAG = "moto:complete-error"
 
 
-def _heartbeat_fault(response):
+def _fault(response, tag, operation):
     name = response._get_param("AutoScalingGroupName")
     group = response.autoscaling_backend.autoscaling_groups.get(name)
-    code = next((t["Value"] for t in (group.tags if group else []) if t.get("Key") == HEARTBEAT_ERROR_TAG), None)
+    code = next((t["Value"] for t in (group.tags if group else []) if t.get("Key") == tag), None)
     if code == "AccessDenied":
         raise AutoscalingClientError(
             code, "User: arn:aws:sts::123456789012:assumed-role/opsd/i-0 is not authorized to perform: "
-                  f"autoscaling:RecordLifecycleActionHeartbeat on resource: {name}")
+                  f"autoscaling:{operation} on resource: {name}")
     if code:
-        raise AutoscalingClientError(code, f"Rate exceeded ({HEARTBEAT_ERROR_TAG})" if code == "Throttling" else code)
+        raise AutoscalingClientError(code, f"Rate exceeded ({tag})" if code == "Throttling" else code)
 
 
 def _record_lifecycle_action_heartbeat(self):
-    _heartbeat_fault(self)
+    _fault(self, HEARTBEAT_ERROR_TAG, "RecordLifecycleActionHeartbeat")
     action = _requested_action(self)
     with _lock:
         action.heartbeat_deadline = time.time() + action.hook.heartbeat_timeout

@@ -140,7 +140,8 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         .await;
         return;
     }
-    let timeout = heartbeat_timeout(ctx, &a).await;
+    let hook = hook_facts(ctx, &a).await;
+    let timeout = hook.timeout;
     let lease = lease(ctx.visibility, timeout);
     // The hook's clock started when the instance began to wait, perhaps long before this message was
     // received: the first heartbeat goes out at once. If the action is gone, there is nothing to do.
@@ -163,6 +164,7 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
             tracing::warn!(
                 "the action is no longer active ({why}): already completed or timed out; deleting the message"
             );
+            tidy(ctx, &a).await;
             delete(ctx, m).await;
             ctx.metrics.message(a.transition, MessageOutcome::Expired);
             save(ctx, record(LifecycleResult::None, MessageOutcome::Expired, None, Some(why))).await;
@@ -190,7 +192,7 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         Err((e, created)) => {
             tracing::error!("{} {} failed: {e}; cleaning up and completing with ABANDON", a.transition, a.instance_id);
             if let Some(id) = &created {
-                cleanup(ctx, id, &a.instance_id).await;
+                cleanup(ctx, id, Some(&a.instance_id)).await;
             }
             (LifecycleResult::Abandon, None, Some(e.to_string()))
         }
@@ -214,11 +216,20 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
             tracing::warn!(
                 "the action is no longer active ({why}): already completed or timed out; deleting the message"
             );
+            tidy(ctx, &a).await;
             delete(ctx, m).await;
             MessageOutcome::Expired
         }
         Completion::Failed(e) => {
             tracing::error!("CompleteLifecycleAction failed: {e}; the message stays and will be redelivered");
+            // Refused for good (access denied): the hook will time out into its default result.
+            // With ABANDON that ends the instance, so what this launch made goes now.
+            if e.is_final() && hook.abandons && lifecycle_result == LifecycleResult::Continue {
+                if let Some(id) = &eni_id {
+                    tracing::warn!("the hook's default result is ABANDON: removing interface {id}, which the abandoned instance will not need");
+                    cleanup(ctx, id, None).await;
+                }
+            }
             MessageOutcome::CompleteFailed
         }
     };
@@ -240,21 +251,32 @@ fn lease(visibility: Duration, hook_timeout: Duration) -> Duration {
     visibility.min(hook_timeout / 2).max(Duration::from_secs(1))
 }
 
-/// The hook's HeartbeatTimeout, from DescribeLifecycleHooks.
-async fn heartbeat_timeout(ctx: &Ctx, a: &Action) -> Duration {
+/// What the hook says of itself (DescribeLifecycleHooks).
+struct HookFacts {
+    /// HeartbeatTimeout.
+    timeout: Duration,
+    /// DefaultResult is ABANDON (AWS's default), what a timeout ends in.
+    abandons: bool,
+}
+
+async fn hook_facts(ctx: &Ctx, a: &Action) -> HookFacts {
     let r =
         ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send().await;
+    let fallback = HookFacts { timeout: FALLBACK_HEARTBEAT_TIMEOUT, abandons: false };
     match r.map_err(|e| call_error("DescribeLifecycleHooks", e)) {
-        Ok(out) => match out.lifecycle_hooks().first().and_then(|h| h.heartbeat_timeout()) {
-            Some(s) if s > 0 => Duration::from_secs(s as u64),
+        Ok(out) => match out.lifecycle_hooks().first() {
+            Some(h) if h.heartbeat_timeout().is_some_and(|s| s > 0) => HookFacts {
+                timeout: Duration::from_secs(h.heartbeat_timeout().unwrap_or_default() as u64),
+                abandons: h.default_result().is_none_or(|r| r == "ABANDON"),
+            },
             _ => {
                 tracing::warn!(instance = %a.instance_id, "hook {} of {} not found or without a timeout; heartbeating as for {:?}", a.hook, a.group, FALLBACK_HEARTBEAT_TIMEOUT);
-                FALLBACK_HEARTBEAT_TIMEOUT
+                fallback
             }
         },
         Err(e) => {
             tracing::warn!(instance = %a.instance_id, "{e}; heartbeating as for {FALLBACK_HEARTBEAT_TIMEOUT:?}");
-            FALLBACK_HEARTBEAT_TIMEOUT
+            fallback
         }
     }
 }
@@ -417,7 +439,7 @@ async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     if attached != id {
         // Another interface took the index first (a concurrent delivery of another launch hook).
         tracing::info!(instance = %a.instance_id, "interface {attached} is at device index {idx}; removing {id}, made for this action");
-        cleanup(ctx, &id, &a.instance_id).await;
+        cleanup(ctx, &id, Some(&a.instance_id)).await;
     }
     Ok(Some(attached))
 }
@@ -510,14 +532,14 @@ async fn terminate(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
 }
 
 /// Delete an interface a launch created and does not keep, on its own time limit (it must happen
-/// even at shutdown). One attached to the action's instance is never touched: another worker holding
-/// the same action attached it, and the instance keeps it.
-async fn cleanup(ctx: &Ctx, id: &str, instance: &str) {
+/// even at shutdown). One attached to the `spare` instance (the action's, while it may live) is never
+/// touched: another worker holding the same action attached it, and the instance keeps it.
+async fn cleanup(ctx: &Ctx, id: &str, spare: Option<&str>) {
     let own = CancellationToken::new();
     let work = async {
         match eni::describe(&ctx.ec2, id).await? {
             None => Ok(false),
-            Some(e) if e.attachment.as_ref().is_some_and(|(_, i, _)| i == instance) => Ok(false),
+            Some(e) if e.attachment.as_ref().is_some_and(|(_, i, _)| Some(i.as_str()) == spare) => Ok(false),
             Some(e) => eni::remove(&ctx.ec2, &e, CLEANUP_LIMIT, &own).await.map(|_| true),
         }
     };
@@ -529,6 +551,33 @@ async fn cleanup(ctx: &Ctx, id: &str, instance: &str) {
         Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::error!("cannot delete interface {id}: {e}; the sweep will retry"),
         Err(_) => tracing::error!("deleting interface {id} timed out; the sweep will retry"),
+    }
+}
+
+/// A launch action that ended without this worker's completion (it timed out while the completion
+/// failed, or its instance was abandoned): if the instance is gone or going, the interfaces made for
+/// the action are deleted now, not left to the sweep. An instance still running keeps them (its
+/// action was completed with CONTINUE, here or by another worker).
+async fn tidy(ctx: &Ctx, a: &Action) {
+    if a.transition != Transition::Launching {
+        return;
+    }
+    let made = match eni::tagged(&ctx.ec2, eni::TAG_TOKEN, &a.token).await {
+        Ok(m) if m.is_empty() => return,
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("cannot look for the interfaces this action made: {e}; the sweep will find them");
+            return;
+        }
+    };
+    match eni::instance_gone(&ctx.ec2, &a.instance_id).await {
+        Ok(true) => {
+            for e in made {
+                cleanup(ctx, &e.id, None).await;
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot tell whether the instance is gone: {e}; the sweep will find its interfaces"),
     }
 }
 
