@@ -531,6 +531,25 @@ class Ecs(unittest.TestCase):
         wait("the second to register", lambda: len(ecs.list_container_instances(cluster=slow)["containerInstanceArns"]) == 2, 5)
         ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=True)
 
+    def test_a_weighted_maintain_fleet_launches_whole_instances_and_replaces_lost_ones(self):
+        spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "WeightedCapacity": 3.0}
+        sfr = ec2.request_spot_fleet(SpotFleetRequestConfig={
+            "TargetCapacity": 4, "IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
+            "AllocationStrategy": "lowestPrice", "Type": "maintain", "LaunchSpecifications": [spec]})["SpotFleetRequestId"]
+        fulfilled = lambda: ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[sfr])["SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]["FulfilledCapacity"]
+        active = lambda: [i["InstanceId"] for i in ec2.describe_spot_fleet_instances(SpotFleetRequestId=sfr)["ActiveInstances"]]
+        self.assertEqual((len(active()), fulfilled()), (2, 6.0))
+        lost = active()[0]
+        ec2.terminate_instances(InstanceIds=[lost])
+        wait("a replacement", lambda: len(active()) == 2 and lost not in active(), 5)
+        self.assertEqual(fulfilled(), 6.0)
+        # Lowered with noTermination: nothing is lost, nothing launched.
+        ec2.modify_spot_fleet_request(SpotFleetRequestId=sfr, TargetCapacity=3, ExcessCapacityTerminationPolicy="noTermination")
+        ec2.terminate_instances(InstanceIds=[active()[0]])
+        time.sleep(2.5)
+        self.assertEqual((len(active()), fulfilled()), (1, 3.0))
+        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=True)
+
     def test_fleet_instances_register_and_deregister(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
         spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "UserData": user_data, "WeightedCapacity": 2.0}

@@ -4,6 +4,11 @@
   or one of type request answers FleetNotInModifiableState, as AWS does (moto kept no type and
   modified any). ExcessCapacityTerminationPolicy="default" terminates as AWS's does (moto compares
   with "Default").
+- A weighted Spot Fleet launches as AWS does: enough instances of the cheapest specification to reach
+  the target (weight 3, target 4: two instances, fulfilled 6), where moto launched one and counted 5.
+- A maintain Spot Fleet replaces instances lost from outside (terminated, interrupted): about every
+  second, an active maintain request whose fulfilled capacity is below its target launches the
+  difference, as AWS's does (a target lowered with noTermination is not "lost": nothing launches).
 - Latency (test control, switched per request): a Spot Fleet request tagged
   `moto:fleet-modifying-seconds=N` stays `modifying` for N seconds after each modification, as AWS's
   do while they apply a new target.
@@ -11,11 +16,15 @@
   ExcessCapacityTerminationPolicy=termination, terminating the difference; a deleted fleet or one of
   type request or instant answers FleetNotInModifiableState.
 """
+import math
 import threading
+import time
 
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.fleets import Fleets
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.spot_requests import SpotFleetRequest
 from moto.ec2.responses.spot_fleets import SpotFleets
 
 from .ecs import _lock  # a fleet's launches register container instances: one lock with the ECS scheduler
@@ -112,9 +121,46 @@ def _modify_fleet(self):
     return ActionResult({"Return": True})
 
 
+# --- Spot Fleet: weighted launches and maintenance -------------------------------------------------
+
+_orig_counts = None
+
+
+def _launch_spec_counts(self, weight_to_add):
+    """lowestPrice: whole instances of the cheapest specification until the weight is reached."""
+    if self.allocation_strategy == "diversified":
+        return _orig_counts(self, weight_to_add)
+    cheapest = sorted(self.launch_specs, key=lambda spec: float(spec.spot_price or "+inf"))[0]
+    weight = float(cheapest.weighted_capacity or 1)
+    count = max(0, math.ceil(weight_to_add / weight - 1e-9))
+    return {cheapest: count}, count * weight
+
+
+def _maintain_loop():
+    while True:
+        time.sleep(1.0)
+        with _lock:
+            for account in list(ec2_backends.keys()):
+                for region in list(ec2_backends[account].keys()):
+                    backend = ec2_backends[account][region]
+                    for request in list(backend.spot_fleet_requests.values()):
+                        try:
+                            if getattr(request, "fleet_type", "maintain") != "maintain" or request.state != "active":
+                                continue
+                            missing = request.target_capacity - request.fulfilled_capacity
+                            if missing > 0:
+                                request.create_spot_requests(missing)
+                        except Exception as e:  # keep the loop alive whatever one request's state is
+                            print(f"moto_ext.fleets: maintaining {request.id}: {e}", flush=True)
+
+
 def apply():
-    """Patch moto: RequestSpotFleet (its type kept), ModifySpotFleetRequest and ModifyFleet."""
-    global _orig_request_spot_fleet
+    """Patch moto: RequestSpotFleet (its type kept), weighted launches, the maintain loop (started
+    here), ModifySpotFleetRequest and ModifyFleet."""
+    global _orig_counts, _orig_request_spot_fleet
+    _orig_counts = SpotFleetRequest.get_launch_spec_counts
+    SpotFleetRequest.get_launch_spec_counts = _launch_spec_counts
+    threading.Thread(target=_maintain_loop, name="spot-fleet-maintain", daemon=True).start()
     _orig_request_spot_fleet = SpotFleets.request_spot_fleet
     SpotFleets.request_spot_fleet = _request_spot_fleet
     SpotFleets.modify_spot_fleet_request = _modify_spot_fleet_request
