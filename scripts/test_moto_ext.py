@@ -164,6 +164,19 @@ class Eni(unittest.TestCase):
         ec2.delete_network_interface(NetworkInterfaceId=a)
         ec2.terminate_instances(InstanceIds=[inst])
 
+    def test_instances_stay_pending_in_tagged_subnets_and_take_no_interface_then(self):
+        ec2.create_tags(Resources=[self.subnets[0]], Tags=[{"Key": "moto:instance-pending-seconds", "Value": "1.5"}])
+        inst = ec2.run_instances(ImageId="ami-760aaa0f", MinCount=1, MaxCount=1, SubnetId=self.subnets[0])["Instances"][0]["InstanceId"]
+        state = lambda: ec2.describe_instances(InstanceIds=[inst])["Reservations"][0]["Instances"][0]["State"]
+        self.assertEqual(state(), {"Code": 0, "Name": "pending"})
+        a = ec2.create_network_interface(SubnetId=self.subnets[0])["NetworkInterface"]["NetworkInterfaceId"]
+        with self.assertRaises(ClientError) as e:
+            ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=1)
+        self.assertEqual(e.exception.response["Error"]["Code"], "IncorrectInstanceState")
+        wait("running", lambda: state()["Name"] == "running", 5)
+        ec2.attach_network_interface(NetworkInterfaceId=a, InstanceId=inst, DeviceIndex=1)
+        ec2.terminate_instances(InstanceIds=[inst])
+
     def test_pending_subnet_tag(self):
         ec2.create_tags(Resources=[self.subnets[1]], Tags=[{"Key": "moto:eni-pending-seconds", "Value": "1.5"}])
         eni = ec2.create_network_interface(SubnetId=self.subnets[1])["NetworkInterface"]
@@ -549,6 +562,32 @@ class Ecs(unittest.TestCase):
         time.sleep(2.5)
         self.assertEqual((len(active()), fulfilled()), (1, 3.0))
         ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[sfr], TerminateInstances=True)
+
+    def test_tasks_start_pending_and_ec2_fleets_modify_when_tagged(self):
+        slow = f"pend-{uuid.uuid4().hex[:8]}"
+        ecs.create_cluster(clusterName=slow, tags=[{"key": "moto:task-start-seconds", "value": "1.5"}])
+        register(slow, "m5.large", self.subnets[0])
+        ecs.create_service(cluster=slow, serviceName="web", taskDefinition=task_def(256, 256), desiredCount=2)
+        svc = lambda: ecs.describe_services(cluster=slow, services=["web"])["services"][0]
+        self.assertEqual((svc()["pendingCount"], svc()["runningCount"]), (2, 0))
+        arns = ecs.list_tasks(cluster=slow, serviceName="web")["taskArns"]
+        self.assertEqual({t["lastStatus"] for t in ecs.describe_tasks(cluster=slow, tasks=arns)["tasks"]}, {"PENDING"})
+        wait("running", lambda: (svc()["pendingCount"], svc()["runningCount"]) == (0, 2), 5)
+        # An EC2 Fleet tagged moto:fleet-modifying-seconds is `modifying` after a change.
+        lt = ec2.create_launch_template(LaunchTemplateName=f"lt-{uuid.uuid4().hex[:8]}",
+                                        LaunchTemplateData={"ImageId": "ami-760aaa0f", "InstanceType": "c5.large"})["LaunchTemplate"]["LaunchTemplateId"]
+        fleet = ec2.create_fleet(
+            Type="maintain",
+            TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "on-demand"},
+            LaunchTemplateConfigs=[{"LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Latest"},
+                                    "Overrides": [{"InstanceType": "c5.large", "SubnetId": self.subnets[0]}]}],
+            TagSpecifications=[{"ResourceType": "fleet", "Tags": [{"Key": "moto:fleet-modifying-seconds", "Value": "1.5"}]}],
+        )["FleetId"]
+        ec2.modify_fleet(FleetId=fleet, TargetCapacitySpecification={"TotalTargetCapacity": 2})
+        state = lambda: ec2.describe_fleets(FleetIds=[fleet])["Fleets"][0]["FleetState"]
+        self.assertEqual(state(), "modifying")
+        wait("active", lambda: state() == "active", 5)
+        ec2.delete_fleets(FleetIds=[fleet], TerminateInstances=True)
 
     def test_fleet_instances_register_and_deregister(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()

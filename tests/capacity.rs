@@ -94,14 +94,20 @@ fn scale_out_places_the_tasks_that_did_not_fit() {
     assert!(s["decision_now"]["reason"].as_str().unwrap().contains("scale-out cooldown"), "{s}");
 }
 
-/// Issue 14, section 1 latency: the fleet stays `modifying` for 2 s after each change and its
-/// instances register with the cluster 4 s after launch, as in AWS (in minutes there). The
-/// controller waits for the change to apply and counts the registering instances as launching: one
-/// scale-out to exactly what the tasks need, not a second one while they register.
+/// Issue 14, section 1 latency: the fleet stays `modifying` for 2 s after each change, its
+/// instances register with the cluster 4 s after launch and tasks stay PENDING 3 s, as in AWS (in
+/// minutes there). The controller waits for the change to apply and counts the registering
+/// instances as launching and the pending tasks as placed: one scale-out to exactly what the tasks
+/// need, not a second one while they register and start.
 #[test]
 fn slow_fleets_and_slow_registration_get_one_scale_out() {
     let a = aws();
-    let c = cluster_tagged(&a, 1, &[("moto:register-seconds", "4")], &[("moto:fleet-modifying-seconds", "2")]);
+    let c = cluster_tagged(
+        &a,
+        1,
+        &[("moto:register-seconds", "4"), ("moto:task-start-seconds", "3")],
+        &[("moto:fleet-modifying-seconds", "2")],
+    );
     let mut tries = 0;
     while a.members(&c).is_empty() {
         tries += 1;

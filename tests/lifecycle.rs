@@ -305,14 +305,7 @@ fn keep_in_warm_pool_false_removes_the_interface() {
 fn a_denied_completion_removes_what_the_launch_made() {
     let a = aws();
     let g = group(&a, Setup { scale: "0.2", heartbeat_timeout: 30, max_receives: 1, ..Setup::default() });
-    let deny = aws_sdk_autoscaling::types::Tag::builder()
-        .resource_id(&g.name)
-        .resource_type("auto-scaling-group")
-        .key("moto:complete-error")
-        .value("AccessDenied")
-        .propagate_at_launch(false)
-        .build();
-    a.rt.block_on(a.asg.create_or_update_tags().tags(deny).send()).unwrap();
+    a.tag_group(&g, "moto:complete-error", "AccessDenied");
     let ctx = ctx_for(&g, "", "");
     let d = Daemon::start(&ctx, &[]);
     a.scale(&g, 1);
@@ -324,7 +317,7 @@ fn a_denied_completion_removes_what_the_launch_made() {
     let log = d.stop_ok();
     assert!(a.enis_of(&id).is_empty(), "{:?}\n{log}", a.enis_of(&id));
     assert!(log.contains("the hook's default result is ABANDON: removing interface"), "{log}");
-    let x = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str()).unwrap();
+    let x = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str() && x["transition"] == "launch").unwrap();
     assert!(x["eni_id"].as_str().is_some_and(|e| e.starts_with("eni-")), "{x}");
 }
 
@@ -336,14 +329,7 @@ fn an_action_that_timed_out_leaves_no_interface_behind() {
     let a = aws();
     let g = group(&a, Setup { scale: "0.1", heartbeat_timeout: 30, max_receives: 10, ..Setup::default() });
     // Completion keeps failing (throttled), so opsd is surely killed before it lands.
-    let slow = aws_sdk_autoscaling::types::Tag::builder()
-        .resource_id(&g.name)
-        .resource_type("auto-scaling-group")
-        .key("moto:complete-error")
-        .value("Throttling")
-        .propagate_at_launch(false)
-        .build();
-    a.rt.block_on(a.asg.create_or_update_tags().tags(slow).send()).unwrap();
+    a.tag_group(&g, "moto:complete-error", "Throttling");
     let ctx = ctx_for(&g, "", "");
     let d = Daemon::start(&ctx, &[]);
     a.scale(&g, 1);
@@ -363,6 +349,28 @@ fn an_action_that_timed_out_leaves_no_interface_behind() {
     wait_for("the interface deleted", 30, &d, || a.enis_of(&id).is_empty());
     let log = d.stop_ok();
     assert!(log.contains("the action is no longer active"), "{log}");
+}
+
+/// Issue 14, section 1 latency: instances stay `pending` for 3 s after their launch, and EC2 takes
+/// no interface for a pending instance (IncorrectInstanceState): the launch waits for `running` and
+/// completes; nothing is abandoned.
+#[test]
+fn launches_wait_for_pending_instances() {
+    let a = aws();
+    let g = group(&a, Setup { subnet_tags: &[("moto:instance-pending-seconds", "3")], ..Setup::default() });
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 2);
+    wait_for("two instances in service", 60, &d, || {
+        let s = a.states(&g);
+        s.len() == 2 && s.values().all(|v| v == "InService")
+    });
+    assert_each_has_its_eni(&a, &g, 2);
+    let acts = actions(&ctx);
+    assert!(acts.iter().all(|x| x["result"] == "CONTINUE"), "{acts:?}");
+    a.scale(&g, 0);
+    wait_for("the instances to terminate", 60, &d, || a.states(&g).is_empty());
+    d.stop_ok();
 }
 
 /// Test 7: a body that cannot be parsed is logged with its message id and not deleted, so it goes to

@@ -25,6 +25,8 @@
   instances); the instances it does not fit on are reported in its events.
 - UpdateContainerInstancesState takes at most 10 container instances, and ListTasks returns at most
   `maxResults` (default and most 100) task ARNs per page with a `nextToken`, as in AWS.
+- Test-only: a cluster tagged `moto:task-start-seconds=N` keeps each task a service places PENDING
+  for N seconds (an image pull) before RUNNING; the service's pendingCount and runningCount follow.
 - Test-only: a cluster tagged `moto:register-seconds=N` registers an instance launched for it N
   seconds after the launch (the ECS agent takes a minute or two in AWS), not at once.
 - Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
@@ -202,6 +204,13 @@ def _place(backend, cluster, service, td, req, ci):
     backend.update_container_instance_resources(ci, req)
     backend.update_cluster_resources(cluster, 1)
     backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+    start = _cluster_tag(cluster, START_TAG)
+    if start:
+        task.last_status = "PENDING"
+        task._moto_started_at = time.time() + float(start)
+
+
+START_TAG = "moto:task-start-seconds"
 
 
 def _deployment(service):
@@ -291,10 +300,11 @@ def _reconcile(backend, service):
             _place(backend, cluster, service, td, req, min(candidates, key=lambda c: _remaining(c)[1]))  # binpack on memory
             placed += 1
     unplaced = max(missing, 0) - placed
-    # As in AWS: placed tasks count as running (they start at once here); tasks that could not be
+    # As in AWS: placed tasks count as running, or pending while they start; tasks that could not be
     # placed are in neither count, so desired > running + pending shows them.
-    service.running_count = len(_service_tasks(backend, service))
-    service.pending_count = 0
+    placed_tasks = _service_tasks(backend, service)
+    service.pending_count = len([t for t in placed_tasks if t.last_status == "PENDING"])
+    service.running_count = len(placed_tasks) - service.pending_count
     for d in service.deployments:
         d["runningCount"] = service.running_count
         d["pendingCount"] = service.pending_count
@@ -336,6 +346,11 @@ def _advance_stopping():
                     if until is not None and now >= until:
                         t.last_status = "STOPPED"
                         del t._moto_stopped_at
+                    started = getattr(t, "_moto_started_at", None)
+                    if started is not None and now >= started:
+                        if t.last_status == "PENDING":
+                            t.last_status = "RUNNING"
+                        del t._moto_started_at
 
 
 def _scheduler_loop():

@@ -16,6 +16,9 @@
   become `available`, as in AWS (moto leaves them attached to the dead instance).
 - Test control, not an AWS feature: interfaces created in a subnet tagged `moto:eni-pending-seconds=N`
   report status `pending` for N seconds, so a client's wait for `available` is really exercised.
+- Instances launched in a subnet tagged `moto:instance-pending-seconds=N` (test control) stay `pending`
+  for N seconds before `running`, as EC2's do for tens of seconds; an interface cannot be attached to
+  a pending instance (IncorrectInstanceState), as in AWS.
 - Latency as AWS has it, switched per subnet (test control): `moto:eni-attach-seconds=N` keeps a new
   attachment `attaching` for N seconds before `attached`; `moto:eni-detach-seconds=N` keeps a detached
   interface `in-use` with its attachment `detaching` for N seconds before it becomes `available`.
@@ -27,11 +30,12 @@ import time
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.elastic_network_interfaces import Attachment as _Attachment
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface, NetworkInterfaceBackend
-from moto.ec2.models.instances import Instance
+from moto.ec2.models.instances import Instance, InstanceState
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 
 PENDING_TAG = "moto:eni-pending-seconds"
 ATTACH_TAG = "moto:eni-attach-seconds"
+INSTANCE_PENDING_TAG = "moto:instance-pending-seconds"
 DETACH_TAG = "moto:eni-detach-seconds"
 
 
@@ -170,7 +174,7 @@ def _attach_network_interface(self, eni_id, instance_id, device_index):
         raise InvalidParameterValue(
             f"Instance '{instance_id}' already has an interface attached at device index '{device_index}'."
         )
-    if instance.state in ("terminated", "shutting-down"):
+    if instance.state in ("terminated", "shutting-down", "pending", "stopping"):
         raise _Refused("IncorrectInstanceState",
                        f"The instance '{instance_id}' is not in a valid state for this operation.")
     if eni.subnet.availability_zone != instance._placement.zone:
@@ -234,6 +238,22 @@ def _delete_network_interface(self, eni_id):
     return _orig_delete(self, eni_id)
 
 
+def _instance_init(self, *args, **kwargs):
+    _orig_instance_init(self, *args, **kwargs)
+    seconds = self.ec2_backend.tags.get(self.subnet_id, {}).get(INSTANCE_PENDING_TAG) if self.subnet_id else None
+    if not seconds:
+        return
+    self._state = InstanceState("pending", 0)
+
+    def running():
+        if self._state.name == "pending":
+            self._state = InstanceState("running", 16)
+
+    timer = threading.Timer(float(seconds), running)
+    timer.daemon = True
+    timer.start()
+
+
 def _terminate(self):
     for index, nic in list(self.nics.items()):
         if index > 0 and not nic.delete_on_termination:
@@ -244,7 +264,9 @@ def _terminate(self):
 def apply():
     """Patch moto: interface status, idempotent creation, attach/delete refusals, detach at
     termination."""
-    global _orig_get_filter_value, _orig_create, _orig_create_response, _orig_attach, _orig_delete, _orig_terminate, _orig_detach
+    global _orig_get_filter_value, _orig_create, _orig_create_response, _orig_attach, _orig_delete, _orig_terminate, _orig_detach, _orig_instance_init
+    _orig_instance_init = Instance.__init__
+    Instance.__init__ = _instance_init
     NetworkInterface.status = property(_get_status, _set_status)
     _orig_get_filter_value = NetworkInterface.get_filter_value
     NetworkInterface.get_filter_value = _get_filter_value

@@ -9,7 +9,7 @@
 - A maintain Spot Fleet replaces instances lost from outside (terminated, interrupted): about every
   second, an active maintain request whose fulfilled capacity is below its target launches the
   difference, as AWS's does (a target lowered with noTermination is not "lost": nothing launches).
-- Latency (test control, switched per request): a Spot Fleet request tagged
+- Latency (test control, switched per request): a Spot Fleet request or an EC2 Fleet tagged
   `moto:fleet-modifying-seconds=N` stays `modifying` for N seconds after each modification, as AWS's
   do while they apply a new target.
 - ModifyFleet, which moto lacks: a maintain fleet's TotalTargetCapacity, launching or, with
@@ -75,17 +75,22 @@ def _modify_spot_fleet_request(self):
     )
     seconds = (getattr(request, "tags", None) or {}).get("spot-fleet-request", {}).get(MODIFYING_TAG)
     if request is not None and seconds:
-        request.state = "modifying"
-        request._modifying = getattr(request, "_modifying", 0) + 1
-
-        def settle(n=request._modifying):
-            if request.state == "modifying" and request._modifying == n:
-                request.state = "active"
-
-        timer = threading.Timer(float(seconds), settle)
-        timer.daemon = True
-        timer.start()
+        _modifying_for(request, float(seconds))
     return ActionResult({"Return": True})
+
+
+def _modifying_for(fleet, seconds):
+    """The fleet reports `modifying` for `seconds`, then `active` again (unless changed meanwhile)."""
+    fleet.state = "modifying"
+    fleet._modifying = getattr(fleet, "_modifying", 0) + 1
+
+    def settle(n=fleet._modifying):
+        if fleet.state == "modifying" and fleet._modifying == n:
+            fleet.state = "active"
+
+    timer = threading.Timer(seconds, settle)
+    timer.daemon = True
+    timer.start()
 
 
 # --- EC2 Fleet: ModifyFleet (moto 5.2.5 has CreateFleet and DescribeFleets, not ModifyFleet) --------
@@ -118,6 +123,9 @@ def _modify_fleet(self):
                     fleet.create_on_demand_requests(delta)
             elif delta < 0 and policy == "termination":
                 fleet.terminate_instances()
+    seconds = self.ec2_backend.tags.get(fleet_id, {}).get(MODIFYING_TAG)
+    if seconds:
+        _modifying_for(fleet, float(seconds))
     return ActionResult({"Return": True})
 
 

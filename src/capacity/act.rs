@@ -363,33 +363,22 @@ async fn held_by(c: &Clients, cluster: &str, victims: &[Member]) -> Result<Vec<S
     names.sort();
     names.dedup();
     let mut out = Vec::new();
-    // DescribeServices takes at most 10 services per call.
-    for chunk in names.chunks(10) {
-        let described = c
-            .ecs
-            .describe_services()
-            .cluster(cluster)
-            .set_services(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| call_error("DescribeServices", e))?;
-        for svc in described.services() {
-            let conf = svc.deployment_configuration();
-            let low = conf.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100);
-            let high = conf.and_then(|d| d.maximum_percent()).unwrap_or(200);
-            if low < 100 {
-                continue;
-            }
-            let name = svc.service_name().unwrap_or_default();
-            let room = if high <= 100 {
-                format!("its maximumPercent {high} leaves no room to start one")
-            } else {
-                "no instance outside the drain has room for one".to_string()
-            };
-            out.push(format!(
-                "service {name} has minimumHealthyPercent {low}: ECS stops its task on a draining instance only once a replacement runs, and {room}; lower minimumHealthyPercent, raise maximumPercent or add room, or raise drain_timeout"
-            ));
+    for svc in observe::describe_services(c, cluster, &names).await? {
+        let conf = svc.deployment_configuration();
+        let low = conf.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100);
+        let high = conf.and_then(|d| d.maximum_percent()).unwrap_or(200);
+        if low < 100 {
+            continue;
         }
+        let name = svc.service_name().unwrap_or_default();
+        let room = if high <= 100 {
+            format!("its maximumPercent {high} leaves no room to start one")
+        } else {
+            "no instance outside the drain has room for one".to_string()
+        };
+        out.push(format!(
+            "service {name} has minimumHealthyPercent {low}: ECS stops its task on a draining instance only once a replacement runs, and {room}; lower minimumHealthyPercent, raise maximumPercent or add room, or raise drain_timeout"
+        ));
     }
     Ok(out)
 }

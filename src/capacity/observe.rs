@@ -343,8 +343,17 @@ async fn services(c: &Clients, cluster: &str) -> Result<Vec<aws_sdk_ecs::types::
     while let Some(page) = pages.next().await {
         arns.extend(page.map_err(|e| call_error("ListServices", e))?.service_arns().iter().cloned());
     }
+    Ok(describe_services(c, cluster, &arns).await?.into_iter().filter(|s| s.status() == Some("ACTIVE")).collect())
+}
+
+/// DescribeServices for `names` (names or ARNs), 10 per call as ECS takes them.
+pub async fn describe_services(
+    c: &Clients,
+    cluster: &str,
+    names: &[String],
+) -> Result<Vec<aws_sdk_ecs::types::Service>, CallError> {
     let mut out = Vec::new();
-    for chunk in arns.chunks(10) {
+    for chunk in names.chunks(10) {
         let r = c
             .ecs
             .describe_services()
@@ -353,7 +362,7 @@ async fn services(c: &Clients, cluster: &str) -> Result<Vec<aws_sdk_ecs::types::
             .send()
             .await
             .map_err(|e| call_error("DescribeServices", e))?;
-        out.extend(r.services().iter().filter(|s| s.status() == Some("ACTIVE")).cloned());
+        out.extend(r.services().iter().cloned());
     }
     Ok(out)
 }

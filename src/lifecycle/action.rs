@@ -464,6 +464,14 @@ async fn attach_when_ready(ctx: &Ctx, id: &str, instance: &str, idx: i32) -> Res
             Some(e) if e.status == "available" => match eni::attach(&ctx.ec2, id, instance, idx).await {
                 Ok(_) => return Ok(id.into()),
                 Err(err) if not_yet_visible(&err) => last = format!("not found ({})", err.code.unwrap_or_default()),
+                // An instance still `pending` takes no interface yet (EC2's IncorrectInstanceState):
+                // waited for within ready_timeout, like an interface that is not available yet.
+                Err(err)
+                    if err.code_is("IncorrectInstanceState")
+                        && eni::instance_state(&ctx.ec2, instance).await?.as_deref() == Some("pending") =>
+                {
+                    last = "instance pending".into()
+                }
                 Err(err) => {
                     return match eni::instance(&ctx.ec2, instance).await?.attached.get(&idx) {
                         Some(other) => Ok(other.clone()),

@@ -89,16 +89,22 @@ async fn describe_instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Instan
 
 /// Whether an instance is gone: not found, terminated or shutting down (the sweep's test; no waiting).
 pub async fn instance_gone(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<bool, CallError> {
+    let state = instance_state(ec2, id).await?;
+    Ok(state.is_none_or(|s| matches!(s.as_str(), "terminated" | "shutting-down")))
+}
+
+/// The instance's EC2 state (`pending`, `running`, …); None when EC2 does not know it.
+pub async fn instance_state(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<String>, CallError> {
     match ec2.describe_instances().instance_ids(id).send().await {
-        Ok(o) => {
-            let state =
-                o.reservations().first().and_then(|r| r.instances().first()).and_then(|i| i.state()?.name().cloned());
-            Ok(state.is_none_or(|s| matches!(s.as_str(), "terminated" | "shutting-down")))
-        }
+        Ok(o) => Ok(o
+            .reservations()
+            .first()
+            .and_then(|r| r.instances().first())
+            .and_then(|i| Some(i.state()?.name()?.as_str().to_string()))),
         Err(e) => {
             let e = call_error("DescribeInstances", e);
             if e.code_is("InvalidInstanceID.NotFound") {
-                Ok(true)
+                Ok(None)
             } else {
                 Err(e)
             }

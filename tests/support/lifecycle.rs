@@ -221,6 +221,18 @@ impl Aws {
         )
     }
 
+    /// Tag the group (the sandbox's switches: `moto:complete-error`, `moto:heartbeat-error`, …).
+    pub fn tag_group(&self, g: &Group, key: &str, value: &str) {
+        let tag = AsgTag::builder()
+            .resource_id(&g.name)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(false)
+            .build();
+        self.rt.block_on(self.asg.create_or_update_tags().tags(tag).send()).unwrap();
+    }
+
     pub fn send(&self, url: &str, body: &str) -> String {
         self.rt.block_on(self.sqs.send_message().queue_url(url).message_body(body).send()).unwrap().message_id.unwrap()
     }
