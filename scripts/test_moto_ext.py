@@ -491,7 +491,8 @@ class Ecs(unittest.TestCase):
         ecs.put_attributes(cluster=self.cluster, attributes=[attr])
         ci = self.describe([a])[0]
         self.assertIn({"name": "opsd.drained", "value": "2026-12-03T00:00:00Z"}, ci["attributes"])
-        ecs.delete_attributes(cluster=self.cluster, attributes=[attr])
+        # Deleted by name and target, without the value, as AWS documents for custom attributes.
+        ecs.delete_attributes(cluster=self.cluster, attributes=[{k: v for k, v in attr.items() if k != "value"}])
         self.assertNotIn("opsd.drained", [x["name"] for x in self.describe([a])[0]["attributes"]])
 
     def test_a_drain_honours_minimum_healthy_percent(self):

@@ -34,7 +34,8 @@
   load balancer drains), so a drain takes time.
 - PutAttributes and DeleteAttributes take a container instance's full ARN as targetId with
   targetType container-instance, as AWS documents ("the short form ID … or the full ARN"); moto
-  took only the short ID then.
+  took only the short ID then. DeleteAttributes of a custom attribute takes its name and target
+  without a value, as AWS documents (moto deleted nothing without the value).
 - Spot Fleet and EC2 Fleet changes are in fleets.py.
 """
 import base64
@@ -532,9 +533,17 @@ def _short_target(orig):
     def wrapped(self, cluster_name, name, value=None, target_id=None, target_type=None):
         if target_type is not None and target_id and "/" in target_id:
             target_id = target_id.rsplit("/", 1)[-1]
+        if value is None and orig is _orig_delete_attribute and target_id:
+            # Deleting by name: whatever value the attribute has.
+            ci = self.container_instances.get(cluster_name, {}).get(target_id.rsplit("/", 1)[-1])
+            if ci is not None and name in ci.attributes:
+                value = ci.attributes[name]
         return orig(self, cluster_name, name, value, target_id, target_type)
 
     return wrapped
+
+
+_orig_delete_attribute = None
 
 
 def apply():
@@ -543,7 +552,9 @@ def apply():
     global _orig_ci_init, _orig_register_response, _orig_run_task, _orig_stop_task, _orig_list_tasks, _orig_update_states, _orig_list_tasks_response, _orig_add_instances, _orig_terminate
     state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
     EC2ContainerServiceBackend._put_attribute = _short_target(EC2ContainerServiceBackend._put_attribute)
-    EC2ContainerServiceBackend._delete_attribute = _short_target(EC2ContainerServiceBackend._delete_attribute)
+    global _orig_delete_attribute
+    _orig_delete_attribute = EC2ContainerServiceBackend._delete_attribute
+    EC2ContainerServiceBackend._delete_attribute = _short_target(_orig_delete_attribute)
     _orig_ci_init = ContainerInstance.__init__
     ContainerInstance.__init__ = _ci_init
     _orig_register_response = EC2ContainerServiceResponse.register_container_instance

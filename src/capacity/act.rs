@@ -118,10 +118,12 @@ pub async fn scale_in(c: &Clients, p: ScaleIn<'_>, cancel: &CancellationToken) -
     // only these are ever set back to ACTIVE.
     let mut ours: HashSet<String> = HashSet::new();
     for chunk in arns.chunks(STATE_BATCH) {
+        // Ours from the attempt on: a call that failed may still have landed (its answer lost, or
+        // ECS refusing only some), and what it drained must go back.
+        ours.extend(chunk.iter().cloned());
         if let Err(e) = set_state(c, cluster, chunk, ContainerInstanceStatus::Draining, fence).await {
             return Err(undo(c, cluster, target, victims, &[], &ours, e, fence).await);
         }
-        ours.extend(chunk.iter().cloned());
         if let Err(e) = mark::put(c, cluster, chunk).await {
             tracing::warn!(cluster, "capacity: {e}; if opsd stops before this scale-in ends, it will not know it drained {}: they would stay DRAINING", chunk.join(", "));
         }

@@ -42,10 +42,11 @@ pub fn of(ci: &ContainerInstance) -> Option<&str> {
     ci.attributes().iter().find(|a| a.name() == NAME).map(|a| a.value().unwrap_or_default())
 }
 
-/// Remove the mark from instances set back to ACTIVE: `(arn, value)` as described.
+/// Remove the mark from instances set back to ACTIVE (by name and target: AWS takes no value for
+/// a custom attribute's deletion).
 pub async fn clear(c: &Clients, cluster: &str, marked: &[(String, String)]) -> Result<(), CallError> {
     for chunk in marked.chunks(BATCH) {
-        let attrs = chunk.iter().map(|(a, v)| attribute(a, Some(v))).collect();
+        let attrs = chunk.iter().map(|(a, _)| attribute(a, None)).collect();
         c.ecs
             .delete_attributes()
             .cluster(cluster)

@@ -27,11 +27,22 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The controller's clients have a retry partition of their own: the adaptive mode's client-side
+    /// rate limiter is per partition, so a storm of the lifecycle consumer's EC2 polls does not hold
+    /// back the controller's deadline-bound calls (its steps run within the lease).
     pub fn new(sdk: &aws_config::SdkConfig) -> Clients {
+        use aws_sdk_ecs::config::retry::RetryPartition;
+        let part = |service: &str| RetryPartition::new(format!("opsd-capacity-{service}"));
         Clients {
-            ecs: aws_sdk_ecs::Client::new(sdk),
-            ec2: aws_sdk_ec2::Client::new(sdk),
-            asg: aws_sdk_autoscaling::Client::new(sdk),
+            ecs: aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(sdk).retry_partition(part("ecs")).build(),
+            ),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(sdk).retry_partition(part("ec2")).build(),
+            ),
+            asg: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(sdk).retry_partition(part("autoscaling")).build(),
+            ),
         }
     }
 }

@@ -238,13 +238,11 @@ async fn launched_before(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let mut out = Vec::new();
     for chunk in ids.chunks(100) {
-        let r = c.ec2.describe_instances().set_instance_ids(Some(chunk.to_vec())).send().await;
-        let page = match r.map_err(|e| call_error("DescribeInstances", e)) {
-            Ok(p) => p,
-            // Just launched and not visible yet (EC2 is eventually consistent): still launching.
-            Err(e) if e.code_is("InvalidInstanceID.NotFound") => continue,
-            Err(e) => return Err(e),
-        };
+        // A filter, not InstanceIds: one id EC2 does not show yet (just launched) is simply not
+        // listed, and still counts as launching, without hiding the others.
+        let filter = aws_sdk_ec2::types::Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build();
+        let r = c.ec2.describe_instances().filters(filter).send().await;
+        let page = r.map_err(|e| call_error("DescribeInstances", e))?;
         for i in page.reservations().iter().flat_map(|r| r.instances()) {
             let (Some(id), Some(at)) = (i.instance_id(), i.launch_time()) else { continue };
             let age = (now - at.secs()).max(0) as u64;

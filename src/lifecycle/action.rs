@@ -26,9 +26,13 @@ const COMPLETE_ATTEMPTS: u32 = 4;
 const COMPLETE_FIRST_WAIT: Duration = Duration::from_millis(200);
 /// Used when the hook cannot be described: AWS's minimum heartbeat timeout, so heartbeats come early enough.
 const FALLBACK_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the hook may take to be described before the first heartbeat goes out without it.
+const HOOK_FACTS_LIMIT: Duration = Duration::from_secs(5);
 /// How long the first heartbeat is retried while AWS throttles or answers with a server error,
 /// before the message is left for redelivery: well within the shortest message lease.
 const VERIFY_PATIENCE: Duration = Duration::from_secs(20);
+// (Each attempt of the first heartbeat renews the message's visibility too, so the retries outlive
+// the 15 s first lease without the message coming back.)
 /// How long a launch or terminate is retried while AWS throttles or answers with a passing error
 /// (each retry resumes idempotently; heartbeats keep the action alive meanwhile).
 const TRANSIENT_PATIENCE: Duration = Duration::from_secs(180);
@@ -224,7 +228,11 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
             tracing::error!("CompleteLifecycleAction failed: {e}; the message stays and will be redelivered");
             // Refused for good (access denied): the hook will time out into its default result.
             // With ABANDON that ends the instance, so what this launch made goes now.
-            if e.is_final() && hook.abandons && lifecycle_result == LifecycleResult::Continue {
+            if e.is_final()
+                && hook.abandons
+                && a.transition == Transition::Launching
+                && lifecycle_result == LifecycleResult::Continue
+            {
                 if let Some(id) = &eni_id {
                     tracing::warn!("the hook's default result is ABANDON: removing interface {id}, which the abandoned instance will not need");
                     cleanup(ctx, id, None).await;
@@ -260,9 +268,15 @@ struct HookFacts {
 }
 
 async fn hook_facts(ctx: &Ctx, a: &Action) -> HookFacts {
-    let r =
-        ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send().await;
     let fallback = HookFacts { timeout: FALLBACK_HEARTBEAT_TIMEOUT, abandons: false };
+    // Bounded well within the message's first lease (15 s): the first heartbeat, which renews it,
+    // must not wait behind a throttled describe.
+    let describe =
+        ctx.asg.describe_lifecycle_hooks().auto_scaling_group_name(&a.group).lifecycle_hook_names(&a.hook).send();
+    let Ok(r) = tokio::time::timeout(HOOK_FACTS_LIMIT, describe).await else {
+        tracing::warn!(instance = %a.instance_id, "DescribeLifecycleHooks took longer than {HOOK_FACTS_LIMIT:?}; heartbeating as for {FALLBACK_HEARTBEAT_TIMEOUT:?}");
+        return fallback;
+    };
     match r.map_err(|e| call_error("DescribeLifecycleHooks", e)) {
         Ok(out) => match out.lifecycle_hooks().first() {
             Some(h) if h.heartbeat_timeout().is_some_and(|s| s > 0) => HookFacts {
@@ -578,10 +592,24 @@ async fn tidy(ctx: &Ctx, a: &Action) {
             return;
         }
     };
-    match eni::instance_gone(&ctx.ec2, &a.instance_id).await {
+    // Only when EC2 says the instance ended (a NotFound may be eventual consistency), and only the
+    // interfaces that are this instance's: the message is text, and its action is gone.
+    match eni::instance_state(&ctx.ec2, &a.instance_id)
+        .await
+        .map(|s| s.is_some_and(|s| matches!(s.as_str(), "terminated" | "shutting-down")))
+    {
         Ok(true) => {
-            for e in made {
-                cleanup(ctx, &e.id, None).await;
+            let mine = match eni::tagged(&ctx.ec2, eni::TAG_INSTANCE, &a.instance_id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("cannot look for the instance's interfaces: {e}; the sweep will find them");
+                    return;
+                }
+            };
+            for e in made.iter().filter(|e| mine.iter().any(|m| m.id == e.id)) {
+                if e.attachment.as_ref().is_none_or(|(_, i, _)| i == &a.instance_id) {
+                    cleanup(ctx, &e.id, None).await;
+                }
             }
         }
         Ok(false) => {}

@@ -68,8 +68,9 @@ impl KeyPins for StorePins {
     }
 }
 
-/// Delete the pins of EC2 instances that are gone (terminated, or no longer known to EC2): a new
-/// instance never reuses an id, so such a pin can never be used again. Hosts named by address are
+/// Delete the pins of EC2 instances EC2 reports `terminated`: a new instance never reuses an id, so
+/// such a pin can never be used again. Only on that evidence: an id this region and account does
+/// not show (another region's host, from a hosts file) keeps its pin. Hosts named by address are
 /// kept. Returns how many pins went.
 pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usize, String> {
     use aws_sdk_ec2::types::Filter;
@@ -82,9 +83,8 @@ pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usiz
         .await
         .map_err(|e| e.to_string())?;
     let mut gone = Vec::new();
-    // A filter (not InstanceIds) so an id EC2 no longer knows is simply not listed.
+    // A filter (not InstanceIds) so an id EC2 does not know is simply not listed.
     for chunk in ids.chunks(200) {
-        let mut alive = std::collections::HashSet::new();
         let mut pages = ec2
             .describe_instances()
             .filters(Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build())
@@ -94,12 +94,11 @@ pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usiz
             let page = page.map_err(|e| crate::aws::call_error("DescribeInstances", e).to_string())?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let terminated = i.state().and_then(|s| s.name()).is_some_and(|n| n.as_str() == "terminated");
-                if let (Some(id), false) = (i.instance_id(), terminated) {
-                    alive.insert(id.to_string());
+                if let (Some(id), true) = (i.instance_id(), terminated) {
+                    gone.push(id.to_string());
                 }
             }
         }
-        gone.extend(chunk.iter().filter(|id| !alive.contains(*id)).cloned());
     }
     if gone.is_empty() {
         return Ok(0);
