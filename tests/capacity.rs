@@ -442,19 +442,7 @@ fn an_operators_drain_is_never_undone() {
         !victims.is_empty()
     });
     // The operator's drain, while opsd's own DRAINING is still being retried.
-    let arn = a.rt.block_on(async {
-        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
-        let out = a
-            .ecs
-            .describe_container_instances()
-            .cluster(&c.name)
-            .set_container_instances(Some(arns.container_instance_arns().to_vec()))
-            .send()
-            .await
-            .unwrap();
-        let ci = out.container_instances().iter().find(|ci| ci.ec2_instance_id() == Some(victims[0].as_str())).unwrap();
-        ci.container_instance_arn().unwrap().to_string()
-    });
+    let arn = a.arn_of(&c, &victims[0]);
     a.rt.block_on(
         a.ecs
             .update_container_instances_state()
@@ -587,12 +575,9 @@ fn an_instance_that_never_registers_stops_holding_scale_in_back() {
     let c = cluster(&a, 3);
     // One of the three leaves the cluster (as if its agent had never registered it): EC2 and the
     // fleet still count it; ECS does not.
-    let (arn, lost) = a.rt.block_on(async {
-        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
-        let arn = arns.container_instance_arns()[0].clone();
-        let out = a.ecs.describe_container_instances().cluster(&c.name).container_instances(&arn).send().await.unwrap();
-        (arn, out.container_instances()[0].ec2_instance_id().unwrap().to_string())
-    });
+    let first = a.container_instances(&c).swap_remove(0);
+    let (arn, lost) =
+        (first.container_instance_arn().unwrap().to_string(), first.ec2_instance_id().unwrap().to_string());
     a.rt.block_on(a.ecs.deregister_container_instance().cluster(&c.name).container_instance(&arn).force(true).send())
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -624,33 +609,16 @@ fn a_drain_waits_for_tasks_listed_past_the_first_page() {
     let a = aws();
     let c = cluster(&a, 3);
     a.register_room(&c);
-    let fleet_arns: Vec<String> = a.rt.block_on(async {
-        let fleet: Vec<String> = a
-            .ec2
-            .describe_spot_fleet_instances()
-            .spot_fleet_request_id(&c.fleet)
-            .send()
-            .await
-            .unwrap()
-            .active_instances()
-            .iter()
-            .map(|i| i.instance_id().unwrap().to_string())
-            .collect();
-        let arns = a.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
-        let out = a
-            .ecs
-            .describe_container_instances()
-            .cluster(&c.name)
-            .set_container_instances(Some(arns.container_instance_arns().to_vec()))
-            .send()
-            .await
-            .unwrap();
-        out.container_instances()
-            .iter()
-            .filter(|ci| fleet.iter().any(|f| Some(f.as_str()) == ci.ec2_instance_id()))
-            .map(|ci| ci.container_instance_arn().unwrap().to_string())
-            .collect()
+    let fleet: Vec<String> = a.rt.block_on(async {
+        let out = a.ec2.describe_spot_fleet_instances().spot_fleet_request_id(&c.fleet).send().await.unwrap();
+        out.active_instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect()
     });
+    let fleet_arns: Vec<String> = a
+        .container_instances(&c)
+        .iter()
+        .filter(|ci| fleet.iter().any(|f| Some(f.as_str()) == ci.ec2_instance_id()))
+        .map(|ci| ci.container_instance_arn().unwrap().to_string())
+        .collect();
     assert_eq!(fleet_arns.len(), 3);
     let tiny = a.task_def(8, 8);
     a.rt.block_on(async {

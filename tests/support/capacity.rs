@@ -140,8 +140,8 @@ impl Aws {
         self.statuses(c).into_iter().map(|(id, _)| id).collect()
     }
 
-    /// (EC2 instance id, container instance status) of every container instance of the cluster.
-    pub fn statuses(&self, c: &Cluster) -> Vec<(String, String)> {
+    /// Every container instance of the cluster, described.
+    pub fn container_instances(&self, c: &Cluster) -> Vec<aws_sdk_ecs::types::ContainerInstance> {
         self.rt.block_on(async {
             let arns = self.ecs.list_container_instances().cluster(&c.name).send().await.unwrap();
             let arns = arns.container_instance_arns().to_vec();
@@ -156,11 +156,23 @@ impl Aws {
                 .send()
                 .await
                 .unwrap();
-            out.container_instances()
-                .iter()
-                .map(|ci| (ci.ec2_instance_id().unwrap().to_string(), ci.status().unwrap().to_string()))
-                .collect()
+            out.container_instances().to_vec()
         })
+    }
+
+    /// The container instance ARN of EC2 instance `ec2_id`.
+    pub fn arn_of(&self, c: &Cluster, ec2_id: &str) -> String {
+        let all = self.container_instances(c);
+        let ci = all.iter().find(|ci| ci.ec2_instance_id() == Some(ec2_id)).unwrap();
+        ci.container_instance_arn().unwrap().to_string()
+    }
+
+    /// (EC2 instance id, container instance status) of every container instance of the cluster.
+    pub fn statuses(&self, c: &Cluster) -> Vec<(String, String)> {
+        self.container_instances(c)
+            .iter()
+            .map(|ci| (ci.ec2_instance_id().unwrap().to_string(), ci.status().unwrap().to_string()))
+            .collect()
     }
 
     pub fn draining(&self, c: &Cluster) -> Vec<String> {
