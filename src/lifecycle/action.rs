@@ -420,7 +420,7 @@ async fn patiently(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
 /// an interface this action created (for cleanup).
 async fn launch(ctx: &Ctx, a: &Action) -> Result<Option<String>, Failure> {
     let idx = ctx.eni.device_index.0;
-    let inst = eni::instance(&ctx.ec2, &a.instance_id).await.map_err(|e| (e.into(), None))?;
+    let inst = eni::instance(&ctx.ec2, &a.instance_id, &ctx.abort).await.map_err(|e| (e.into(), None))?;
     if let Some(existing) = inst.attached.get(&idx) {
         // A redelivery after the attach, or a second launch hook (warm pools): nothing to add.
         tracing::info!(instance = %a.instance_id, "already has interface {existing} at device index {idx}");
@@ -487,7 +487,7 @@ async fn attach_when_ready(ctx: &Ctx, id: &str, instance: &str, idx: i32) -> Res
                     last = "instance pending".into()
                 }
                 Err(err) => {
-                    return match eni::instance(&ctx.ec2, instance).await?.attached.get(&idx) {
+                    return match eni::instance(&ctx.ec2, instance, &ctx.abort).await?.attached.get(&idx) {
                         Some(other) => Ok(other.clone()),
                         None => Err(err.into()),
                     }

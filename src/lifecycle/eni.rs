@@ -48,12 +48,19 @@ pub struct Eni {
 /// verified by a heartbeat first, so its instance exists: a NotFound is waited out this long.
 pub const NOT_FOUND_PATIENCE: Duration = Duration::from_secs(30);
 
-pub async fn instance(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<InstanceInfo, EniError> {
+pub async fn instance(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    cancel: &CancellationToken,
+) -> Result<InstanceInfo, EniError> {
     let start = Instant::now();
     loop {
         match describe_instance(ec2, id).await {
             Err(EniError::NoInstance(_)) if start.elapsed() < NOT_FOUND_PATIENCE => {
-                tokio::time::sleep(Duration::from_secs(1)).await
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = cancel.cancelled() => return Err(EniError::Cancelled),
+                }
             }
             other => return other,
         }
