@@ -109,6 +109,21 @@ def ensure_key(path, comment):
 
 
 AUTH_DIR = f"/var/lib/{SSH_USER}-keys"
+# sshd runs an AuthorizedKeysCommand only from a path whose every directory is root-owned and
+# writable by no one else (a clean clone under /tmp is not): the script is installed here.
+EIC_COMMAND = "/usr/local/libexec/opsd-sandbox/eic_authorized_keys.py"
+
+
+def install_eic_command():
+    """Install the AuthorizedKeysCommand that serves EC2 Instance Connect keys (see the script)."""
+    os.makedirs(os.path.dirname(EIC_COMMAND), mode=0o755, exist_ok=True)
+    with open(os.path.join(ROOT, "scripts", "moto_ext", "eic_authorized_keys.py"), "rb") as f:
+        body = f.read()
+    tmp = f"{EIC_COMMAND}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(body)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, EIC_COMMAND)
 
 
 def authorized_keys():
@@ -155,14 +170,17 @@ def cmd_up(_args):
         dst.write(src.read())
     os.chmod(authorized_keys(), 0o644)
     open(os.path.join(KEYS, "known_hosts"), "a").close()
+    install_eic_command()
 
     st = load_state()
     if not alive(st.get("moto_pid")):
         port = free_port()
         logf = open(os.path.join(SB, "moto.log"), "ab")
         py = os.path.join(SB, "venv", "bin", "python")
+        # The console output of sandbox instances carries this host key (scripts/moto_ext/instance_connect.py).
+        env = dict(os.environ, MOTO_EXT_HOST_KEY=os.path.join(KEYS, "host_ed25519.pub"))
         proc = subprocess.Popen([py, os.path.join(ROOT, "scripts", "moto_server.py"), "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=logf, stderr=logf, start_new_session=True)
+                                 "-p", str(port)], stdout=logf, stderr=logf, start_new_session=True, env=env)
         st["moto_pid"], st["moto_port"] = proc.pid, port
         # A new moto has no instances: forget addresses and sshds of an earlier one.
         forget_fleet(st)
@@ -308,12 +326,21 @@ def start_sshd(st, addrs, auth, host_key, name):
     cfg = os.path.join(SB, "sshd", f"{name}.conf")
     keys = authorized_keys() if auth == "ok" else "/dev/null"
     listen = "".join(f"ListenAddress {a}\n" for a in addrs)
+    # EC2 Instance Connect: keys pushed with SendSSHPublicKey, for 60 s, as the instance's agent serves them.
+    # sshd 9.2 has no token for the address a client connected to, so each address gets a Match
+    # block that names it (Match blocks end the file).
+    eic, matches = "", ""
+    if auth == "ok":
+        eic = f"AuthorizedKeysCommandUser {SSH_USER}\n"
+        matches = "".join(f"Match LocalAddress {a}\n"
+                          f"    AuthorizedKeysCommand {EIC_COMMAND} http://127.0.0.1:{st['moto_port']} %u {a}\n"
+                          for a in addrs)
     with open(cfg, "w") as f:
         f.write(f"""Port {st['ssh_port']}
 {listen}HostKey {host_key}
 PidFile {SB}/sshd/{name}.pid
 AuthorizedKeysFile {keys}
-AllowUsers {SSH_USER}
+{eic}AllowUsers {SSH_USER}
 StrictModes no
 UsePAM no
 PasswordAuthentication no
@@ -327,7 +354,7 @@ LoginGraceTime 30
 # A fan-out opens hundreds of connections at once: the default 10:30:100 would drop them.
 MaxStartups 1000:30:1000
 MaxSessions 100
-""")
+{matches}""")
     logf = open(os.path.join(SB, "sshd", f"{name}.log"), "ab")
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stdout=logf, stderr=logf,
                             start_new_session=True)

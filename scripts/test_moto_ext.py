@@ -870,5 +870,128 @@ class Faults(unittest.TestCase):
         self.assertEqual(e.exception.code, 400)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sandbox_fleet(n, *args):
+    """n instances served by the sandbox's sshd (scripts/sandbox fleet): ([(id, address)], ssh port)."""
+    import subprocess
+    out = subprocess.run([os.path.join(ROOT, "scripts", "sandbox"), "fleet", str(n), *args],
+                         check=True, capture_output=True, text=True).stdout
+    doc = json.loads(out)
+    return [(i["id"], i["address"]) for i in doc["instances"]], doc["ssh_port"]
+
+
+class InstanceConnect(unittest.TestCase):
+    """SendSSHPublicKey keeps a key 60 s for the instance and OS user, and the sandbox sshd takes it
+    through its AuthorizedKeysCommand; GetConsoleOutput carries cloud-init's host-key block."""
+
+    USER = "opsd-sandbox"
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        # boto3 checks lengths itself; the server's own checks are reached without that.
+        cls.raw = boto3.client("ec2-instance-connect", endpoint_url=ENDPOINT, region_name=REGION,
+                               config=Config(retries={"max_attempts": 1}, parameter_validation=False))
+        cls.dir = tempfile.mkdtemp(prefix="eic-test-")
+        cls.key = os.path.join(cls.dir, "id")
+        import subprocess
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", cls.key], check=True)
+        with open(cls.key + ".pub") as f:
+            cls.pub = f.read().strip()
+
+    def ssh(self, addr, port):
+        import subprocess
+        r = subprocess.run(["ssh", "-F", "/dev/null", "-i", self.key, "-p", str(port), "-o", "BatchMode=yes",
+                            "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+                            f"{self.USER}@{addr}", "echo connected"], capture_output=True, text=True, timeout=30)
+        return r.returncode == 0 and "connected" in r.stdout
+
+    def push(self, instance, user=None, key=None, **kw):
+        return self.raw.send_ssh_public_key(InstanceId=instance, InstanceOSUser=user or self.USER,
+                                            SSHPublicKey=key or self.pub, **kw)
+
+    def age(self, instance, seconds):
+        import urllib.request
+        req = urllib.request.Request(f"{ENDPOINT}/moto-ext/instance-connect/age", method="POST",
+                                     data=json.dumps({"instance_id": instance, "seconds": seconds}).encode())
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def code(self, call):
+        with self.assertRaises(ClientError) as e:
+            call()
+        return e.exception.response["Error"]["Code"]
+
+    def test_a_pushed_key_logs_in_for_60_seconds(self):
+        [(inst, addr)], port = sandbox_fleet(1)
+        self.assertFalse(self.ssh(addr, port), "a key never pushed was accepted")
+        self.assertTrue(self.push(inst)["Success"])
+        self.assertTrue(self.ssh(addr, port), "the pushed key was refused")
+        self.age(inst, 59)
+        self.assertTrue(self.ssh(addr, port), "the key was gone before 60 s")
+        self.age(inst, 2)
+        self.assertFalse(self.ssh(addr, port), "a key pushed 61 s ago was accepted")
+
+    def test_the_key_is_the_instance_and_users(self):
+        [(a, addr_a), (b, addr_b)], port = sandbox_fleet(2)
+        self.push(a)
+        self.assertFalse(self.ssh(addr_b, port), "a key pushed to another instance was accepted")
+        self.push(b, user="someone")
+        self.assertFalse(self.ssh(addr_b, port), "a key pushed for another OS user was accepted")
+        self.assertTrue(self.ssh(addr_a, port))
+
+    def test_arguments_and_states_are_checked(self):
+        [(inst, _)], _ = sandbox_fleet(1)
+        self.assertEqual(self.code(lambda: self.push("i-nothex!!!")), "InvalidArgsException")
+        self.assertEqual(self.code(lambda: self.push(inst, user="x" * 33)), "InvalidArgsException")
+        self.assertEqual(self.code(lambda: self.push(inst, key="ssh-ed25519 AAAA")), "InvalidArgsException")
+        not_a_key = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x07ssh-rsa" + b"x" * 60).decode()
+        self.assertEqual(self.code(lambda: self.push(inst, key=not_a_key)), "InvalidArgsException")
+        self.assertEqual(self.code(lambda: self.push(inst, AvailabilityZone="us-east-1b")), "InvalidArgsException")
+        self.assertEqual(self.code(lambda: self.push("i-0123456789abcdef0")), "EC2InstanceNotFoundException")
+        [(stopped, _)], _ = sandbox_fleet(1, "--state", "stopped")
+        self.assertEqual(self.code(lambda: self.push(stopped)), "EC2InstanceStateInvalidException")
+        self.assertTrue(self.push(inst, AvailabilityZone="us-east-1a")["Success"])
+
+    def test_iam_denial_and_throttling_switches(self):
+        [(inst, addr)], port = sandbox_fleet(1, "--tag", "moto:instance-connect-error=AccessDenied")
+        with self.assertRaises(ClientError) as e:
+            self.push(inst)
+        self.assertEqual(e.exception.response["Error"]["Code"], "AccessDeniedException")
+        self.assertIn("ec2-instance-connect:SendSSHPublicKey", e.exception.response["Error"]["Message"])
+        self.assertFalse(self.ssh(addr, port))
+        ec2.create_tags(Resources=[inst], Tags=[{"Key": "moto:instance-connect-error", "Value": "Throttling"}])
+        self.assertEqual(self.code(lambda: self.push(inst)), "ThrottlingException")
+
+    def console(self, inst):
+        out = ec2.get_console_output(InstanceId=inst)
+        return out.get("Output")
+
+    def test_console_output_has_the_hosts_key(self):
+        [(inst, _)], _ = sandbox_fleet(1)
+        text = self.console(inst)  # boto3 decodes the base64 AWS sends
+        with open(os.path.join(ROOT, "target", "sandbox", "keys", "host_ed25519.pub")) as f:
+            host = " ".join(f.read().split()[:2])
+        block = text.split("-----BEGIN SSH HOST KEY KEYS-----\n")[1].split("-----END SSH HOST KEY KEYS-----")[0]
+        self.assertEqual([" ".join(line.split()[:2]) for line in block.splitlines()], [host])
+        self.assertIn("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----", text)
+
+    def test_console_switches(self):
+        [(none, _)], _ = sandbox_fleet(1, "--tag", "moto:console-host-keys=none")
+        self.assertNotIn("BEGIN SSH HOST KEY KEYS", self.console(none))
+        [(wrong, _)], _ = sandbox_fleet(1, "--tag", "moto:console-host-keys=wrong")
+        with open(os.path.join(ROOT, "target", "sandbox", "keys", "host_ed25519.pub")) as f:
+            host = f.read().split()[1]
+        text = self.console(wrong)
+        self.assertIn("BEGIN SSH HOST KEY KEYS", text)
+        self.assertNotIn(host, text)
+        [(late, _)], _ = sandbox_fleet(1, "--tag", "moto:console-seconds=2")
+        self.assertIsNone(self.console(late))
+        time.sleep(2.1)
+        self.assertIn("BEGIN SSH HOST KEY KEYS", self.console(late))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -753,3 +753,98 @@ fn a_timed_out_command_leaves_nothing_running_even_under_sudo() {
     assert_eq!(wait_for_remote(&root, 0, 30), 0, "the command under sudo outlived the run");
     assert_eq!(wait_for_remote(&format!("sudo -n {root}"), 0, 30), 0, "sudo outlived the run");
 }
+
+/// Every file under `dir` whose text holds a private key.
+fn private_key_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(private_key_files(&p));
+        } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains("PRIVATE KEY")) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// The keys EC2 Instance Connect holds (pushed less than 60 s ago) for the instance at `address`.
+fn pushed_keys(address: &str) -> Vec<String> {
+    let (status, body) =
+        moto_ext("GET", &format!("/moto-ext/instance-connect/keys?address={address}&user=opsd-sandbox"), "");
+    assert_eq!(status, 200, "{body}");
+    body.lines().map(str::to_string).collect()
+}
+
+/// Issue 15, test 1: `auth = "instance-connect"` with no identity file runs on 20 hosts. Each host
+/// got the run's key through SendSSHPublicKey (the sandbox sshd authorizes nothing else for it), and
+/// no private key was written to the state directory or to the temporary directory.
+#[test]
+fn instance_connect_runs_with_no_key_at_rest() {
+    // No identity_file anywhere: the config's [ssh] has none, so auth = "key" could not even load.
+    let ctx = Ctx::with_config_extra("auth = \"instance-connect\"\n");
+    let config = std::fs::read_to_string(ctx.config()).unwrap();
+    std::fs::write(
+        ctx.config(),
+        config.lines().filter(|l| !l.starts_with("identity_file")).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let tag = unique("eic");
+    let hosts = fleet(20, &[("T", &tag)], &[]);
+    let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3)", ctx.evidence.display());
+    ctx.write_job("eic", &job("T", &tag, &[&cmd], "max_concurrency = 5", ""));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ctx.opsd().env("TMPDIR", tmp.path()).args(["run", "eic", "--output", "json"]).output().unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    let by_id = hosts_by_id(&doc);
+    let mut addrs: Vec<String> = hosts.iter().map(|h| h.address.clone()).collect();
+    addrs.sort();
+    assert_eq!(ctx.evidence_files(), addrs);
+    let sandbox_client = std::fs::read_to_string(root().join("target/sandbox/keys/client_ed25519.pub")).unwrap();
+    let mut run_keys = BTreeSet::new();
+    for h in &hosts {
+        assert_eq!(by_id[&h.id]["status"], "ok", "{}", by_id[&h.id]);
+        let keys = pushed_keys(&h.address);
+        assert_eq!(keys.len(), 1, "{}: {keys:?}", h.id);
+        assert!(!sandbox_client.contains(keys[0].split_whitespace().nth(1).unwrap()));
+        run_keys.insert(keys[0].clone());
+    }
+    assert_eq!(run_keys.len(), 1, "one key per run, pushed to every host: {run_keys:?}");
+    assert!(run_keys.iter().next().unwrap().starts_with("ssh-ed25519 "));
+    assert_eq!(private_key_files(&ctx.dir.path().join("state")), Vec::<std::path::PathBuf>::new());
+    assert_eq!(private_key_files(tmp.path()), Vec::<std::path::PathBuf>::new());
+    // A second run makes a key of its own.
+    let (code, _) = ctx.run_json("eic", &[]);
+    assert_eq!(code, 0);
+    let again = pushed_keys(&hosts[0].address);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().any(|k| !run_keys.contains(k)), "the second run reused the first run's key");
+}
+
+/// Issue 15, tests 2 and 5: a fan-out of 200 hosts at concurrency 20 pushes each key just before
+/// connecting, so every host is reached within its 60 s window; an instance for which IAM denies
+/// ec2-instance-connect:SendSSHPublicKey fails alone, with an error naming the permission.
+#[test]
+fn instance_connect_fans_out_and_an_iam_denial_fails_one_host() {
+    let ctx = Ctx::with_config_extra("auth = \"instance-connect\"\n");
+    let tag = unique("eic200");
+    let hosts = fleet(199, &[("T", &tag)], &[]);
+    let denied = fleet(1, &[("T", &tag), ("moto:instance-connect-error", "AccessDenied")], &[]);
+    ctx.write_job("fan", &job("T", &tag, &["true"], "max_concurrency = 20\nmax_errors = 1", ""));
+    let (code, doc) = ctx.run_json("fan", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let by_id = hosts_by_id(&doc);
+    assert_eq!(by_id.len(), 200);
+    for h in &hosts {
+        assert_eq!(by_id[&h.id]["status"], "ok", "{}", by_id[&h.id]);
+    }
+    let d = &by_id[&denied[0].id];
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["error_kind"], "auth", "{d}");
+    let error = d["error"].as_str().unwrap();
+    assert!(error.contains("ec2-instance-connect:SendSSHPublicKey") && error.contains(&denied[0].id), "{d}");
+    assert_eq!(d["commands"].as_array().map(Vec::len), Some(0), "{d}");
+}

@@ -22,14 +22,16 @@ def apply() -> None:
        are detached before the container instance is deregistered.
     4. fleets: ModifySpotFleetRequest and ModifyFleet (their launches register through layer 3).
     5. lifecycle: Auto Scaling hooks and wait states (ABANDON and terminate hooks end in layer 3).
-    6. faults: throttling, transient server errors and eventual consistency, switched on per access
+    6. instance_connect: SendSSHPublicKey kept 60 s and served to the sandbox sshd's
+       AuthorizedKeysCommand; GetConsoleOutput with cloud-init's host-key block.
+    7. faults: throttling, transient server errors and eventual consistency, switched on per access
        key, in front of every request (it wraps moto's WSGI dispatcher, so it sees what a client sends).
     """
     global _applied
     if _applied:
         return
-    from . import ec2_tags, ecs, eni, faults, fleets, lifecycle
+    from . import ec2_tags, ecs, eni, faults, fleets, instance_connect, lifecycle
 
-    for module in (ec2_tags, eni, ecs, fleets, lifecycle, faults):
+    for module in (ec2_tags, eni, ecs, fleets, lifecycle, instance_connect, faults):
         module.apply()
     _applied = True

@@ -163,6 +163,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         cluster: cluster.clone(),
         keep: config.history_retention.0,
         pins: Arc::new(StorePins(store.clone())),
+        instance_connect: Arc::new(crate::ssh::instance_connect::Aws::new(&sdk)),
         ec2: aws_sdk_ec2::Client::new(&sdk),
         page_size: config.aws.page_size,
         metrics: job_metrics,

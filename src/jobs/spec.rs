@@ -5,7 +5,7 @@ use super::schedule::{Overlap, Schedule, TimeZone, Timing};
 use super::settings::JobDefaults;
 use super::target::{AddressKind, InstanceState, Tags, Target};
 use crate::diag::Diagnostic;
-use crate::ssh::{self, HostKeyPolicy};
+use crate::ssh::{self, AuthMethod, HostKeyPolicy};
 use crate::units::{ByteSize, HumanDuration, Limit};
 use serde::{de, Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -48,6 +48,7 @@ pub struct SshSpec {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
+    pub auth: Option<AuthMethod>,
     pub host_keys: Option<HostKeyPolicy>,
     pub connect_timeout: Option<HumanDuration>,
 }
@@ -138,12 +139,13 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
             "\"tofu\" is forbidden by allow_tofu = false in the config's [ssh] section; list the hosts' keys in known_hosts and use host_keys = \"known-hosts\"",
         ));
     }
-    if identity_file.is_none() {
+    let auth = spec.ssh.auth.unwrap_or(d.auth);
+    if auth == AuthMethod::Key && identity_file.is_none() {
         diags.push(Diagnostic::field(
             file,
             text,
             "ssh.identity_file",
-            "no SSH identity file; set identity_file in the job's [ssh] section or in the config's [ssh] defaults",
+            "no SSH identity file; set identity_file in the job's [ssh] section or in the config's [ssh] defaults, or use auth = \"instance-connect\" (EC2 Instance Connect, no key at rest)",
         ));
     }
     if user.is_none() {
@@ -230,7 +232,10 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
         ssh: ssh::Settings {
             user: user.unwrap_or_default(),
             port: spec.ssh.port.unwrap_or(d.port),
-            identity_file: identity_file.unwrap_or_default(),
+            auth: match auth {
+                AuthMethod::Key => ssh::Auth::Key(identity_file.unwrap_or_default()),
+                AuthMethod::InstanceConnect => ssh::Auth::InstanceConnect,
+            },
             host_keys,
             known_hosts: d.known_hosts.clone(),
             connect_timeout: spec.ssh.connect_timeout.map(|t| t.0).unwrap_or(d.connect_timeout.0),

@@ -4,18 +4,20 @@
 //! (sshd delivers it to the session's process group) before the connection closes.
 
 mod guard;
+pub mod instance_connect;
 pub mod known_hosts;
 pub mod pins;
 mod reaper;
 pub mod settings;
 
+pub use instance_connect::KeyPush;
 use known_hosts::{HostEntries, KnownHosts, Verdict};
 use russh::client::{self, AuthResult};
 use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
 use russh::{ChannelMsg, Preferred, Sig};
 use serde::{Serialize, Serializer};
-pub use settings::{Defaults, HostKeyPolicy, Settings};
+pub use settings::{Auth, AuthMethod, Defaults, HostKeyPolicy, Settings};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -135,9 +137,25 @@ fn private_key_file(path: &std::path::Path) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// How a run proves who it is.
+enum Identity {
+    /// A key file's private key, authorized on the hosts.
+    File(Arc<PrivateKey>),
+    /// The run's own key, pushed to each host just before connecting (EC2 Instance Connect).
+    Pushed { key: Arc<PrivateKey>, public: String, push: Arc<dyn KeyPush> },
+}
+
+impl Identity {
+    fn key(&self) -> &Arc<PrivateKey> {
+        match self {
+            Identity::File(k) | Identity::Pushed { key: k, .. } => k,
+        }
+    }
+}
+
 /// Everything needed to reach the hosts of one run, shared by all of them.
 pub struct Connector {
-    key: Arc<PrivateKey>,
+    identity: Identity,
     user: String,
     port: u16,
     connect_timeout: Duration,
@@ -165,19 +183,40 @@ pub struct SessionOutcome {
 impl Connector {
     /// [`Connector::new`] on a blocking thread: reading and indexing the files is file I/O and CPU
     /// work that must not hold a runtime thread.
-    pub async fn load(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
+    pub async fn load(
+        settings: &Settings,
+        pins: Arc<dyn KeyPins>,
+        push: Option<Arc<dyn KeyPush>>,
+    ) -> Result<Connector, SetupError> {
         let settings = settings.clone();
-        match tokio::task::spawn_blocking(move || Connector::new(&settings, pins)).await {
+        match tokio::task::spawn_blocking(move || Connector::new(&settings, pins, push)).await {
             Ok(r) => r,
             Err(e) => Err(SetupError::Internal(e.to_string())),
         }
     }
 
-    /// Load the identity (and known_hosts, unless TOFU) once for a whole run.
-    pub fn new(settings: &Settings, pins: Arc<dyn KeyPins>) -> Result<Connector, SetupError> {
-        private_key_file(&settings.identity_file)?;
-        let key = russh::keys::load_secret_key(&settings.identity_file, None)
-            .map_err(|e| SetupError::Identity { path: settings.identity_file.clone(), reason: e.to_string() })?;
+    /// Load the identity, or make the run's key (instance-connect, which needs `push`), and
+    /// known_hosts unless TOFU, once for a whole run.
+    pub fn new(
+        settings: &Settings,
+        pins: Arc<dyn KeyPins>,
+        push: Option<Arc<dyn KeyPush>>,
+    ) -> Result<Connector, SetupError> {
+        let identity = match (&settings.auth, push) {
+            (Auth::Key(file), _) => {
+                private_key_file(file)?;
+                let key = russh::keys::load_secret_key(file, None)
+                    .map_err(|e| SetupError::Identity { path: file.clone(), reason: e.to_string() })?;
+                Identity::File(Arc::new(key))
+            }
+            (Auth::InstanceConnect, Some(push)) => {
+                let (key, public) = instance_connect::run_key().map_err(SetupError::Internal)?;
+                Identity::Pushed { key: Arc::new(key), public, push }
+            }
+            (Auth::InstanceConnect, None) => {
+                return Err(SetupError::Internal("instance-connect auth without an EC2 Instance Connect client".into()))
+            }
+        };
         let check = match settings.host_keys {
             HostKeyPolicy::KnownHosts => {
                 let hosts = KnownHosts::load(&settings.known_hosts).map_err(|e| SetupError::KnownHosts {
@@ -189,7 +228,7 @@ impl Connector {
             HostKeyPolicy::Tofu => HostKeyCheck::Tofu(pins),
         };
         Ok(Connector {
-            key: Arc::new(key),
+            identity,
             user: settings.user.clone(),
             port: settings.port,
             connect_timeout: settings.connect_timeout,
@@ -260,18 +299,77 @@ impl Connector {
 
     async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (Failure, String)> {
         let deadline = Instant::now() + self.connect_timeout;
-        let late = |what: &str| {
-            (
-                Failure::Connect,
-                format!(
-                    "{what} took longer than connect_timeout ({})",
-                    humantime::format_duration(self.connect_timeout)
-                ),
-            )
+        // The run's key goes to the instance while the connection comes up: AWS keeps it 60 s, and
+        // authentication follows within connect_timeout.
+        let push = async {
+            match &self.identity {
+                Identity::File(_) => Ok(()),
+                Identity::Pushed { public, push, .. } => {
+                    if !host_id.starts_with("i-") {
+                        return Err((
+                            Failure::Auth,
+                            format!("{address} has no EC2 instance id, and auth = \"instance-connect\" pushes the run's key to an instance by its id; give INSTANCE_ID ADDRESS in the hosts file, or use auth = \"key\""),
+                        ));
+                    }
+                    match timeout_at(deadline, push.push(host_id, &self.user, public)).await {
+                        Err(_) => Err(self.late("SendSSHPublicKey (EC2 Instance Connect)")),
+                        Ok(r) => r.map_err(|m| (Failure::Auth, m)),
+                    }
+                }
+            }
         };
+        let (pushed, handshake) = tokio::join!(push, self.handshake(host_id, address, deadline));
+        let (mut handle, disarm) = handshake?;
+        pushed?;
+        let identity = self.identity.key();
+        let hash = if identity.algorithm().is_rsa() {
+            timeout_at(deadline, handle.best_supported_rsa_hash()).await.ok().and_then(|r| r.ok()).flatten().flatten()
+        } else {
+            None
+        };
+        let key = PrivateKeyWithHashAlg::new(identity.clone(), hash);
+        match timeout_at(deadline, handle.authenticate_publickey(self.user.clone(), key)).await {
+            Err(_) => Err(self.late("authentication")),
+            Ok(Err(e)) => Err((Failure::Auth, format!("authentication as {} failed: {e}", self.user))),
+            Ok(Ok(AuthResult::Success)) => {
+                disarm.disarm();
+                Ok(handle)
+            }
+            Ok(Ok(AuthResult::Failure { .. })) => Err((Failure::Auth, self.refused())),
+        }
+    }
+
+    /// Why the server refused the key, and what to check.
+    fn refused(&self) -> String {
+        match &self.identity {
+            Identity::File(_) => format!(
+                "the server refused the key for user {}; add the public key to the user's authorized_keys",
+                self.user
+            ),
+            Identity::Pushed { .. } => format!(
+                "the server refused the key pushed with EC2 Instance Connect for user {}; check that the instance runs the EC2 Instance Connect agent (package ec2-instance-connect, shipped by Amazon Linux 2/2023 and Ubuntu AMIs) and that {} is its OS user",
+                self.user, self.user
+            ),
+        }
+    }
+
+    fn late(&self, what: &str) -> (Failure, String) {
+        (
+            Failure::Connect,
+            format!("{what} took longer than connect_timeout ({})", humantime::format_duration(self.connect_timeout)),
+        )
+    }
+
+    /// TCP connect and key exchange, with the host-key check, by `deadline`.
+    async fn handshake(
+        &self,
+        host_id: &str,
+        address: &str,
+        deadline: Instant,
+    ) -> Result<(client::Handle<Checker>, guard::Disarm), (Failure, String)> {
         let tcp = timeout_at(deadline, tokio::net::TcpStream::connect((address, self.port)))
             .await
-            .map_err(|_| late("TCP connect"))?
+            .map_err(|_| self.late("TCP connect"))?
             .map_err(|e| {
                 let msg = format!("cannot connect to {address}:{}: {e}; check that sshd runs there and that security groups and firewalls let opsd in", self.port);
                 (Failure::Connect, msg)
@@ -289,36 +387,15 @@ impl Connector {
             verdict: verdict.clone(),
         };
         let (tcp, disarm) = guard::GuardedStream::new(tcp, deadline);
-        let mut handle = match timeout_at(deadline, client::connect_stream(config, tcp, checker)).await {
-            Err(_) => return Err(late("SSH handshake")),
-            Ok(Ok(h)) => h,
+        match timeout_at(deadline, client::connect_stream(config, tcp, checker)).await {
+            Err(_) => Err(self.late("SSH handshake")),
+            Ok(Ok(h)) => Ok((h, disarm)),
             Ok(Err(e)) => {
                 if let Some(v) = verdict.lock().unwrap().take() {
                     return Err((Failure::HostKey, v));
                 }
-                return Err((Failure::Connect, format!("SSH handshake with {address}:{} failed: {e}", self.port)));
+                Err((Failure::Connect, format!("SSH handshake with {address}:{} failed: {e}", self.port)))
             }
-        };
-        let hash = if self.key.algorithm().is_rsa() {
-            timeout_at(deadline, handle.best_supported_rsa_hash()).await.ok().and_then(|r| r.ok()).flatten().flatten()
-        } else {
-            None
-        };
-        let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
-        match timeout_at(deadline, handle.authenticate_publickey(self.user.clone(), key)).await {
-            Err(_) => Err(late("authentication")),
-            Ok(Err(e)) => Err((Failure::Auth, format!("authentication as {} failed: {e}", self.user))),
-            Ok(Ok(AuthResult::Success)) => {
-                disarm.disarm();
-                Ok(handle)
-            }
-            Ok(Ok(AuthResult::Failure { .. })) => Err((
-                Failure::Auth,
-                format!(
-                    "the server refused the key for user {}; add the public key to the user's authorized_keys",
-                    self.user
-                ),
-            )),
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Defaults {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub connect_timeout: HumanDuration,
+    /// How jobs authenticate unless they say otherwise.
+    pub auth: AuthMethod,
     /// Whether jobs may trust a host's first key (`host_keys = "tofu"`); false forbids it fleet-wide.
     pub allow_tofu: bool,
 }
@@ -31,9 +33,31 @@ impl Default for Defaults {
             identity_file: None,
             known_hosts: PathBuf::from("/etc/opsd/known_hosts"),
             connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
+            auth: AuthMethod::Key,
             allow_tofu: true,
         }
     }
+}
+
+/// How opsd proves who it is to a host (`auth` in `[ssh]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// A private key file (`identity_file`), listed in the user's authorized_keys on each host.
+    #[default]
+    Key,
+    /// EC2 Instance Connect: a fresh ed25519 key per run, made in memory and pushed to each host
+    /// with SendSSHPublicKey just before connecting; no private key at rest.
+    InstanceConnect,
+}
+
+/// What one run authenticates with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// The private key in this file.
+    Key(PathBuf),
+    /// A key made for the run and pushed with EC2 Instance Connect.
+    InstanceConnect,
 }
 
 /// How a server's host key is checked.
@@ -52,7 +76,7 @@ pub enum HostKeyPolicy {
 pub struct Settings {
     pub user: String,
     pub port: u16,
-    pub identity_file: PathBuf,
+    pub auth: Auth,
     pub host_keys: HostKeyPolicy,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,

@@ -255,7 +255,7 @@ pub fn injected_count(injected: &serde_json::Value, code: &str) -> u64 {
 }
 
 /// One HTTP/1.1 request to the sandbox moto's control endpoints: (status, body).
-fn moto_ext(method: &str, path: &str, body: &str) -> (u16, String) {
+pub fn moto_ext(method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let endpoint = env("AWS_ENDPOINT_URL");
     let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');

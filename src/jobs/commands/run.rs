@@ -13,7 +13,7 @@ use crate::jobs::spec::{self, Job};
 use crate::jobs::target;
 use crate::output::OutputFormat;
 use crate::ssh::pins::StorePins;
-use crate::ssh::Connector;
+use crate::ssh::{instance_connect, Auth, Connector, KeyPush};
 use crate::store::Store;
 use crate::units::Limit;
 use crate::{out, outln};
@@ -50,6 +50,15 @@ where
     if let Some(n) = args.max_concurrency {
         job.run.max_concurrency = Limit::Count(n);
     }
+    // EC2 Instance Connect needs AWS even for a hosts file: the SDK config is loaded first then.
+    let mut sdk = None;
+    let mut env_sdk = Some(env.sdk);
+    if !args.dry_run && job.ssh.auth == Auth::InstanceConnect {
+        match env_sdk.take().expect("the SDK future is there").await {
+            Ok(s) => sdk = Some(s),
+            Err(exit) => return exit,
+        }
+    }
     // Opened before AWS is asked anything, so a bad key or state dir fails fast (not needed for --dry-run).
     let prepared = if args.dry_run {
         None
@@ -63,7 +72,8 @@ where
         if let Err(e) = runs.interrupt_dead().await {
             tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
         }
-        match Connector::load(&job.ssh, Arc::new(StorePins(store.clone()))).await {
+        let push = sdk.as_ref().map(|s| Arc::new(instance_connect::Aws::new(s)) as Arc<dyn KeyPush>);
+        match Connector::load(&job.ssh, Arc::new(StorePins(store.clone())), push).await {
             Ok(c) => Some((runs, Arc::new(c))),
             Err(e) => {
                 eprintln!("opsd: job {}: {e}", job.name);
@@ -84,9 +94,13 @@ where
             Some((runs, connector)) => execute(&job, hosts, runs, connector, args.output, cancel).await,
         };
     }
-    let sdk = match env.sdk.await {
-        Ok(s) => s,
-        Err(exit) => return exit,
+    let sdk = match (sdk, env_sdk) {
+        (Some(s), _) => s,
+        (None, Some(f)) => match f.await {
+            Ok(s) => s,
+            Err(exit) => return exit,
+        },
+        (None, None) => unreachable!("the SDK config is loaded or still to load"),
     };
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let hosts = tokio::select! {

@@ -13,7 +13,7 @@ use crate::jobs::outcome::{HostStatus, RunOutcome, SkipReason, Trigger, TriggerK
 use crate::jobs::schedule::Overlap;
 use crate::jobs::spec::Job;
 use crate::jobs::target;
-use crate::ssh::{Connector, KeyPins};
+use crate::ssh::{Connector, KeyPins, KeyPush};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct Context {
     pub keep: Duration,
     /// TOFU host-key pins, for jobs with `host_keys = "tofu"`.
     pub pins: Arc<dyn KeyPins>,
+    /// Pushes each run's key to its hosts, for jobs with `auth = "instance-connect"`.
+    pub instance_connect: Arc<dyn KeyPush>,
     pub ec2: aws_sdk_ec2::Client,
     pub page_size: u16,
     pub metrics: JobMetrics,
@@ -211,7 +213,7 @@ async fn run(ctx: &Context, f: &Firing) {
         Ok(h) => h,
         Err(e) => return error(ctx, f, &format!("resolving the target: {e}")).await,
     };
-    let connector = match Connector::load(&job.ssh, ctx.pins.clone()).await {
+    let connector = match Connector::load(&job.ssh, ctx.pins.clone(), Some(ctx.instance_connect.clone())).await {
         Ok(c) => Arc::new(c),
         Err(e) => return error(ctx, f, &e.to_string()).await,
     };
