@@ -848,3 +848,31 @@ fn instance_connect_fans_out_and_an_iam_denial_fails_one_host() {
     assert!(error.contains("ec2-instance-connect:SendSSHPublicKey") && error.contains(&denied[0].id), "{d}");
     assert_eq!(d["commands"].as_array().map(Vec::len), Some(0), "{d}");
 }
+
+/// Issue 15, test 3: `host_keys = "console"`. The key a host presents must be one its console
+/// output lists (cloud-init's block, read with GetConsoleOutput): a matching host runs; a host that
+/// serves another key than its console lists is refused before any command; an instance whose
+/// console has no block is refused with a message that says what to use instead.
+#[test]
+fn console_host_keys_are_the_only_ones_trusted() {
+    let ctx = Ctx::new();
+    let tag = unique("console");
+    let good = fleet(1, &[("T", &tag)], &[]);
+    let other = fleet(1, &[("T", &tag)], &["--host-key", "other"]);
+    let blank = fleet(1, &[("T", &tag), ("moto:console-host-keys", "none")], &[]);
+    let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3)", ctx.evidence.display());
+    ctx.write_job("console", &job("T", &tag, &[&cmd], ALL_MAY_FAIL, "[ssh]\nhost_keys = \"console\""));
+    // known_hosts lists every sandbox host: the console, not known_hosts, is what is checked.
+    let (code, doc) = ctx.run_json("console", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let by_id = hosts_by_id(&doc);
+    assert_eq!(by_id[&good[0].id]["status"], "ok", "{}", by_id[&good[0].id]);
+    let o = &by_id[&other[0].id];
+    assert_eq!(o["error_kind"], "host_key", "{o}");
+    assert!(o["error"].as_str().unwrap().contains("its console output lists"), "{o}");
+    let b = &by_id[&blank[0].id];
+    assert_eq!(b["error_kind"], "host_key", "{b}");
+    let why = b["error"].as_str().unwrap();
+    assert!(why.contains("no SSH host key block") && why.contains("host_keys = \"known-hosts\""), "{b}");
+    assert_eq!(ctx.evidence_files(), vec![good[0].address.clone()], "a command ran on a refused host");
+}

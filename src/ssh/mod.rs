@@ -3,18 +3,21 @@
 //! per-host deadline and cancellation. On timeout or cancellation the remote command is sent SIGKILL
 //! (sshd delivers it to the session's process group) before the connection closes.
 
+pub mod console;
 mod guard;
 pub mod instance_connect;
 pub mod known_hosts;
 pub mod pins;
 mod reaper;
 pub mod settings;
+mod verify;
 
+pub use console::ConsoleKeys;
 pub use instance_connect::KeyPush;
-use known_hosts::{HostEntries, KnownHosts, Verdict};
+use known_hosts::KnownHosts;
 use russh::client::{self, AuthResult};
-use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
+use russh::keys::ssh_key::{Algorithm, HashAlg};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Preferred, Sig};
 use serde::{Serialize, Serializer};
 pub use settings::{Auth, AuthMethod, Defaults, HostKeyPolicy, Settings};
@@ -24,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
+pub use verify::{fingerprint, KeyPins};
+use verify::{Checker, HostKeyCheck};
 
 /// After a deadline or cancellation, how long opsd waits for the kill request and the disconnect to
 /// be sent before dropping the connection: a stuck peer must not hold the run.
@@ -90,23 +95,6 @@ fn lossy<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }
 
-/// Where TOFU pins live ([`pins::StorePins`]); called from a blocking thread.
-pub trait KeyPins: Send + Sync + 'static {
-    /// Pin `key` (OpenSSH text) for `host_id` at `port` if none is pinned; return the pinned key.
-    fn pin(&self, host_id: &str, port: u16, address: &str, key: &str) -> Result<String, String>;
-    /// The key pinned for `host_id` at `port`, if any.
-    fn pinned(&self, host_id: &str, port: u16) -> Result<Option<String>, String>;
-    /// How an operator removes the pin of a rebuilt host.
-    fn how_to_unpin(&self, host_id: &str, port: u16) -> String;
-}
-
-/// How server keys are checked for one run.
-#[derive(Clone)]
-pub enum HostKeyCheck {
-    KnownHosts { file: PathBuf, hosts: Arc<KnownHosts> },
-    Tofu(Arc<dyn KeyPins>),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(
@@ -135,6 +123,26 @@ fn private_key_file(path: &std::path::Path) -> Result<(), SetupError> {
         return Err(SetupError::Exposed { path: path.to_path_buf(), mode });
     }
     Ok(())
+}
+
+/// What a run's connections need from outside SSH: the store's host keys, and AWS for
+/// instance-connect auth and console host keys (`None` where the run does not use them).
+#[derive(Clone)]
+pub struct Services {
+    pub pins: Arc<dyn KeyPins>,
+    pub push: Option<Arc<dyn KeyPush>>,
+    pub console: Option<Arc<dyn ConsoleKeys>>,
+}
+
+impl Services {
+    /// The store's keys and AWS's, from one SDK config.
+    pub fn with_aws(pins: Arc<dyn KeyPins>, sdk: &aws_config::SdkConfig) -> Services {
+        Services {
+            pins,
+            push: Some(Arc::new(instance_connect::Aws::new(sdk))),
+            console: Some(Arc::new(console::Aws(aws_sdk_ec2::Client::new(sdk)))),
+        }
+    }
 }
 
 /// How a run proves who it is.
@@ -183,25 +191,18 @@ pub struct SessionOutcome {
 impl Connector {
     /// [`Connector::new`] on a blocking thread: reading and indexing the files is file I/O and CPU
     /// work that must not hold a runtime thread.
-    pub async fn load(
-        settings: &Settings,
-        pins: Arc<dyn KeyPins>,
-        push: Option<Arc<dyn KeyPush>>,
-    ) -> Result<Connector, SetupError> {
+    pub async fn load(settings: &Settings, services: Services) -> Result<Connector, SetupError> {
         let settings = settings.clone();
-        match tokio::task::spawn_blocking(move || Connector::new(&settings, pins, push)).await {
+        match tokio::task::spawn_blocking(move || Connector::new(&settings, services)).await {
             Ok(r) => r,
             Err(e) => Err(SetupError::Internal(e.to_string())),
         }
     }
 
     /// Load the identity, or make the run's key (instance-connect, which needs `push`), and
-    /// known_hosts unless TOFU, once for a whole run.
-    pub fn new(
-        settings: &Settings,
-        pins: Arc<dyn KeyPins>,
-        push: Option<Arc<dyn KeyPush>>,
-    ) -> Result<Connector, SetupError> {
+    /// known_hosts if the run checks host keys against it, once for a whole run.
+    pub fn new(settings: &Settings, services: Services) -> Result<Connector, SetupError> {
+        let Services { pins, push, console } = services;
         let identity = match (&settings.auth, push) {
             (Auth::Key(file), _) => {
                 private_key_file(file)?;
@@ -226,6 +227,11 @@ impl Connector {
                 HostKeyCheck::KnownHosts { file: settings.known_hosts.clone(), hosts: Arc::new(hosts) }
             }
             HostKeyPolicy::Tofu => HostKeyCheck::Tofu(pins),
+            HostKeyPolicy::Console => match console {
+                Some(console) => HostKeyCheck::Console { pins, console },
+                None => return Err(SetupError::Internal("host_keys = \"console\" without an EC2 client".into())),
+            },
+            HostKeyPolicy::Pinned => HostKeyCheck::Pinned(pins),
         };
         Ok(Connector {
             identity,
@@ -275,26 +281,6 @@ impl Connector {
         out.stderr_dropped = caps[1].dropped;
         let _ = timeout(CLEANUP_TIMEOUT, handle.disconnect(russh::Disconnect::ByApplication, "", "en")).await;
         out
-    }
-
-    /// What is already known about this host's key, looked up once before the handshake.
-    async fn expected(&self, host_id: &str, address: &str) -> Expected {
-        match &self.check {
-            HostKeyCheck::KnownHosts { file, hosts } => {
-                // Hashed lines cost an HMAC each: on a blocking thread, not the runtime's.
-                let (h, a, port) = (hosts.clone(), address.to_string(), self.port);
-                let entries = tokio::task::spawn_blocking(move || h.lookup(&a, port)).await.unwrap_or_default();
-                Expected::Listed { file: file.clone(), entries }
-            }
-            HostKeyCheck::Tofu(pins) => {
-                let (p, id, port) = (pins.clone(), host_id.to_string(), self.port);
-                let pinned = match tokio::task::spawn_blocking(move || p.pinned(&id, port)).await {
-                    Ok(r) => r,
-                    Err(e) => Err(e.to_string()),
-                };
-                Expected::Pinned { pins: pins.clone(), pinned }
-            }
-        }
     }
 
     async fn connect(&self, host_id: &str, address: &str) -> Result<client::Handle<Checker>, (Failure, String)> {
@@ -376,7 +362,7 @@ impl Connector {
             })?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
-        let expected = self.expected(host_id, address).await;
+        let expected = self.check.expected(host_id, address, self.port).await;
         let config = Arc::new(client_config(&expected.algorithms()));
         let verdict = Arc::new(Mutex::new(None));
         let checker = Checker {
@@ -431,107 +417,6 @@ fn client_config(known: &[Algorithm]) -> client::Config {
         nodelay: true,
         ..Default::default()
     }
-}
-
-/// One host's known key material, resolved before its handshake.
-enum Expected {
-    /// The known_hosts lines that apply to the host.
-    Listed { file: PathBuf, entries: HostEntries },
-    /// TOFU: the pinned key (`None`: first use, pin what is offered), or why it could not be read.
-    Pinned { pins: Arc<dyn KeyPins>, pinned: Result<Option<String>, String> },
-}
-
-impl Expected {
-    fn algorithms(&self) -> Vec<Algorithm> {
-        match self {
-            Expected::Listed { entries, .. } => entries.algorithms(),
-            Expected::Pinned { pinned: Ok(Some(k)), .. } => {
-                PublicKey::from_openssh(k).map(|k| vec![k.algorithm()]).unwrap_or_default()
-            }
-            Expected::Pinned { .. } => Vec::new(),
-        }
-    }
-}
-
-/// The host-key policy, as russh's connection handler.
-struct Checker {
-    expected: Expected,
-    host_id: String,
-    address: String,
-    port: u16,
-    /// Why the key was refused, for the host's error message.
-    verdict: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for Checker {
-    type Error = russh::Error;
-
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *self.verdict.lock().unwrap() =
-                Some("the server presented a certificate; opsd checks plain host keys".into());
-            return Ok(false);
-        };
-        let refusal = match &self.expected {
-            Expected::Listed { file, entries } => match entries.check(key) {
-                Verdict::Trusted => None,
-                Verdict::Mismatch { line } => Some(format!(
-                    "host key mismatch: {}:{} presented {} but {}:{line} lists another key; if the host was rebuilt, update that line, otherwise investigate",
-                    self.address,
-                    self.port,
-                    fingerprint(key),
-                    file.display()
-                )),
-                Verdict::Revoked { line } => Some(format!("host key {} is revoked by {}:{line}", fingerprint(key), file.display())),
-                Verdict::Unknown => Some(format!(
-                    "unknown host key {} for {}:{}; add it to {} (e.g. with ssh-keyscan after verifying it), or use host_keys = \"tofu\"",
-                    fingerprint(key),
-                    self.address,
-                    self.port,
-                    file.display()
-                )),
-            },
-            Expected::Pinned { pins, pinned } => {
-                let offered = format!("{} {}", key.algorithm().as_str(), key.public_key_base64());
-                // First use: pin it. Another process may pin first; then its key is the one to match.
-                let pinned = match pinned {
-                    Ok(Some(k)) => Ok(k.clone()),
-                    Ok(None) => {
-                        let (p, id, addr, o) = (pins.clone(), self.host_id.clone(), self.address.clone(), offered.clone());
-                        let port = self.port;
-                        match tokio::task::spawn_blocking(move || p.pin(&id, port, &addr, &o)).await {
-                            Ok(r) => r,
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    Err(e) => Err(e.clone()),
-                };
-                match pinned {
-                    Ok(k) if k == offered => None,
-                    Ok(k) => Some(format!(
-                        "host key changed for {} ({}): pinned {} on first use, now offered {}; if the host was rebuilt, remove its pin: {}",
-                        self.host_id,
-                        self.address,
-                        PublicKey::from_openssh(&k).map(|k| fingerprint(&k)).unwrap_or(k),
-                        fingerprint(key),
-                        pins.how_to_unpin(&self.host_id, self.port)
-                    )),
-                    Err(e) => Some(format!("cannot check the pinned host key: {e}")),
-                }
-            }
-        };
-        match refusal {
-            None => Ok(true),
-            Some(why) => {
-                *self.verdict.lock().unwrap() = Some(why);
-                Ok(false)
-            }
-        }
-    }
-}
-
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(Default::default()).to_string()
 }
 
 /// The output budget of one stream of one host, shared by its commands.

@@ -1,9 +1,13 @@
-//! TOFU host-key pins, kept in the store (table `host_keys`) so that pinning is atomic across opsd
-//! processes: the first key a host offers is pinned under its instance id and port (two sshd on one
-//! instance have two keys); a later different key refuses the host. Pins made before ports were
-//! recorded (port 0) hold for every port. Calls come from a blocking thread inside a host's
-//! connect_timeout, so they use the store's short lane. Pins of instances that are gone are pruned
-//! by the daemon ([`prune_gone`]).
+//! Host keys opsd trusts, kept in the store so that pinning is atomic across opsd processes.
+//! - TOFU pins (table `host_keys`): the first key a host offers is pinned under its instance id and
+//!   port (two sshd on one instance have two keys); a later different key refuses the host. Pins
+//!   made before ports were recorded (port 0) hold for every port.
+//! - Instance keys (table `instance_host_keys`): the keys cloud-init printed to an instance's console,
+//!   recorded by a run (`console`) or by the lifecycle action while the instance launched
+//!   (`lifecycle`); per instance, for every port. The first set recorded from a source stands.
+//!
+//! Calls come from a blocking thread inside a host's connect_timeout, so they use the store's short
+//! lane. Keys of instances that are gone are pruned by the daemon ([`prune_gone`]).
 
 use super::KeyPins;
 use crate::store::{ts, Migration, Store};
@@ -28,7 +32,32 @@ pub const MIGRATIONS: &[Migration] = &[
               DROP TABLE host_keys;
               ALTER TABLE host_keys_by_port RENAME TO host_keys;",
     },
+    Migration {
+        version: 10,
+        owner: "ssh::pins",
+        sql: "CREATE TABLE instance_host_keys (
+                instance_id TEXT NOT NULL, source TEXT NOT NULL, key TEXT NOT NULL, recorded_at TEXT NOT NULL,
+                PRIMARY KEY (instance_id, source, key));",
+    },
 ];
+
+/// Where an instance's recorded host keys came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// Read from the console output by a run (`host_keys = "console"`).
+    Console,
+    /// Read from the console output by the lifecycle action, before the instance went InService.
+    Lifecycle,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Console => "console",
+            KeySource::Lifecycle => "lifecycle",
+        }
+    }
+}
 
 /// The pin that holds for `host_id` at `port`: its own, or one from before ports were recorded.
 const LOOKUP: &str = "SELECT key FROM host_keys WHERE host_id = ?1 AND port IN (?2, 0) ORDER BY port DESC LIMIT 1";
@@ -66,6 +95,45 @@ impl KeyPins for StorePins {
             self.0.path().display()
         )
     }
+
+    fn instance_keys(&self, instance_id: &str, source: Option<KeySource>) -> Result<Vec<String>, String> {
+        let source = source.map(KeySource::as_str);
+        self.0.quick_blocking(|c| instance_keys(c, instance_id, source)).map_err(|e| format!("{e}"))
+    }
+
+    fn record_instance_keys(
+        &self,
+        instance_id: &str,
+        keys: &[String],
+        source: KeySource,
+    ) -> Result<Vec<String>, String> {
+        self.0
+            .quick_blocking(|c| {
+                let tx = c.unchecked_transaction()?;
+                let had = instance_keys(&tx, instance_id, Some(source.as_str()))?;
+                if had.is_empty() {
+                    let now = ts(Utc::now());
+                    for k in keys {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO instance_host_keys (instance_id, source, key, recorded_at) VALUES (?1, ?2, ?3, ?4)",
+                            params![instance_id, source.as_str(), k, now],
+                        )?;
+                    }
+                }
+                let now_recorded = instance_keys(&tx, instance_id, Some(source.as_str()))?;
+                tx.commit()?;
+                Ok(now_recorded)
+            })
+            .map_err(|e| format!("{e}"))
+    }
+}
+
+fn instance_keys(c: &rusqlite::Connection, instance_id: &str, source: Option<&str>) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT key FROM instance_host_keys WHERE instance_id = ?1 AND (?2 IS NULL OR source = ?2) ORDER BY key",
+    )?;
+    let keys = st.query_map(params![instance_id, source], |r| r.get(0))?.collect();
+    keys
 }
 
 /// Delete the pins of EC2 instances EC2 reports `terminated`: a new instance never reuses an id, so
@@ -76,7 +144,9 @@ pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usiz
     use aws_sdk_ec2::types::Filter;
     let ids: Vec<String> = store
         .call(|c| {
-            let mut st = c.prepare("SELECT DISTINCT host_id FROM host_keys WHERE host_id LIKE 'i-%'")?;
+            let mut st = c.prepare(
+                "SELECT host_id FROM host_keys WHERE host_id LIKE 'i-%' UNION SELECT instance_id FROM instance_host_keys",
+            )?;
             let ids = st.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
             Ok(ids)
         })
@@ -109,6 +179,7 @@ pub async fn prune_gone(store: &Store, ec2: &aws_sdk_ec2::Client) -> Result<usiz
             let mut n = 0;
             for id in &gone {
                 n += tx.execute("DELETE FROM host_keys WHERE host_id = ?1", [id])?;
+                n += tx.execute("DELETE FROM instance_host_keys WHERE instance_id = ?1", [id])?;
             }
             tx.commit()?;
             Ok(n)

@@ -69,6 +69,19 @@ pub enum HostKeyPolicy {
     KnownHosts,
     /// Trust on first use: pin the key in the store, refuse any later change.
     Tofu,
+    /// The keys cloud-init printed to the instance's console at first boot (GetConsoleOutput), read
+    /// once and kept in the store; an instance whose console has no key block is refused.
+    Console,
+    /// Only the keys the lifecycle action pinned while the instance launched
+    /// (`[lifecycle] pin_host_keys = true`).
+    Pinned,
+}
+
+impl HostKeyPolicy {
+    /// Whether checking keys this way reads AWS (the console output).
+    pub fn needs_aws(self) -> bool {
+        self == HostKeyPolicy::Console
+    }
 }
 
 /// What one run connects with.

@@ -13,7 +13,7 @@ use crate::jobs::spec::{self, Job};
 use crate::jobs::target;
 use crate::output::OutputFormat;
 use crate::ssh::pins::StorePins;
-use crate::ssh::{instance_connect, Auth, Connector, KeyPush};
+use crate::ssh::{Auth, Connector, Services};
 use crate::store::Store;
 use crate::units::Limit;
 use crate::{out, outln};
@@ -50,10 +50,11 @@ where
     if let Some(n) = args.max_concurrency {
         job.run.max_concurrency = Limit::Count(n);
     }
-    // EC2 Instance Connect needs AWS even for a hosts file: the SDK config is loaded first then.
+    // EC2 Instance Connect and console host keys need AWS even for a hosts file: the SDK config is
+    // loaded first then.
     let mut sdk = None;
     let mut env_sdk = Some(env.sdk);
-    if !args.dry_run && job.ssh.auth == Auth::InstanceConnect {
+    if !args.dry_run && (job.ssh.auth == Auth::InstanceConnect || job.ssh.host_keys.needs_aws()) {
         match env_sdk.take().expect("the SDK future is there").await {
             Ok(s) => sdk = Some(s),
             Err(exit) => return exit,
@@ -72,8 +73,12 @@ where
         if let Err(e) = runs.interrupt_dead().await {
             tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
         }
-        let push = sdk.as_ref().map(|s| Arc::new(instance_connect::Aws::new(s)) as Arc<dyn KeyPush>);
-        match Connector::load(&job.ssh, Arc::new(StorePins(store.clone())), push).await {
+        let pins = Arc::new(StorePins(store.clone()));
+        let services = match &sdk {
+            Some(sdk) => Services::with_aws(pins, sdk),
+            None => Services { pins, push: None, console: None },
+        };
+        match Connector::load(&job.ssh, services).await {
             Ok(c) => Some((runs, Arc::new(c))),
             Err(e) => {
                 eprintln!("opsd: job {}: {e}", job.name);

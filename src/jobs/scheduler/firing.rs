@@ -13,7 +13,7 @@ use crate::jobs::outcome::{HostStatus, RunOutcome, SkipReason, Trigger, TriggerK
 use crate::jobs::schedule::Overlap;
 use crate::jobs::spec::Job;
 use crate::jobs::target;
-use crate::ssh::{Connector, KeyPins, KeyPush};
+use crate::ssh::{Connector, Services};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,10 +29,9 @@ pub struct Context {
     pub cluster: Option<Cluster>,
     /// How long the cluster table keeps a firing (`history_retention`).
     pub keep: Duration,
-    /// TOFU host-key pins, for jobs with `host_keys = "tofu"`.
-    pub pins: Arc<dyn KeyPins>,
-    /// Pushes each run's key to its hosts, for jobs with `auth = "instance-connect"`.
-    pub instance_connect: Arc<dyn KeyPush>,
+    /// Host keys in the store (TOFU, console, lifecycle) and AWS's EC2 Instance Connect and console
+    /// output, for the jobs that use them.
+    pub ssh: Services,
     pub ec2: aws_sdk_ec2::Client,
     pub page_size: u16,
     pub metrics: JobMetrics,
@@ -213,7 +212,7 @@ async fn run(ctx: &Context, f: &Firing) {
         Ok(h) => h,
         Err(e) => return error(ctx, f, &format!("resolving the target: {e}")).await,
     };
-    let connector = match Connector::load(&job.ssh, ctx.pins.clone(), Some(ctx.instance_connect.clone())).await {
+    let connector = match Connector::load(&job.ssh, ctx.ssh.clone()).await {
         Ok(c) => Arc::new(c),
         Err(e) => return error(ctx, f, &e.to_string()).await,
     };
