@@ -458,6 +458,24 @@ def cmd_fleet(args):
     print()
 
 
+def cmd_serve(args):
+    """Serve instances that exist already (launched by Auto Scaling, say) with the sandbox sshd."""
+    st = load_state()
+    main_key = os.path.join(KEYS, "host_ed25519")
+    pids = []
+    with open(os.path.join(KEYS, "known_hosts"), "a") as f:
+        for a in args.addr:
+            f.write(f"[{a}]:{st['ssh_port']} {host_pub(main_key)}\n")
+    for i in range(0, len(args.addr), LISTEN_PER_SSHD):
+        chunk = args.addr[i:i + LISTEN_PER_SSHD]
+        s = start_sshd(st, chunk, "ok", main_key, chunk[0].replace(".", "_"))
+        st["sshds"].append(s)
+        pids.append(s["pid"])
+    save_state(st)
+    json.dump({"sshd_pids": pids, "ssh_port": st["ssh_port"]}, sys.stdout)
+    print()
+
+
 def cmd_rekey(args):
     st = load_state()
     for s in st["sshds"]:
@@ -532,6 +550,9 @@ def main():
     fl.add_argument("--no-listen", dest="listen", action="store_false",
                     help="start no sshd: nothing listens on these addresses")
     fl.set_defaults(f=cmd_fleet)
+    sv = sub.add_parser("serve", help="serve ADDR (an instance's private address in 127/8) with the sandbox sshd")
+    sv.add_argument("addr", nargs="+")
+    sv.set_defaults(f=cmd_serve)
     rk = sub.add_parser("rekey", help="restart the sshd serving ADDR with a new host key")
     rk.add_argument("addr")
     rk.set_defaults(f=cmd_rekey)

@@ -661,3 +661,85 @@ fn an_unverified_action_is_not_acted_on() {
     a.scale(&g, 0);
     d.stop_ok();
 }
+
+/// The instance's private address, as EC2 reports it.
+fn private_ip(a: &Aws, id: &str) -> String {
+    let out = a.rt.block_on(a.ec2.describe_instances().instance_ids(id).send()).unwrap();
+    out.reservations()[0].instances()[0].private_ip_address().unwrap().to_string()
+}
+
+/// Issue 15, test 4: with `pin_host_keys`, a launch reads the instance's host keys from its console
+/// output (here printed 3 s after boot: the action reads again until they appear) and pins them
+/// before it completes with CONTINUE. A job with `host_keys = "pinned"` then connects verified; a
+/// host with no keys pinned at launch, and the same instance after its key changed, are refused
+/// before any command runs.
+#[test]
+fn launch_pins_host_keys_and_jobs_trust_only_those() {
+    let a = aws();
+    let late_console = [("moto:console-seconds", "3")];
+    let g = group(&a, Setup { subnet_tags: &late_console, ..Setup::default() });
+    let ctx = ctx_for(&g, "pin_host_keys = true\npin_timeout = \"60s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the instance in service", 60, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
+    assert!(d.log().contains(&format!("pinned host keys")), "{}", d.log());
+    let act = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str()).unwrap();
+    assert_eq!(act["result"], "CONTINUE", "{act}");
+    let addr = private_ip(&a, &id);
+    let served = std::process::Command::new(root().join("scripts/sandbox")).args(["serve", &addr]).output().unwrap();
+    assert!(served.status.success(), "{}", String::from_utf8_lossy(&served.stderr));
+    // A host whose keys were never pinned (launched outside the group), with the same tag.
+    let stranger = fleet(1, &[("aws:autoscaling:groupName", &g.name)], &[]);
+    let cmd = format!("touch {}/$(echo $SSH_CONNECTION | cut -d' ' -f3)", ctx.evidence.display());
+    ctx.write_job(
+        "pinned",
+        &job(
+            "\"aws:autoscaling:groupName\"",
+            &g.name,
+            &[&cmd],
+            "max_errors = \"100%\"",
+            "[ssh]\nhost_keys = \"pinned\"",
+        ),
+    );
+    let (code, doc) = ctx.run_json("pinned", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let by_id = hosts_by_id(&doc);
+    assert_eq!(by_id[&id]["status"], "ok", "{}", by_id[&id]);
+    let s = &by_id[&stranger[0].id];
+    assert_eq!(s["error_kind"], "host_key", "{s}");
+    assert!(s["error"].as_str().unwrap().contains("pin_host_keys = true"), "{s}");
+    assert_eq!(ctx.evidence_files(), vec![addr.clone()]);
+    // The instance's key changes after launch: refused, nothing runs.
+    std::fs::remove_file(ctx.evidence.join(&addr)).unwrap();
+    let rekey = std::process::Command::new(root().join("scripts/sandbox")).args(["rekey", &addr]).output().unwrap();
+    assert!(rekey.status.success(), "{}", String::from_utf8_lossy(&rekey.stderr));
+    let (code, doc) = ctx.run_json("pinned", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let r = &hosts_by_id(&doc)[&id];
+    assert_eq!(r["error_kind"], "host_key", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("keys pinned at launch"), "{r}");
+    assert!(ctx.evidence_files().is_empty(), "a command ran on a host whose key changed");
+    a.scale(&g, 0);
+    d.stop_ok();
+}
+
+/// Without the console's key block, `pin_host_keys` abandons the launch after `pin_timeout`, and the
+/// interface it made goes with it: an instance whose first connection cannot be verified never
+/// enters service.
+#[test]
+fn a_launch_whose_keys_never_appear_is_abandoned() {
+    let a = aws();
+    let no_keys = [("moto:console-host-keys", "none")];
+    let g = group(&a, Setup { subnet_tags: &no_keys, ..Setup::default() });
+    let ctx = ctx_for(&g, "pin_host_keys = true\npin_timeout = \"5s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the action recorded", 60, &d, || actions(&ctx).iter().any(|x| x["instance_id"] == id.as_str()));
+    let act = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str()).unwrap();
+    assert_eq!(act["result"], "ABANDON", "{act}");
+    assert!(act["error"].as_str().unwrap().contains("no SSH host keys within pin_timeout"), "{act}");
+    wait_for("the interface removed", 30, &d, || a.enis_of(&id).is_empty());
+    d.stop_ok();
+}

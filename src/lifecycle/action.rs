@@ -48,6 +48,8 @@ pub struct Ctx {
     pub settings: super::settings::LifecycleSettings,
     /// The visibility a message keeps while worked (set at receive, renewed by each heartbeat).
     pub visibility: Duration,
+    /// With `pin_host_keys`: where a launching instance's host keys are read and pinned.
+    pub host_keys: Option<super::host_keys::Pinning>,
     pub history: ActionHistory,
     pub metrics: LifecycleMetrics,
     /// Cancelled when opsd must stop working (after the shutdown grace).
@@ -69,6 +71,8 @@ pub enum ActionError {
     Eni(#[from] EniError),
     #[error(transparent)]
     Aws(#[from] CallError),
+    #[error("{0}")]
+    HostKeys(String),
 }
 
 impl ActionError {
@@ -180,7 +184,26 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
         heartbeats(ctx.clone(), a.clone(), m.receipt.clone(), timeout, lease, beat_stop.clone()).in_current_span(),
     );
 
-    let result = patiently(ctx, &a).await;
+    // The interface and the host keys at once: cloud-init prints the keys minutes after boot.
+    let result = match (a.transition, &ctx.host_keys) {
+        (Transition::Launching, Some(pinning)) => {
+            let (made, pinned) = tokio::join!(patiently(ctx, &a), pinning.pin(&a.instance_id, &ctx.abort));
+            match (made, pinned) {
+                (Ok(eni), Ok(())) => Ok(eni),
+                (Ok(eni), Err(e)) => {
+                    // The instance will be abandoned: the interface it was given goes with it.
+                    if let Some(id) = &eni {
+                        if !e.cancelled() {
+                            cleanup(ctx, id, None).await;
+                        }
+                    }
+                    Err((e, None))
+                }
+                (Err(e), _) => Err(e),
+            }
+        }
+        _ => patiently(ctx, &a).await,
+    };
     let (lifecycle_result, eni_id, error) = match result {
         Ok(eni) => (LifecycleResult::Continue, eni, None),
         Err((e, _)) if e.cancelled() => {

@@ -8,6 +8,7 @@
 pub mod action;
 pub mod eni;
 pub mod history;
+pub mod host_keys;
 pub mod message;
 pub mod metrics;
 pub mod placement;
@@ -68,13 +69,18 @@ pub fn context(
 ) -> Arc<Ctx> {
     let (ec2, asg, sqs) = clients(sdk);
     Arc::new(Ctx {
-        ec2,
+        ec2: ec2.clone(),
         asg,
         sqs,
         queue_url: settings.queue_url.clone(),
         eni: settings.eni.clone(),
         settings: settings.clone(),
         visibility: settings.visibility_timeout.0,
+        host_keys: settings.pin_host_keys.then(|| host_keys::Pinning {
+            pins: Arc::new(crate::ssh::pins::StorePins(store.clone())),
+            console: Arc::new(crate::ssh::console::Aws(ec2.clone())),
+            timeout: settings.pin_timeout.0,
+        }),
         history: ActionHistory::new(store),
         metrics,
         abort,

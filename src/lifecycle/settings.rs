@@ -30,6 +30,13 @@ pub struct LifecycleSettings {
     /// The lifecycle hooks whose actions opsd works (empty: any).
     #[serde(default)]
     pub hooks: Vec<String>,
+    /// While a launching instance waits, read its host keys from its console output and pin them
+    /// (jobs with `host_keys = "pinned"` accept only these); no keys within `pin_timeout` abandons it.
+    #[serde(default)]
+    pub pin_host_keys: bool,
+    /// How long a launch waits for cloud-init to print the host keys to the console.
+    #[serde(default = "default_pin_timeout")]
+    pub pin_timeout: HumanDuration,
     #[serde(default)]
     pub eni: EniSettings,
 }
@@ -111,6 +118,10 @@ fn default_visibility() -> HumanDuration {
 }
 
 fn default_sweep_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_pin_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
 
