@@ -683,7 +683,7 @@ fn launch_pins_host_keys_and_jobs_trust_only_those() {
     a.scale(&g, 1);
     let id = a.states(&g).into_keys().next().unwrap();
     wait_for("the instance in service", 60, &d, || a.states(&g).get(&id).map(String::as_str) == Some("InService"));
-    assert!(d.log().contains(&format!("pinned host keys")), "{}", d.log());
+    assert!(d.log().contains("pinned host keys"), "{}", d.log());
     let act = actions(&ctx).into_iter().find(|x| x["instance_id"] == id.as_str()).unwrap();
     assert_eq!(act["result"], "CONTINUE", "{act}");
     let addr = private_ip(&a, &id);
