@@ -57,6 +57,7 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
             crate::capacity::status::run(cmd, config.capacity.as_ref(), read_store(&config), load_sdk(&config)).await
         }
         Command::Cluster(cmd) => cluster(cmd, &config).await,
+        Command::Hosts(cmd) => crate::ssh::keys_command::run(cmd, read_store(&config)).await,
     }
 }
 

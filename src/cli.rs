@@ -1,10 +1,11 @@
-//! The command line: `opsd run | daemon | validate | jobs | history | lifecycle | capacity`. Each
+//! The command line: `opsd run | daemon | validate | jobs | history | lifecycle | capacity | cluster | hosts`. Each
 //! wing owns its commands' arguments (`jobs::commands`, `lifecycle::status`, `capacity::status`).
 
 use crate::capacity::status::CapacityCommand;
 use crate::cluster::commands::ClusterCommand;
 use crate::jobs::commands::{HistoryArgs, RunArgs};
 use crate::lifecycle::status::LifecycleCommand;
+use crate::ssh::keys_command::HostsCommand;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -54,6 +55,9 @@ pub enum Command {
     /// Several daemons as one on a DynamoDB table ([cluster] in the config).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The hosts opsd reaches: the host keys it trusts for them.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"

@@ -710,6 +710,14 @@ fn launch_pins_host_keys_and_jobs_trust_only_those() {
     assert_eq!(s["error_kind"], "host_key", "{s}");
     assert!(s["error"].as_str().unwrap().contains("pin_host_keys = true"), "{s}");
     assert_eq!(ctx.evidence_files(), vec![addr.clone()]);
+    // `opsd hosts keys` shows where the trusted key came from.
+    let keys = ctx.json(&["hosts", "keys", &id]);
+    let keys = keys["keys"].as_array().unwrap();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k["source"] == "lifecycle" && k["instance_id"] == id.as_str()),
+        "{keys:?}"
+    );
+    assert!(keys[0]["fingerprint"].as_str().unwrap().starts_with("SHA256:"), "{keys:?}");
     // The instance's key changes after launch: refused, nothing runs.
     std::fs::remove_file(ctx.evidence.join(&addr)).unwrap();
     let rekey = std::process::Command::new(root().join("scripts/sandbox")).args(["rekey", &addr]).output().unwrap();

@@ -875,4 +875,12 @@ fn console_host_keys_are_the_only_ones_trusted() {
     let why = b["error"].as_str().unwrap();
     assert!(why.contains("no SSH host key block") && why.contains("host_keys = \"known-hosts\""), "{b}");
     assert_eq!(ctx.evidence_files(), vec![good[0].address.clone()], "a command ran on a refused host");
+    // The console's keys are kept per instance: `opsd hosts keys` lists them with their source.
+    let keys = ctx.json(&["hosts", "keys", &good[0].id, &blank[0].id]);
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["source"], "console");
+    assert_eq!(keys[0]["instance_id"], good[0].id.as_str());
+    let none = ctx.run(&["hosts", "keys", &blank[0].id]);
+    assert_eq!(none.status.code(), Some(3), "{}", String::from_utf8_lossy(&none.stdout));
 }

@@ -6,6 +6,7 @@
 pub mod console;
 mod guard;
 pub mod instance_connect;
+pub mod keys_command;
 pub mod known_hosts;
 pub mod pins;
 mod reaper;
