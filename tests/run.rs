@@ -427,6 +427,15 @@ fn dry_run_history_json_and_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(hosts.iter().all(|h| text.contains(&h.id) && text.contains(&h.address)), "{text}");
     assert!(!marker.exists(), "--dry-run connected");
+    // Each host's auth and host-key source (issue 15).
+    assert_eq!(text.matches("auth: key ").count(), 2, "{text}");
+    assert_eq!(text.matches("host keys: known-hosts ").count(), 2, "{text}");
+    ctx.write_job("eic", &job("T", &tag, &["true"], "", "[ssh]\nauth = \"instance-connect\"\nhost_keys = \"console\""));
+    let (code, doc) = ctx.run_json("eic", &["--dry-run"]);
+    assert_eq!(code, 0, "{doc}");
+    for h in doc["hosts"].as_array().unwrap() {
+        assert_eq!((h["auth"].as_str(), h["host_keys"].as_str()), (Some("instance-connect"), Some("console")), "{h}");
+    }
 
     let (code, doc) = ctx.run_json("ok", &[]);
     assert_eq!(code, 0);

@@ -94,3 +94,62 @@ pub struct Settings {
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
 }
+
+impl Settings {
+    /// How a host would be authenticated, as `opsd run --dry-run` shows it.
+    pub fn auth_for(&self, instance_id: Option<&str>) -> String {
+        let ec2 = instance_id.is_some_and(|i| i.starts_with("i-"));
+        match &self.auth {
+            Auth::Key(file) => format!("key {}", file.display()),
+            Auth::InstanceConnect if ec2 => "instance-connect".into(),
+            Auth::InstanceConnect => "instance-connect (no instance id: would fail)".into(),
+        }
+    }
+
+    /// Where a host's key would be checked against, as `opsd run --dry-run` shows it.
+    pub fn host_keys_for(&self, instance_id: Option<&str>) -> String {
+        let ec2 = instance_id.is_some_and(|i| i.starts_with("i-"));
+        match self.host_keys {
+            HostKeyPolicy::KnownHosts => format!("known-hosts {}", self.known_hosts.display()),
+            HostKeyPolicy::Tofu => "tofu".into(),
+            HostKeyPolicy::Console if ec2 => "console".into(),
+            HostKeyPolicy::Pinned if ec2 => "pinned".into(),
+            HostKeyPolicy::Console | HostKeyPolicy::Pinned => {
+                format!("{} (no instance id: would be refused)", self.host_keys.as_str())
+            }
+        }
+    }
+}
+
+impl HostKeyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKeyPolicy::KnownHosts => "known-hosts",
+            HostKeyPolicy::Tofu => "tofu",
+            HostKeyPolicy::Console => "console",
+            HostKeyPolicy::Pinned => "pinned",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_says_what_a_host_without_an_instance_id_would_meet() {
+        let s = Settings {
+            user: "u".into(),
+            port: 22,
+            auth: Auth::InstanceConnect,
+            host_keys: HostKeyPolicy::Console,
+            known_hosts: PathBuf::from("/k"),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        };
+        assert_eq!(s.auth_for(Some("i-0abc")), "instance-connect");
+        assert_eq!(s.auth_for(None), "instance-connect (no instance id: would fail)");
+        assert_eq!(s.host_keys_for(Some("10.0.0.1")), "console (no instance id: would be refused)");
+        let k = Settings { auth: Auth::Key("/id".into()), host_keys: HostKeyPolicy::KnownHosts, ..s };
+        assert_eq!((k.auth_for(None), k.host_keys_for(None)), ("key /id".into(), "known-hosts /k".into()));
+    }
+}

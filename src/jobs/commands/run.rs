@@ -128,16 +128,28 @@ where
 fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
     match output {
         OutputFormat::Json => {
+            let hosts: Vec<serde_json::Value> = hosts
+                .iter()
+                .map(|h| {
+                    let mut v = serde_json::to_value(h).unwrap_or_default();
+                    v["auth"] = job.ssh.auth_for(h.instance_id.as_deref()).into();
+                    v["host_keys"] = job.ssh.host_keys_for(h.instance_id.as_deref()).into();
+                    v
+                })
+                .collect();
             let doc = serde_json::json!({ "job": job.name, "dry_run": true, "target": job.target, "hosts": hosts });
             outln!("{doc}");
         }
         OutputFormat::Text => {
             for h in hosts {
+                let id = h.instance_id.as_deref();
                 outln!(
-                    "{:<20} {:<16} {}",
-                    h.instance_id.as_deref().unwrap_or("-"),
+                    "{:<20} {:<16} {:<24} auth: {}; host keys: {}",
+                    id.unwrap_or("-"),
                     h.address.as_deref().unwrap_or("(no address)"),
-                    h.name.as_deref().unwrap_or("")
+                    h.name.as_deref().unwrap_or(""),
+                    job.ssh.auth_for(id),
+                    job.ssh.host_keys_for(id)
                 );
             }
             outln!("{}: {} hosts would run: {}", job.name, hosts.len(), job.run.commands.join(" && "));
