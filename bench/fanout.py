@@ -7,6 +7,12 @@ sandbox's sshds, as the plain /bin/sh user opsd-sandbox):
   opsd           `opsd run --max-concurrency min(N, 100)` (release; the peers' pool), target resolved
                  from moto by tag (DescribeInstances included)
   opsd-hosts     the same with `--hosts-file` (the SSH part alone)
+  opsd-eic       `opsd run` as opsd, keyless: `auth = "instance-connect"` (a key made for the run, pushed
+                 to each host with SendSSHPublicKey) and `host_keys = "console"` (each host's key read
+                 from GetConsoleOutput), cold: the console keys kept from the last run are deleted first,
+                 so every host costs both API calls. The sandbox sshd asks for the pushed key through
+                 its AuthorizedKeysCommand (a Python process per connection, as the EC2 Instance
+                 Connect agent runs a script per connection), which shows in its CPU.
   parallel-ssh   ParallelSSHClient (libssh2), pool size min(N, 100)
   ansible        `ansible all -m raw -f 100`, host key checking off (as users run it), no ControlPersist
                  (every run connects afresh, as the others do)
@@ -145,6 +151,9 @@ def tools(n, addrs, tag, work):
         "opsd-hosts": (lambda: measure([opsd, "run", "bench", "--output", "json", "--max-concurrency", str(min(n, 100)),
                                         "--hosts-file", hosts_file], env=env),
                        lambda out: json.loads(out)["counts"]["ok"]),
+        "opsd-eic": (lambda: cold(work) or measure([opsd, "run", "bench-eic", "--output", "json", "--max-concurrency",
+                                                    str(min(n, 100))], env=env),
+                     lambda out: json.loads(out)["counts"]["ok"]),
         "parallel-ssh": (lambda: measure([sys.executable, pssh_script, hosts_file, str(min(n, 100))], env=ENV),
                          lambda out: int(out.strip() or 0)),
         "ansible": (lambda: measure([os.path.join(venv_bin, "ansible"), "all", "-i", inv, "-m", "raw", "-a", "uname -r",
@@ -154,6 +163,15 @@ def tools(n, addrs, tag, work):
                                       stdin="\n".join(addrs) + "\n"),
                       lambda out: sum(1 for l in out.splitlines() if l.strip())),
     }
+
+
+def cold(work):
+    """Forget the console host keys the last opsd-eic run kept, so this one reads every console."""
+    import sqlite3
+    db = os.path.join(work, "state", "opsd.db")
+    if os.path.exists(db):
+        with sqlite3.connect(db) as c:
+            c.execute("DELETE FROM instance_host_keys")
 
 
 PSSH = '''
@@ -203,6 +221,9 @@ def main():
         addrs = fleet(n, tag)
         with open(os.path.join(work, "jobs", "bench.toml"), "w") as f:
             f.write(f'[target]\ntags = {{ Bench = "{tag}" }}\n[run]\ncommands = ["uname -r"]\nmax_errors = "100%"\n')
+        with open(os.path.join(work, "jobs", "bench-eic.toml"), "w") as f:
+            f.write(f'[target]\ntags = {{ Bench = "{tag}" }}\n[ssh]\nauth = "instance-connect"\nhost_keys = "console"\n'
+                    '[run]\ncommands = ["uname -r"]\nmax_errors = "100%"\n')
         per_conn = floor_per_connection(addrs)
         floor = per_conn * n / CORES
         table = tools(n, addrs, tag, work)
