@@ -692,7 +692,7 @@ fn read_only_commands_leave_the_store_alone() {
     let before = std::fs::read(&db).unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&opsd(&["history", "--output", "json"]).stdout).unwrap();
     let id = doc["runs"][0]["id"].as_i64().unwrap().to_string();
-    for args in [&["history"][..], &["history", "--run", &id], &["jobs"]] {
+    for args in [&["history"][..], &["history", "--run", &id], &["jobs"], &["hosts", "keys"]] {
         let out = opsd(args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
