@@ -111,13 +111,13 @@ def ensure_key(path, comment):
 AUTH_DIR = f"/var/lib/{SSH_USER}-keys"
 # sshd runs an AuthorizedKeysCommand only from a path whose every directory is root-owned and
 # writable by no one else (a clean clone under /tmp is not): the script is installed here.
-EIC_COMMAND = "/usr/local/libexec/opsd-sandbox/eic_authorized_keys.py"
+EIC_COMMAND = "/usr/local/libexec/opsd-sandbox/eic_authorized_keys"
 
 
 def install_eic_command():
     """Install the AuthorizedKeysCommand that serves EC2 Instance Connect keys (see the script)."""
     os.makedirs(os.path.dirname(EIC_COMMAND), mode=0o755, exist_ok=True)
-    with open(os.path.join(ROOT, "scripts", "moto_ext", "eic_authorized_keys.py"), "rb") as f:
+    with open(os.path.join(ROOT, "scripts", "moto_ext", "eic_authorized_keys"), "rb") as f:
         body = f.read()
     tmp = f"{EIC_COMMAND}.{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -333,7 +333,7 @@ def start_sshd(st, addrs, auth, host_key, name):
     if auth == "ok":
         eic = f"AuthorizedKeysCommandUser {SSH_USER}\n"
         matches = "".join(f"Match LocalAddress {a}\n"
-                          f"    AuthorizedKeysCommand {EIC_COMMAND} http://127.0.0.1:{st['moto_port']} %u {a}\n"
+                          f"    AuthorizedKeysCommand {EIC_COMMAND} 127.0.0.1 {st['moto_port']} %u {a}\n"
                           for a in addrs)
     with open(cfg, "w") as f:
         f.write(f"""Port {st['ssh_port']}

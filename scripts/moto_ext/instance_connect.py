@@ -14,7 +14,7 @@ moto 5.2.5 accepts any SendSSHPublicKey and drops the key; its GetConsoleOutput 
   `=Throttling` answers `ThrottlingException`.
 
 The keys reach sshd as EC2 Instance Connect's agent brings them: sshd's `AuthorizedKeysCommand`
-(scripts/moto_ext/eic_authorized_keys.py, installed by scripts/sandbox) asks
+(scripts/moto_ext/eic_authorized_keys, installed by scripts/sandbox) asks
 `GET /moto-ext/instance-connect/keys?address=ADDR&user=USER` for the keys pushed, less than 60 s ago,
 to the running instance whose private address the connection came to. `POST
 /moto-ext/instance-connect/age {"instance_id": ..., "seconds": N}` ages an instance's pushed keys by N
@@ -58,31 +58,21 @@ USER = re.compile(r"^[A-Za-z_][A-Za-z0-9@._-]{0,30}[A-Za-z0-9$_-]?$")
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 _lock = threading.Lock()
-_pushed = {}  # instance id -> list of [os user, "type base64", pushed at (time.time())]
+# instance id -> (the instance, [[os user, "type base64", pushed at (time.time())], ...]). The instance
+# object is kept so a lookup by address scans only instances with recent keys, never the whole fleet
+# (one lookup per SSH connection); its state is read live, so a terminated instance's keys stop at once.
+_pushed = {}
 
 
 def _invalid(message):
     return JsonRESTError("InvalidArgsException", message)
 
 
-def _find_instance(instance_id):
-    for account in list(ec2_backends.keys()):
-        for region in list(ec2_backends[account].keys()):
-            backend = ec2_backends[account][region]
-            for reservation in backend.reservations.values():
-                for instance in reservation.instances:
-                    if instance.id == instance_id:
-                        return instance
-    return None
-
-
-def _instances_at(address):
-    for account in list(ec2_backends.keys()):
-        for region in list(ec2_backends[account].keys()):
-            for reservation in ec2_backends[account][region].reservations.values():
-                for instance in reservation.instances:
-                    if instance.private_ip == address:
-                        yield instance
+def _find_instance(backend, instance_id):
+    try:
+        return backend.get_instance(instance_id)
+    except Exception:  # moto's InvalidInstanceIDError
+        return None
 
 
 def _tag(instance, key):
@@ -122,7 +112,7 @@ def send_ssh_public_key(self):
     if not 1 <= len(user) <= 32 or not USER.match(user):
         raise _invalid(f"InstanceOSUser {user!r} must be a user name of 1 to 32 characters")
     key = _check_key(key)
-    instance = _find_instance(instance_id)
+    instance = _find_instance(ec2_backends[self.current_account][self.region], instance_id)
     if instance is None:
         raise JsonRESTError("EC2InstanceNotFoundException", f"Instance {instance_id} not found")
     error = _tag(instance, ERROR_TAG)
@@ -146,22 +136,22 @@ def send_ssh_public_key(self):
         )
     with _lock:
         now = time.time()
-        kept = [p for p in _pushed.get(instance_id, []) if now - p[2] < KEY_SECONDS]
+        kept = [p for p in _pushed.get(instance_id, (None, []))[1] if now - p[2] < KEY_SECONDS]
         kept.append([user, key, now])
-        _pushed[instance_id] = kept
+        _pushed[instance_id] = (instance, kept)
+        # Forget instances whose keys have all expired.
+        for gone in [i for i, (_, ks) in _pushed.items() if all(now - k[2] >= KEY_SECONDS for k in ks)]:
+            del _pushed[gone]
     request_id = hashlib.sha1(f"{instance_id}{now}".encode()).hexdigest()
     return json.dumps({"RequestId": request_id, "Success": True})
 
 
 def _keys_for(address, user):
     now = time.time()
-    out = []
-    for instance in _instances_at(address):
-        if instance.state != "running":
-            continue
-        with _lock:
-            out += [k for u, k, at in _pushed.get(instance.id, []) if u == user and now - at < KEY_SECONDS]
-    return out
+    with _lock:
+        return [k for instance, keys in _pushed.values()
+                if instance.private_ip == address and instance.state == "running"
+                for u, k, at in keys if u == user and now - at < KEY_SECONDS]
 
 
 def _control(environ, start_response):
@@ -180,7 +170,7 @@ def _control(environ, start_response):
     if path == AGE_PATH and method == "POST":
         spec = json.loads(faults._body(environ) or b"{}")
         with _lock:
-            for p in _pushed.get(spec.get("instance_id"), []):
+            for p in _pushed.get(spec.get("instance_id"), (None, []))[1]:
                 p[2] -= float(spec.get("seconds", 0))
         return answer("200 OK", json.dumps({"ok": True}))
     return answer("404 Not Found", json.dumps({"error": f"{method} {path}: no such control"}))

@@ -109,7 +109,9 @@ impl KeyPins for StorePins {
     ) -> Result<Vec<String>, String> {
         self.0
             .quick_blocking(|c| {
-                let tx = c.unchecked_transaction()?;
+                // IMMEDIATE: a deferred transaction that reads, then writes, fails at once with
+                // SQLITE_BUSY when another connection writes meanwhile (no busy wait for an upgrade).
+                let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
                 let had = instance_keys(&tx, instance_id, Some(source.as_str()))?;
                 if had.is_empty() {
                     let now = ts(Utc::now());
@@ -218,5 +220,33 @@ mod tests {
         assert_eq!(pins.pin("i-new", 2222, "10.0.0.2", "ssh-ed25519 B").unwrap(), "ssh-ed25519 B");
         assert_eq!(pins.pin("i-new", 22, "10.0.0.2", "ssh-ed25519 C").unwrap(), "ssh-ed25519 A");
         assert!(pins.how_to_unpin("i-new", 2222).contains("port IN (2222, 0)"));
+    }
+
+    /// Instance keys: the first set recorded from a source stands; any source answers a lookup
+    /// without one. Recording waits for another connection's write (a run recording its hosts)
+    /// instead of failing with "database is locked".
+    #[test]
+    fn instance_keys_first_set_stands_and_waits_for_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = StorePins(Store::open_blocking(dir.path(), SCHEMA).unwrap());
+        let a = vec!["ssh-ed25519 A".to_string()];
+        assert_eq!(pins.record_instance_keys("i-1", &a, KeySource::Console).unwrap(), a);
+        let b = vec!["ssh-ed25519 B".to_string()];
+        assert_eq!(pins.record_instance_keys("i-1", &b, KeySource::Console).unwrap(), a, "the first set stands");
+        assert_eq!(pins.record_instance_keys("i-1", &b, KeySource::Lifecycle).unwrap(), b);
+        assert_eq!(pins.instance_keys("i-1", Some(KeySource::Lifecycle)).unwrap(), b);
+        assert_eq!(pins.instance_keys("i-1", None).unwrap().len(), 2);
+        // Another connection holds the write lock for a while, and writes.
+        let other = rusqlite::Connection::open(dir.path().join("opsd.db")).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO instance_host_keys VALUES ('i-9', 'console', 'k', 't');")
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let c = vec!["ssh-ed25519 C".to_string()];
+        assert_eq!(pins.record_instance_keys("i-2", &c, KeySource::Console).unwrap(), c);
+        writer.join().unwrap();
     }
 }
