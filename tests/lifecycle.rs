@@ -751,3 +751,67 @@ fn a_launch_whose_keys_never_appear_is_abandoned() {
     wait_for("the interface removed", 30, &d, || a.enis_of(&id).is_empty());
     d.stop_ok();
 }
+
+/// SIGTERM while a launch waits for its host keys (the interface already attached): the wait ends
+/// with the shutdown grace, nothing is abandoned or removed, and the message returns to the queue
+/// for the next opsd, which finds the interface where it is.
+#[test]
+fn shutdown_while_pinning_keeps_the_action_for_the_next_opsd() {
+    let a = aws();
+    let no_keys = [("moto:console-host-keys", "none")];
+    let g = group(&a, Setup { subnet_tags: &no_keys, ..Setup::default() });
+    let ctx = ctx_for(&g, "pin_host_keys = true\npin_timeout = \"10m\"\nvisibility_timeout = \"10m\"\n", "");
+    let d = Daemon::start(&ctx, &[("OPSD_SHUTDOWN_GRACE", "1s")]);
+    a.scale(&g, 1);
+    let id = a.states(&g).into_keys().next().unwrap();
+    wait_for("the interface attached", 30, &d, || a.enis_of(&id).iter().any(|e| e.2.is_some()));
+    let (code, _took, log) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped by shutdown before completion"), "{log}");
+    assert!(!log.contains("ABANDON"), "{log}");
+    assert_eq!(a.depth(&g.queue).0, 1, "the message is not visible again");
+    assert_eq!(a.states(&g)[&id], "Pending:Wait");
+    assert_eq!(a.enis_of(&id).len(), 1, "the interface was removed at shutdown");
+    a.scale(&g, 0);
+}
+
+/// An instance back from a warm pool was started again: its console shows no host-key block now
+/// (cloud-init prints it at first boot only). Its keys pinned at the first launch stand, the console
+/// is not waited for, and the launch completes with CONTINUE.
+#[test]
+fn keys_pinned_before_a_warm_pool_stand_when_it_comes_back() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
+    a.rt.block_on(
+        a.asg
+            .put_warm_pool()
+            .auto_scaling_group_name(&g.name)
+            .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+            .instance_reuse_policy(reuse)
+            .send(),
+    )
+    .unwrap();
+    let ctx = ctx_for(&g, "pin_host_keys = true\npin_timeout = \"60s\"\n", "");
+    let d = Daemon::start(&ctx, &[]);
+    a.scale(&g, 1);
+    wait_for("the instance in service", 60, &d, || a.states(&g).values().any(|s| s == "InService"));
+    let id = a.states(&g).into_keys().next().unwrap();
+    let first = ctx.json(&["hosts", "keys", &id]);
+    a.scale(&g, 0);
+    wait_for("the instance in the warm pool", 60, &d, || a.states(&g).is_empty());
+    // Started again, its console has no block.
+    let subnets: Vec<String> = g.subnets.iter().map(|s| s.0.clone()).collect();
+    let none = aws_sdk_ec2::types::Tag::builder().key("moto:console-host-keys").value("none").build();
+    a.rt.block_on(a.ec2.create_tags().set_resources(Some(subnets)).tags(none).send()).unwrap();
+    a.scale(&g, 1);
+    wait_for("the same instance back in service", 30, &d, || {
+        a.states(&g).get(&id).map(String::as_str) == Some("InService")
+    });
+    let log = d.stop_ok();
+    assert!(log.contains("host keys pinned at an earlier launch stand"), "{log}");
+    let acts = actions(&ctx);
+    assert!(acts.iter().filter(|x| x["instance_id"] == id.as_str()).all(|x| x["result"] == "CONTINUE"), "{acts:?}");
+    assert_eq!(ctx.json(&["hosts", "keys", &id]), first, "the pinned keys changed");
+    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+}

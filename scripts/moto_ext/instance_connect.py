@@ -4,7 +4,7 @@ moto 5.2.5 accepts any SendSSHPublicKey and drops the key; its GetConsoleOutput 
 
 **SendSSHPublicKey** (EC2 Instance Connect API reference):
 - InstanceId `^i-[a-f0-9]+$`, InstanceOSUser 1-32 characters (a POSIX user name), SSHPublicKey 80-4096
-  characters in OpenSSH format (ssh-ed25519 or ssh-rsa, the type inside the blob matching), an
+  characters in OpenSSH format (ssh-ed25519 or ssh-rsa only, the type inside the blob matching), an
   AvailabilityZone, when given, the instance's: otherwise `InvalidArgsException`.
 - An instance that does not exist: `EC2InstanceNotFoundException`; one not `running` (pending, stopped,
   terminated): `EC2InstanceStateInvalidException`.
@@ -55,7 +55,7 @@ CONSOLE_SECONDS_TAG = "moto:console-seconds"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_HOST_KEY = os.path.join(ROOT, "target", "sandbox", "keys", "host_ed25519.pub")
 USER = re.compile(r"^[A-Za-z_][A-Za-z0-9@._-]{0,30}[A-Za-z0-9$_-]?$")
-KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+KEY_TYPES = ("ssh-ed25519", "ssh-rsa")  # EC2 Instance Connect takes ED25519 and RSA keys only
 
 _lock = threading.Lock()
 # instance id -> (the instance, [[os user, "type base64", pushed at (time.time())], ...]). The instance

@@ -187,7 +187,16 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     // The interface and the host keys at once: cloud-init prints the keys minutes after boot.
     let result = match (a.transition, &ctx.host_keys) {
         (Transition::Launching, Some(pinning)) => {
-            let (made, pinned) = tokio::join!(patiently(ctx, &a), pinning.pin(&a.instance_id, &ctx.abort));
+            // A launch whose interface failed is abandoned: the keys are not waited for.
+            let stop_pinning = ctx.abort.child_token();
+            let made = async {
+                let r = patiently(ctx, &a).await;
+                if r.is_err() {
+                    stop_pinning.cancel();
+                }
+                r
+            };
+            let (made, pinned) = tokio::join!(made, pinning.pin(&a.instance_id, &stop_pinning));
             match (made, pinned) {
                 (Ok(eni), Ok(())) => Ok(eni),
                 (Ok(eni), Err(e)) => {

@@ -30,12 +30,28 @@ pub struct Pinning {
 
 impl Pinning {
     /// Read the instance's host keys from its console and pin them (source `lifecycle`). Keys
-    /// pinned before (a redelivery, a launch from a warm pool) stand.
+    /// pinned before (a redelivery, a launch from a warm pool) stand, and the console is not read.
+    /// `abort` ends the wait (shutdown, or the interface work failed for good).
     pub async fn pin(&self, instance_id: &str, abort: &CancellationToken) -> Result<(), ActionError> {
+        // cloud-init prints the block at first boot only: an instance back from a warm pool, or a
+        // redelivered action, shows none now, and its keys were pinned then.
+        let (pins, id) = (self.pins.clone(), instance_id.to_string());
+        let pinned = tokio::task::spawn_blocking(move || pins.instance_keys(&id, Some(KeySource::Lifecycle)))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|e| ActionError::HostKeys(format!("cannot read the pinned host keys of {instance_id}: {e}")))?;
+        if !pinned.is_empty() {
+            tracing::info!(instance = %instance_id, "host keys pinned at an earlier launch stand");
+            return Ok(());
+        }
         let start = Instant::now();
         let mut wait = Backoff::new(FIRST_WAIT, MAX_WAIT);
         loop {
-            let last = match self.console.host_keys(instance_id).await {
+            let read = tokio::select! {
+                r = self.console.host_keys(instance_id) => r,
+                _ = abort.cancelled() => return Err(EniError::Cancelled.into()),
+            };
+            let last = match read {
                 Ok(Some(keys)) => return self.record(instance_id, keys).await,
                 Ok(None) => "no host key block yet".to_string(),
                 // NotFound (a new id), throttling, a server error: read again.

@@ -1,7 +1,7 @@
 //! Host keys from an instance's console output. At first boot cloud-init prints the host's public
 //! keys between `-----BEGIN SSH HOST KEY KEYS-----` and `-----END SSH HOST KEY KEYS-----`, and
-//! GetConsoleOutput returns that output (base64, decoded by the SDK) to the account alone: a source
-//! for a new instance's key that no one on the network can forge.
+//! GetConsoleOutput returns that output (base64, decoded here) to the account alone: a source for a
+//! new instance's key that no one on the network can forge.
 
 use crate::aws::call_error;
 use russh::keys::ssh_key::PublicKey;
@@ -12,7 +12,7 @@ const BEGIN: &str = "-----BEGIN SSH HOST KEY KEYS-----";
 const END: &str = "-----END SSH HOST KEY KEYS-----";
 
 /// What to do when an instance's console has no host-key block, said wherever opsd refuses for it.
-pub const NO_BLOCK_HELP: &str = "cloud-init prints the block at first boot on Amazon Linux, Ubuntu and most cloud-init AMIs unless ssh_key_console_blacklist or no_ssh_fingerprints hides it, and only some minutes after boot; for other AMIs use host_keys = \"known-hosts\" (or \"tofu\")";
+pub const NO_BLOCK_HELP: &str = "cloud-init prints the block at first boot only (Amazon Linux, Ubuntu and most cloud-init AMIs, unless ssh_key_console_blacklist or no_ssh_fingerprints hides it), some minutes after boot, and the console keeps only recent output, so an instance rebooted or stopped since may no longer show it; for such instances and other AMIs use host_keys = \"known-hosts\" (or \"tofu\"), or pin keys at launch with [lifecycle] pin_host_keys";
 
 /// The keys of a console's block, `None` without one, or why the console could not be read.
 pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<String>>, String>> + Send + 'a>>;
@@ -24,10 +24,10 @@ pub trait ConsoleKeys: Send + Sync + 'static {
     fn host_keys<'a>(&'a self, instance_id: &'a str) -> Lookup<'a>;
 }
 
-/// The host keys in a console text: every valid OpenSSH public key line of the last complete block
-/// (a reboot prints it again), as `type base64`. `None` without a complete block.
+/// The host keys in a console text: every valid OpenSSH public key line of the first complete,
+/// non-empty block, as `type base64`; `None` without one. The first: cloud-init prints it at boot,
+/// and anything that writes to the console later must not be able to replace it.
 pub fn parse_host_keys(text: &str) -> Option<Vec<String>> {
-    let mut found = None;
     let mut block: Option<Vec<String>> = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
@@ -36,8 +36,9 @@ pub fn parse_host_keys(text: &str) -> Option<Vec<String>> {
         if line == BEGIN {
             block = Some(Vec::new());
         } else if line == END {
-            if let Some(keys) = block.take() {
-                found = Some(keys);
+            match block.take() {
+                Some(keys) if !keys.is_empty() => return Some(keys),
+                _ => {}
             }
         } else if let Some(keys) = block.as_mut() {
             if let Ok(k) = PublicKey::from_openssh(line) {
@@ -48,7 +49,7 @@ pub fn parse_host_keys(text: &str) -> Option<Vec<String>> {
             }
         }
     }
-    found.filter(|k: &Vec<String>| !k.is_empty())
+    None
 }
 
 /// GetConsoleOutput through the EC2 API.
@@ -63,6 +64,9 @@ impl ConsoleKeys for Aws {
                     Some("UnauthorizedOperation") => format!(
                         "cannot read the console output of {instance_id}: opsd's IAM identity needs ec2:GetConsoleOutput ({})",
                         e.message
+                    ),
+                    _ if !e.is_final() => format!(
+                        "cannot read the console output of {instance_id} now: {e}; the next run reads it again (lower max_concurrency if GetConsoleOutput is throttled)"
                     ),
                     _ => format!("cannot read the console output of {instance_id}: {e}"),
                 }
@@ -99,9 +103,13 @@ mod tests {
     }
 
     #[test]
-    fn the_last_complete_block_wins() {
+    fn the_first_complete_block_wins() {
+        // A later block (anything writing to the console after boot) does not replace cloud-init's.
         let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVdoRdpfP76YFXT2GX60VbRHoAVmGaarAXQU7zk2BZY";
-        let text = format!("{BEGIN}\n{ED} a\n{END}\nreboot\n{BEGIN}\n{other} b\n{END}\n");
+        let text = format!("{BEGIN}\n{ED} a\n{END}\nlater\n{BEGIN}\n{other} b\n{END}\n");
+        assert_eq!(parse_host_keys(&text), Some(vec![ED.to_string()]));
+        // An empty block first, then a real one: the real one.
+        let text = format!("{BEGIN}\n{END}\n{BEGIN}\n{other} b\n{END}\n");
         assert_eq!(parse_host_keys(&text), Some(vec![other.to_string()]));
     }
 }

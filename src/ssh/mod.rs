@@ -299,7 +299,7 @@ impl Connector {
                         ));
                     }
                     match timeout_at(deadline, push.push(host_id, &self.user, public)).await {
-                        Err(_) => Err(self.late("SendSSHPublicKey (EC2 Instance Connect)")),
+                        Err(_) => Err(self.late(&format!("pushing the run's key to {host_id} (SendSSHPublicKey)"))),
                         Ok(r) => r.map_err(|m| (Failure::Auth, m)),
                     }
                 }
@@ -363,7 +363,10 @@ impl Connector {
             })?;
         // Before the first byte: Nagle would delay the handshake's small packets by delayed-ACK stalls.
         let _ = tcp.set_nodelay(true);
-        let expected = self.check.expected(host_id, address, self.port).await;
+        // The console output may be read here (host_keys = "console"): within connect_timeout too.
+        let expected = timeout_at(deadline, self.check.expected(host_id, address, self.port))
+            .await
+            .map_err(|_| self.late(&format!("looking up the host key expected for {host_id}")))?;
         let config = Arc::new(client_config(&expected.algorithms()));
         let verdict = Arc::new(Mutex::new(None));
         let checker = Checker {

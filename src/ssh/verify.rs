@@ -80,6 +80,12 @@ impl HostKeyCheck {
                 source: "console output",
                 keys: console_keys(pins, console.as_ref(), host_id).await,
             },
+            HostKeyCheck::Pinned(_) if !host_id.starts_with("i-") => Expected::Instance {
+                source: "keys pinned at launch",
+                keys: Err(format!(
+                    "{host_id} is not an EC2 instance, and host_keys = \"pinned\" accepts only keys pinned while an instance launched; use host_keys = \"known-hosts\""
+                )),
+            },
             HostKeyCheck::Pinned(pins) => {
                 let (p, id) = (pins.clone(), host_id.to_string());
                 let keys = match blocking(move || p.instance_keys(&id, Some(KeySource::Lifecycle))).await {

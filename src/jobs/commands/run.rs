@@ -60,7 +60,8 @@ where
             Err(exit) => return exit,
         }
     }
-    // Opened before AWS is asked anything, so a bad key or state dir fails fast (not needed for --dry-run).
+    // Opened before AWS is asked anything (the SDK config alone may be loaded first, above), so a
+    // bad key or state dir fails fast (not needed for --dry-run).
     let prepared = if args.dry_run {
         None
     } else {
