@@ -31,6 +31,7 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
                 store: open_store(&config),
                 sdk: load_sdk(&config),
                 page_size: config.aws.page_size,
+                cluster: config.cluster.as_ref(),
             };
             jobs::run(args, env, cancel).await
         }

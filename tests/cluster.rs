@@ -607,3 +607,54 @@ fn a_paused_replica_fences_itself() {
     let gaps: BTreeSet<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(gaps, BTreeSet::from([2000]), "{times:?}");
 }
+
+/// Issue 15 in a cluster: host keys read from an instance's console by one replica are the
+/// cluster's. A run on replica a reads the console and records the keys in the table; then the
+/// console lists another key (a forged console, or one rebuilt in place); a run on replica b (its
+/// own store, nothing recorded there) verifies against the table's keys, which the host still
+/// serves, and runs. Read from the console instead, b would refuse the host.
+#[test]
+fn console_host_keys_are_shared_by_the_replicas() {
+    let c = Cluster::new("");
+    let tag = unique("sharedkeys");
+    let h = fleet(1, &[("T", &tag)], &[]);
+    c.ctx.write_job("keys", &job("T", &tag, &["true"], "", "[ssh]\nhost_keys = \"console\""));
+    let run = |replica: &str| {
+        let out = c
+            .ctx
+            .opsd()
+            .env("OPSD_STATE_DIR", c.state_dir(replica))
+            .args(["run", "keys", "--output", "json"])
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), doc)
+    };
+    let (code, doc) = run("a");
+    assert_eq!(code, Some(0), "{doc}");
+    let items = c.items(&format!("hostkeys#{}", h[0].id));
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["sk"].as_s().unwrap(), "console");
+    let sdk = sdk_config(&c.rt);
+    let wrong = aws_sdk_ec2::types::Tag::builder().key("moto:console-host-keys").value("wrong").build();
+    c.rt.block_on(aws_sdk_ec2::Client::new(&sdk).create_tags().resources(&h[0].id).tags(wrong).send()).unwrap();
+    let (code, doc) = run("b");
+    assert_eq!(code, Some(0), "replica b did not use the cluster's keys: {doc}");
+    // b keeps a copy in its own store.
+    let out = c
+        .ctx
+        .opsd()
+        .env("OPSD_STATE_DIR", c.state_dir("b"))
+        .args(["hosts", "keys", &h[0].id, "--output", "json"])
+        .output()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
+    // The control: an opsd outside the cluster reads the console itself, and refuses the host.
+    let alone = Ctx::new();
+    alone.write_job("keys", &job("T", &tag, &["true"], "", "[ssh]\nhost_keys = \"console\""));
+    let (code, doc) = alone.run_json("keys", &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(hosts_by_id(&doc)[&h[0].id]["error_kind"], "host_key", "{doc}");
+}

@@ -8,6 +8,7 @@
 
 pub mod claims;
 pub mod commands;
+pub mod host_keys;
 pub mod lease;
 pub mod members;
 pub mod metrics;

@@ -120,8 +120,17 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         aws_sdk_ec2::Client::new(&sdk),
         cancel.clone(),
     ));
+    // Trusted host keys: this replica's store, shared through the table in a cluster.
+    let pins: Arc<dyn crate::ssh::KeyPins> = match &cluster {
+        Some(c) => Arc::new(crate::cluster::host_keys::ClusterPins::new(
+            Arc::new(StorePins(store.clone())),
+            c.table.clone(),
+            tokio::runtime::Handle::current(),
+        )),
+        None => Arc::new(StorePins(store.clone())),
+    };
     if let Some(l) = config.lifecycle.clone() {
-        let lctx = lifecycle::context(&sdk, &l, store.clone(), lifecycle_metrics, abort.clone());
+        let lctx = lifecycle::context(&sdk, &l, store.clone(), pins.clone(), lifecycle_metrics, abort.clone());
         tracker.spawn(lifecycle::run(lctx, l, cancel.clone()));
     }
     let mut campaign = None;
@@ -162,7 +171,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
         runs,
         cluster: cluster.clone(),
         keep: config.history_retention.0,
-        ssh: crate::ssh::Services::with_aws(Arc::new(StorePins(store.clone())), &sdk),
+        ssh: crate::ssh::Services::with_aws(pins, &sdk),
         ec2: aws_sdk_ec2::Client::new(&sdk),
         page_size: config.aws.page_size,
         metrics: job_metrics,

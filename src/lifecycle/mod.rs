@@ -64,6 +64,7 @@ pub fn context(
     sdk: &SdkConfig,
     settings: &LifecycleSettings,
     store: Store,
+    pins: Arc<dyn crate::ssh::KeyPins>,
     metrics: LifecycleMetrics,
     abort: CancellationToken,
 ) -> Arc<Ctx> {
@@ -77,7 +78,7 @@ pub fn context(
         settings: settings.clone(),
         visibility: settings.visibility_timeout.0,
         host_keys: settings.pin_host_keys.then(|| host_keys::Pinning {
-            pins: Arc::new(crate::ssh::pins::StorePins(store.clone())),
+            pins,
             console: Arc::new(crate::ssh::console::Aws(ec2.clone())),
             timeout: settings.pin_timeout.0,
         }),

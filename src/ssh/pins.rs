@@ -57,6 +57,10 @@ impl KeySource {
             KeySource::Lifecycle => "lifecycle",
         }
     }
+
+    pub fn parse(s: &str) -> Option<KeySource> {
+        [KeySource::Console, KeySource::Lifecycle].into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// The pin that holds for `host_id` at `port`: its own, or one from before ports were recorded.

@@ -2,6 +2,7 @@
 //! it, print the summary or the JSON document, and exit with a code a script can trust.
 
 use super::RunArgs;
+use crate::cluster::host_keys::ClusterPins;
 use crate::diag::print_diags;
 use crate::exit::Exit;
 use crate::jobs::execute;
@@ -13,7 +14,7 @@ use crate::jobs::spec::{self, Job};
 use crate::jobs::target;
 use crate::output::OutputFormat;
 use crate::ssh::pins::StorePins;
-use crate::ssh::{Auth, Connector, Services};
+use crate::ssh::{Auth, Connector, HostKeyPolicy, KeyPins, Services};
 use crate::store::Store;
 use crate::units::Limit;
 use crate::{out, outln};
@@ -33,6 +34,8 @@ pub struct Env<'a, S, A> {
     pub sdk: A,
     /// DescribeInstances' page size (`aws.page_size`).
     pub page_size: u16,
+    /// With `[cluster]`: console and lifecycle host keys are shared through its table.
+    pub cluster: Option<&'a crate::cluster::ClusterSettings>,
 }
 
 pub async fn run<S, A>(args: RunArgs, env: Env<'_, S, A>, cancel: CancellationToken) -> Exit
@@ -54,7 +57,11 @@ where
     // loaded first then.
     let mut sdk = None;
     let mut env_sdk = Some(env.sdk);
-    if !args.dry_run && (job.ssh.auth == Auth::InstanceConnect || job.ssh.host_keys.needs_aws()) {
+    let shared_keys =
+        env.cluster.filter(|_| matches!(job.ssh.host_keys, HostKeyPolicy::Console | HostKeyPolicy::Pinned));
+    if !args.dry_run
+        && (job.ssh.auth == Auth::InstanceConnect || job.ssh.host_keys.needs_aws() || shared_keys.is_some())
+    {
         match env_sdk.take().expect("the SDK future is there").await {
             Ok(s) => sdk = Some(s),
             Err(exit) => return exit,
@@ -74,7 +81,11 @@ where
         if let Err(e) = runs.interrupt_dead().await {
             tracing::warn!("cannot check for runs left by opsd processes that are gone: {e}");
         }
-        let pins = Arc::new(StorePins(store.clone()));
+        let mut pins: Arc<dyn KeyPins> = Arc::new(StorePins(store.clone()));
+        if let (Some(c), Some(sdk)) = (shared_keys, &sdk) {
+            let table = crate::cluster::table::Table::new(sdk, &c.table);
+            pins = Arc::new(ClusterPins::new(pins, table, tokio::runtime::Handle::current()));
+        }
         let services = match &sdk {
             Some(sdk) => Services::with_aws(pins, sdk),
             None => Services { pins, push: None, console: None },
