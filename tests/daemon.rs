@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use support::daemon::{metric, scrape, wait_for, Daemon};
 use support::*;
@@ -515,4 +516,53 @@ fn idle_connections_cannot_starve_the_metrics_endpoint() {
         t.join().unwrap();
     }
     d.stop_ok();
+}
+
+/// deploy/prometheus/opsd-rules.yml and deploy/grafana/opsd.json name only series opsd serves, and
+/// only recording rules the rules file defines: a renamed metric breaks this test, not an alert.
+#[test]
+fn the_shipped_alerts_and_dashboard_use_series_opsd_serves() {
+    let ctx = Ctx::with_config_extra("");
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    let text = d.metrics();
+    d.stop_ok();
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/opsd-rules.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(root().join("deploy/grafana/opsd.json")).unwrap();
+    let names = |s: &str, prefix: &str| -> BTreeSet<String> {
+        s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    // What opsd registers: every `register("name", …)` of the wings' metrics modules. A family
+    // with no series yet (no lifecycle action in this test) is registered but not in the scrape.
+    let mut registered = BTreeSet::new();
+    for dir in ["src", "src/jobs", "src/lifecycle", "src/capacity", "src/cluster"] {
+        let src = std::fs::read_to_string(root().join(dir).join("metrics.rs")).unwrap();
+        for chunk in src.split("register(").skip(1) {
+            if let Some(name) = chunk.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) {
+                registered.insert(format!("opsd_{name}"));
+            }
+        }
+    }
+    assert!(registered.contains("opsd_runs") && registered.contains("opsd_lifecycle_actions"), "{registered:?}");
+    let served = |name: &str| {
+        // A counter `opsd_x` is served as `opsd_x_total`; a histogram as `_bucket`, `_sum`,
+        // `_count`; an info metric as `_info`.
+        let base =
+            ["_total", "_bucket", "_sum", "_count", "_info"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        registered.contains(base) || text.contains(&format!("# TYPE {name} "))
+    };
+    // Those with series now are served under these names.
+    for name in ["opsd_jobs_loaded", "opsd_lifecycle_dead_letter_messages", "opsd_capacity_unplaced_tasks"] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not served:\n{text}");
+    }
+    let used: BTreeSet<String> = names(&rules, "opsd_").into_iter().chain(names(&dashboard, "opsd_")).collect();
+    assert!(used.len() >= 12, "{used:?}");
+    let missing: Vec<&String> = used.iter().filter(|n| !served(n)).collect();
+    assert!(missing.is_empty(), "named in deploy/ but not served: {missing:?}\n{text}");
+    let recorded: BTreeSet<String> =
+        rules.lines().filter_map(|l| l.trim().strip_prefix("- record: ")).map(str::to_string).collect();
+    let wanted: BTreeSet<String> = names(&dashboard, "opsd:").into_iter().collect();
+    assert!(wanted.is_subset(&recorded), "the dashboard uses {wanted:?}; the rules record {recorded:?}");
 }

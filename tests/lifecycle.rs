@@ -79,6 +79,26 @@ fn heartbeats_keep_slow_launches_alive() {
     assert!(beats >= 4.0, "heartbeats: {beats}\n{text}");
     assert!(text.contains("opsd_lifecycle_messages_total{kind=\"launch\",outcome=\"completed\"} 2"), "{text}");
     assert!(text.contains("opsd_lifecycle_enis_total{op=\"created\"} 2"), "{text}");
+    assert!(text.contains("opsd_lifecycle_actions_total{kind=\"launch\",result=\"CONTINUE\"} 2"), "{text}");
+    d.stop_ok();
+}
+
+/// Messages in the queue's dead-letter queue (found through its RedrivePolicy) are exported as
+/// `opsd_lifecycle_dead_letter_messages`, so they raise an alert (deploy/prometheus/opsd-rules.yml).
+#[test]
+fn dead_letters_are_counted_in_the_metrics() {
+    let a = aws();
+    let g = group(&a, Setup::default());
+    a.send(&g.dlq, "a message opsd could not work");
+    a.send(&g.dlq, "another");
+    let ctx = ctx_for(&g, "", "");
+    let d = Daemon::start(&ctx, &[("OPSD_METRICS_LISTEN", "127.0.0.1:0")]);
+    let mut text = String::new();
+    wait_for("the dead-letter depth in the metrics", 30, &d, || {
+        text = d.metrics();
+        metric(&text, "opsd_lifecycle_dead_letter_messages") == Some(2.0)
+    });
+    assert!(d.log().contains("2 message(s) in the lifecycle queue's dead-letter queue"), "{}", d.log());
     d.stop_ok();
 }
 

@@ -1,5 +1,5 @@
 //! The jobs wing's Prometheus series: runs and their hosts, durations, skipped firings, job files
-//! that failed to load, each job's last success, and how many jobs are loaded.
+//! that failed to load, each job's last success and the runs since, and how many jobs are loaded.
 
 use super::outcome::{HostStatus, RunOutcome, SkipReason};
 use crate::metrics::{Labels, Registry};
@@ -23,6 +23,7 @@ pub struct JobMetrics {
     skipped: Family<Labels, Counter>,
     job_file_errors: Family<Labels, Counter>,
     last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    since_success: Family<Labels, Gauge>,
     jobs_loaded: Gauge,
 }
 
@@ -35,6 +36,7 @@ impl JobMetrics {
             skipped: Family::default(),
             job_file_errors: Family::default(),
             last_success: Family::default(),
+            since_success: Family::default(),
             jobs_loaded: Gauge::default(),
         };
         registry.register("runs", "Runs by job and outcome", m.runs.clone());
@@ -54,6 +56,11 @@ impl JobMetrics {
             "last_success_timestamp_seconds",
             "When each job's last successful run ended (Unix time)",
             m.last_success.clone(),
+        );
+        registry.register(
+            "runs_since_success",
+            "Runs of each job since its last successful one (0 after a success): the alert for a job failing period after period",
+            m.since_success.clone(),
         );
         registry.register("jobs_loaded", "Jobs currently scheduled or runnable", m.jobs_loaded.clone());
         m
@@ -77,8 +84,12 @@ impl JobMetrics {
             }
         }
         self.run_duration.get_or_create(&vec![("job", job.to_string())]).observe(seconds);
+        let since = self.since_success.get_or_create(&vec![("job", job.to_string())]);
         if outcome == RunOutcome::Succeeded {
             self.last_success.get_or_create(&vec![("job", job.to_string())]).set(end_unix);
+            since.set(0);
+        } else {
+            since.inc();
         }
     }
 
@@ -108,6 +119,8 @@ mod tests {
         let (ok, failed) = (HostStatus::Ok, HostStatus::Failed);
         m.run_ended("backup", RunOutcome::Succeeded, &[(ok, 3), (failed, 0)], 1.5, 1_700_000_000.0);
         m.run_ended("backup", RunOutcome::Failed, &[(ok, 1), (failed, 2)], 0.7, 1_700_000_100.0);
+        m.run_ended("rotate", RunOutcome::Failed, &[(failed, 1)], 0.1, 1_700_000_100.0);
+        m.run_ended("rotate", RunOutcome::Failed, &[(failed, 1)], 0.1, 1_700_000_200.0);
         m.firing_skipped("backup", SkipReason::Overlap);
         m.job_file_error("broken");
         m.set_jobs_loaded(2);
@@ -122,6 +135,8 @@ mod tests {
             "opsd_job_file_errors_total{job=\"broken\"} 1",
             "opsd_last_success_timestamp_seconds{job=\"backup\"} 1700000000.0",
             "opsd_jobs_loaded 2",
+            "opsd_runs_since_success{job=\"backup\"} 1",
+            "opsd_runs_since_success{job=\"rotate\"} 2",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -238,6 +238,7 @@ async fn work(ctx: &Arc<Ctx>, m: &Received, a: Action) {
     let _ = beats.await;
     let outcome = match &completion {
         Completion::Done => {
+            ctx.metrics.completed(a.transition, lifecycle_result);
             tracing::info!(
                 "completed with {lifecycle_result}{}",
                 eni_id.as_deref().map(|e| format!(" (interface {e})")).unwrap_or_default()

@@ -1,5 +1,6 @@
-//! The lifecycle wing's Prometheus series: messages by kind and outcome, action durations,
-//! heartbeats, and the interfaces opsd created, deleted and swept.
+//! The lifecycle wing's Prometheus series: messages by kind and outcome, actions by result, the
+//! dead-letter queue's depth, action durations, heartbeats, and the interfaces opsd created,
+//! deleted and swept.
 
 use super::history::MessageOutcome;
 use super::message::Transition;
@@ -49,6 +50,8 @@ fn action_buckets() -> Histogram {
 #[derive(Clone)]
 pub struct LifecycleMetrics {
     messages: Family<Labels, Counter>,
+    results: Family<Labels, Counter>,
+    dead_letters: prometheus_client::metrics::gauge::Gauge,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     heartbeats: Counter,
     enis: Family<Labels, Counter>,
@@ -58,6 +61,8 @@ impl LifecycleMetrics {
     pub fn register(registry: &mut Registry) -> LifecycleMetrics {
         let m = LifecycleMetrics {
             messages: Family::default(),
+            results: Family::default(),
+            dead_letters: Default::default(),
             duration: Family::new_with_constructor(action_buckets),
             heartbeats: Counter::default(),
             enis: Family::default(),
@@ -66,6 +71,16 @@ impl LifecycleMetrics {
             "lifecycle_messages",
             "Lifecycle queue messages by kind (launch, terminate, test, malformed) and outcome",
             m.messages.clone(),
+        );
+        registry.register(
+            "lifecycle_actions",
+            "Lifecycle actions completed, by kind and result (CONTINUE, ABANDON)",
+            m.results.clone(),
+        );
+        registry.register(
+            "lifecycle_dead_letter_messages",
+            "Messages in the lifecycle queue's dead-letter queue (its RedrivePolicy), read every minute",
+            m.dead_letters.clone(),
         );
         registry.register(
             "lifecycle_action_duration_seconds",
@@ -88,6 +103,15 @@ impl LifecycleMetrics {
     pub fn message(&self, kind: impl Into<MessageKind>, outcome: MessageOutcome) {
         let kind = kind.into();
         self.messages.get_or_create(&vec![("kind", kind.to_string()), ("outcome", outcome.to_string())]).inc();
+    }
+
+    /// An action completed with `result` (`CONTINUE` or `ABANDON`).
+    pub fn completed(&self, kind: impl Into<MessageKind>, result: impl std::fmt::Display) {
+        self.results.get_or_create(&vec![("kind", kind.into().to_string()), ("result", result.to_string())]).inc();
+    }
+
+    pub fn set_dead_letters(&self, n: i64) {
+        self.dead_letters.set(n);
     }
 
     pub fn action_duration(&self, kind: impl Into<MessageKind>, seconds: f64) {

@@ -6,6 +6,7 @@
 //! `opsd lifecycle status` ([`status`]).
 
 pub mod action;
+mod dead_letters;
 pub mod eni;
 pub mod history;
 pub mod host_keys;
@@ -97,6 +98,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     let tracker = TaskTracker::new();
     let sweeper =
         tokio::spawn(sweep::run(ctx.clone(), settings.sweep_interval.0, settings.sweep_grace.0, stop.clone()));
+    let dead_letters = tokio::spawn(dead_letters::watch(ctx.clone(), dead_letters::EVERY, stop.clone()));
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let visibility = settings.visibility_timeout.0.min(FIRST_LEASE).as_secs().max(1) as i32;
     loop {
@@ -173,6 +175,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationT
     }
     tracker.wait().await;
     sweeper.abort();
+    dead_letters.abort();
     tracing::info!("lifecycle consumer stopped");
 }
 
