@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "opsd",
-    version,
+    version = crate::VERSION,
     about = "Operations automation for AWS fleets: tag-targeted SSH jobs, run by hand or on schedule",
     after_help = crate::exit::EXIT_CODES_HELP,
 )]

@@ -38,3 +38,7 @@ pub mod store;
 pub mod tomlfile;
 pub mod units;
 pub mod vocab;
+
+/// The version and the git commit this binary was built from (`opsd --version`, the daemon's banner,
+/// `opsd_build_info`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("OPSD_COMMIT"), ")");

@@ -42,8 +42,10 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn new(mut registry: Registry) -> Exporter {
-        let info: prometheus_client::metrics::info::Info<Labels> =
-            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]);
+        let info: prometheus_client::metrics::info::Info<Labels> = prometheus_client::metrics::info::Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("commit", env!("OPSD_COMMIT").to_string()),
+        ]);
         registry.register("build", "opsd's version", info);
         Exporter { registry }
     }

@@ -333,7 +333,7 @@ fn metrics_endpoint_serves_the_series() {
     assert_eq!(metric(&text, "opsd_run_duration_seconds_count{job=\"m\"}"), Some(n), "{text}");
     assert_eq!(metric(&text, "opsd_job_file_errors_total{job=\"broken\"}"), Some(1.0), "{text}");
     assert_eq!(metric(&text, "opsd_jobs_loaded"), Some(1.0), "{text}");
-    assert!(text.contains("opsd_build_info{version=\""), "{text}");
+    assert!(text.contains("opsd_build_info{version=\"") && text.contains(",commit=\""), "{text}");
     // The last success is the end of the n-th run in the store.
     let last = metric(&text, "opsd_last_success_timestamp_seconds{job=\"m\"}").unwrap();
     let r = runs(&ctx, "m");

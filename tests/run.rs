@@ -893,3 +893,18 @@ fn console_host_keys_are_the_only_ones_trusted() {
     let none = ctx.run(&["hosts", "keys", &blank[0].id]);
     assert_eq!(none.status.code(), Some(3), "{}", String::from_utf8_lossy(&none.stdout));
 }
+
+/// `opsd --version` carries the version and the git commit it was built from (issue 16).
+#[test]
+fn version_names_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsd")).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(text.trim(), format!("opsd {} ({head})", env!("CARGO_PKG_VERSION")));
+}

@@ -186,7 +186,7 @@ pub async fn run(mut config: Config, cancel: CancellationToken) -> Exit {
     let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).ok();
     let (jobs, scheduled) = scheduler.counts();
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::VERSION,
         config = %config.source.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
         jobs_dir = %config.jobs_dir.display(),
         state_dir = %config.state_dir.display(),
