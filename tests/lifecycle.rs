@@ -257,16 +257,7 @@ fn an_action_of_a_group_not_allowed_is_not_acted_on() {
 fn an_instance_returned_to_the_warm_pool_keeps_its_interface() {
     let a = aws();
     let g = group(&a, Setup::default());
-    let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
-    a.rt.block_on(
-        a.asg
-            .put_warm_pool()
-            .auto_scaling_group_name(&g.name)
-            .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
-            .instance_reuse_policy(reuse)
-            .send(),
-    )
-    .unwrap();
+    a.warm_pool(&g);
     let ctx = ctx_for(&g, "", "");
     let d = Daemon::start(&ctx, &[]);
     a.scale(&g, 1);
@@ -292,7 +283,7 @@ fn an_instance_returned_to_the_warm_pool_keeps_its_interface() {
     assert!(log.contains(&format!("already has interface {eni} at device index 1")), "{log}");
     let acts = actions(&ctx);
     assert!(acts.iter().filter(|x| x["instance_id"] == id.as_str()).all(|x| x["result"] == "CONTINUE"), "{acts:?}");
-    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+    a.drop_warm_pool(&g);
 }
 
 /// Issue 14, 3.14, configured otherwise: with `keep_in_warm_pool = false` the interface is removed
@@ -314,7 +305,7 @@ fn keep_in_warm_pool_false_removes_the_interface() {
     assert_eq!(a.instance(&id).2, "stopped");
     assert!(a.enis_of(&id).is_empty(), "{:?}", a.enis_of(&id));
     d.stop_ok();
-    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+    a.drop_warm_pool(&g);
 }
 
 /// Issue 14, 3.2: a failed completion cleans up what the action made. CompleteLifecycleAction is
@@ -805,16 +796,7 @@ fn shutdown_while_pinning_keeps_the_action_for_the_next_opsd() {
 fn keys_pinned_before_a_warm_pool_stand_when_it_comes_back() {
     let a = aws();
     let g = group(&a, Setup::default());
-    let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
-    a.rt.block_on(
-        a.asg
-            .put_warm_pool()
-            .auto_scaling_group_name(&g.name)
-            .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
-            .instance_reuse_policy(reuse)
-            .send(),
-    )
-    .unwrap();
+    a.warm_pool(&g);
     let ctx = ctx_for(&g, "pin_host_keys = true\npin_timeout = \"60s\"\n", "");
     let d = Daemon::start(&ctx, &[]);
     a.scale(&g, 1);
@@ -836,5 +818,5 @@ fn keys_pinned_before_a_warm_pool_stand_when_it_comes_back() {
     let acts = actions(&ctx);
     assert!(acts.iter().filter(|x| x["instance_id"] == id.as_str()).all(|x| x["result"] == "CONTINUE"), "{acts:?}");
     assert_eq!(ctx.json(&["hosts", "keys", &id]), first, "the pinned keys changed");
-    a.rt.block_on(a.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send()).unwrap();
+    a.drop_warm_pool(&g);
 }

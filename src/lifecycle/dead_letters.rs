@@ -1,5 +1,5 @@
-//! The lifecycle queue's dead-letter queue, watched: every minute its depth is read (the queue's
-//! RedrivePolicy names it) and exported as `opsd_lifecycle_dead_letter_messages`, so a message opsd
+//! The lifecycle queue's dead-letter queue, watched: at start a queue without one is warned about;
+//! then every minute its depth is read (the queue's RedrivePolicy names it) and exported as `opsd_lifecycle_dead_letter_messages`, so a message opsd
 //! could not work (malformed, unverified again and again) raises an alert instead of waiting there
 //! for someone to look.
 
@@ -25,8 +25,9 @@ pub fn target(redrive_policy: &str) -> Option<(String, String)> {
     }
 }
 
-/// Read the dead-letter queue's depth now; `None` (logged) when the queue has none or it cannot be read.
-async fn depth(ctx: &Ctx) -> Option<i64> {
+/// Read the dead-letter queue's depth now; `None` (logged) when the queue has none or it cannot be
+/// read. The first round also says, as a warning, that the queue has no redrive policy.
+async fn depth(ctx: &Ctx, first: bool) -> Option<i64> {
     let attrs = ctx
         .sqs
         .get_queue_attributes()
@@ -36,7 +37,22 @@ async fn depth(ctx: &Ctx) -> Option<i64> {
         .await
         .map_err(|e| call_error("GetQueueAttributes", e));
     let policy = match attrs {
-        Ok(a) => a.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())?,
+        Ok(a) => match a.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned()) {
+            Some(p) => p,
+            None => {
+                if first {
+                    tracing::warn!(
+                        queue = %ctx.queue_url,
+                        "the lifecycle queue has no redrive policy: a message opsd cannot parse will be received again and again; give the queue a dead-letter queue (RedrivePolicy with maxReceiveCount)"
+                    );
+                }
+                return None;
+            }
+        },
+        Err(e) if first => {
+            tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes");
+            return None;
+        }
         Err(e) => {
             tracing::debug!("cannot read the lifecycle queue's redrive policy: {e}");
             return None;
@@ -75,8 +91,11 @@ async fn depth(ctx: &Ctx) -> Option<i64> {
 
 /// Export the dead-letter queue's depth every `every` until `stop`.
 pub async fn watch(ctx: Arc<Ctx>, every: Duration, stop: CancellationToken) {
+    let mut first = true;
     loop {
-        if let Some(n) = depth(&ctx).await {
+        let n = depth(&ctx, first).await;
+        first = false;
+        if let Some(n) = n {
             if n > 0 {
                 tracing::warn!("{n} message(s) in the lifecycle queue's dead-letter queue: opsd could not work them; read them, fix the cause, and redrive or delete them");
             }

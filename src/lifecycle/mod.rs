@@ -92,7 +92,6 @@ pub fn context(
 /// Receive and work messages until `stop`; then wait for the messages being worked (the daemon
 /// bounds that wait with its shutdown grace and `ctx.abort`).
 pub async fn run(ctx: Arc<Ctx>, settings: LifecycleSettings, stop: CancellationToken) {
-    warn_without_redrive(&ctx).await;
     tracing::info!(queue = %ctx.queue_url, workers = settings.workers.0, "lifecycle consumer started");
     let workers = Arc::new(Semaphore::new(settings.workers.0));
     let tracker = TaskTracker::new();
@@ -191,30 +190,5 @@ async fn release(ctx: &Ctx, receipt: &str) {
         .await;
     if let Err(e) = r.map_err(|e| call_error("ChangeMessageVisibility", e)) {
         tracing::warn!("returning a message to the queue: {e}; it returns after its visibility timeout");
-    }
-}
-
-async fn warn_without_redrive(ctx: &Ctx) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let r = ctx
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&ctx.queue_url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await;
-    match r.map_err(|e| call_error("GetQueueAttributes", e)) {
-        Ok(out) => {
-            let has = out.attributes().is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy));
-            if !has {
-                tracing::warn!(
-                    queue = %ctx.queue_url,
-                    "the lifecycle queue has no redrive policy: a message opsd cannot parse will be received again and again; give the queue a dead-letter queue (RedrivePolicy with maxReceiveCount)"
-                );
-            }
-        }
-        Err(e) => {
-            tracing::warn!(queue = %ctx.queue_url, "cannot read the queue's attributes: {e}; check queue_url and sqs:GetQueueAttributes")
-        }
     }
 }

@@ -233,6 +233,24 @@ impl Aws {
         self.rt.block_on(self.asg.create_or_update_tags().tags(tag).send()).unwrap();
     }
 
+    /// A warm pool of stopped instances for `g`, reused on scale-in.
+    pub fn warm_pool(&self, g: &Group) {
+        let reuse = aws_sdk_autoscaling::types::InstanceReusePolicy::builder().reuse_on_scale_in(true).build();
+        let put = self
+            .asg
+            .put_warm_pool()
+            .auto_scaling_group_name(&g.name)
+            .pool_state(aws_sdk_autoscaling::types::WarmPoolState::Stopped)
+            .instance_reuse_policy(reuse);
+        self.rt.block_on(put.send()).unwrap();
+    }
+
+    pub fn drop_warm_pool(&self, g: &Group) {
+        self.rt
+            .block_on(self.asg.delete_warm_pool().auto_scaling_group_name(&g.name).force_delete(true).send())
+            .unwrap();
+    }
+
     pub fn send(&self, url: &str, body: &str) -> String {
         self.rt.block_on(self.sqs.send_message().queue_url(url).message_body(body).send()).unwrap().message_id.unwrap()
     }
