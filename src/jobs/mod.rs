@@ -10,6 +10,7 @@
 pub mod calendar;
 pub mod claims;
 pub mod commands;
+pub mod cron_fields;
 pub mod execute;
 pub mod history;
 pub mod metrics;
@@ -17,6 +18,8 @@ pub mod outcome;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+#[cfg(test)]
+mod schedule_table;
 pub mod scheduler;
 pub mod settings;
 pub mod spec;

@@ -171,12 +171,17 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
 /// Sunday, and exactly one of day-of-month and day-of-week must be `?`.
 fn parse_eventbridge_cron(inner: &str) -> Result<Cron, String> {
     let f: Vec<&str> = inner.split_whitespace().collect();
-    if f.len() != 6 {
+    if f.len() == 7 {
+        return Err(format!(
+            "cron({inner}) has seven fields; EventBridge cron takes six, with no seconds: minutes hours day-of-month month day-of-week year, like cron(0 12 * * ? *)"
+        ));
+    }
+    let Ok(fields) = <[&str; 6]>::try_from(f.as_slice()) else {
         return Err(format!(
             "cron({inner}) has {} fields; EventBridge cron takes six: minutes hours day-of-month month day-of-week year, like cron(0 12 * * ? *)",
             f.len()
         ));
-    }
+    };
     let (dom, dow) = (f[2], f[4]);
     match (dom == "?", dow == "?") {
         (true, true) => return Err(format!("cron({inner}): only one of day-of-month and day-of-week may be ?")),
@@ -185,38 +190,52 @@ fn parse_eventbridge_cron(inner: &str) -> Result<Cron, String> {
         }
         _ => {}
     }
-    if f[..2].iter().chain(&f[3..4]).any(|x| x.contains('?')) {
-        return Err(format!("cron({inner}): ? is only allowed in day-of-month or day-of-week"));
-    }
-    let pattern = format!("0 {} {} {} {} {} {}", f[0], f[1], f[2], f[3], f[4], f[5]);
+    let pattern = super::cron_fields::eventbridge(fields).map_err(|e| format!("cron({inner}): {e}"))?;
     CronParser::builder()
         .seconds(Seconds::Required)
         .year(Year::Required)
         .alternative_weekdays(true)
         .build()
         .parse(&pattern)
-        .map_err(|e| format!("cron({inner}) is not valid: {e}"))
+        .map_err(|e| format!("cron({inner}) could not be compiled ({pattern}: {e}); please report this"))
 }
 
 fn parse_unix_cron(s: &str) -> Result<Cron, String> {
-    let fields = s.split_whitespace().count();
-    if !s.starts_with('@') && fields != 5 {
-        return Err(format!(
-            "{s:?} is not a schedule: use rate(5 minutes), cron(0 12 * * ? *), a five-field cron like \"0 3 * * *\", or @hourly/@daily"
-        ));
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if s.starts_with('@') {
+        if !matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly") {
+            return Err(format!("{s:?}: unknown shortcut; use @hourly, @daily, @weekly, @monthly or @yearly"));
+        }
+        let s = if s == "@midnight" { "@daily" } else { s };
+        return CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(s)
+            .map_err(|e| format!("{s:?} could not be compiled ({e}); please report this"));
     }
-    if s.starts_with('@')
-        && !matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly")
-    {
-        return Err(format!("{s:?}: unknown shortcut; use @hourly, @daily, @weekly, @monthly or @yearly"));
-    }
-    let s = if s == "@midnight" { "@daily" } else { s };
+    let pattern = match fields.len() {
+        5 => {
+            let f = [fields[0], fields[1], fields[2], fields[3], fields[4]];
+            super::cron_fields::unix(f).map_err(|e| format!("{s:?}: {e}"))?
+        }
+        6 => {
+            return Err(format!(
+                "{s:?} has six fields; Unix cron takes five (minute hour day-of-month month day-of-week) and no seconds; for EventBridge's six fields with a year write cron({s})"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{s:?} is not a schedule: use rate(5 minutes), cron(0 12 * * ? *), a five-field cron like \"0 3 * * *\", or @hourly/@daily"
+            ))
+        }
+    };
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
-        .parse(s)
-        .map_err(|e| format!("{s:?} is not a valid cron expression: {e}"))
+        .parse(&pattern)
+        .map_err(|e| format!("{s:?} could not be compiled ({pattern}: {e}); please report this"))
 }
 
 #[cfg(test)]
@@ -303,7 +322,7 @@ mod tests {
         assert!(msg("cron(0 12 ? * ? *)").contains("only one of day-of-month and day-of-week may be ?"));
         assert!(msg("cron(0 12 * *)").contains("EventBridge cron takes six"));
         assert!(msg("cron(? 12 * * ? *)").contains("? is only allowed in day-of-month or day-of-week"));
-        assert!(msg("cron(61 12 * * ? *)").contains("is not valid"));
+        assert!(msg("cron(61 12 * * ? *)").contains("the minutes field \"61\": 61 is out of range"));
         assert!(msg("0 3 * *").contains("five-field cron"));
         assert!(msg("@sometimes").contains("use @hourly, @daily"));
         assert!(msg("@every 500ms").contains("whole seconds, at least 1s"));
