@@ -36,7 +36,7 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
             jobs::run(args, env, cancel).await
         }
         Command::Validate { paths } => jobs::validate(&paths, &config.jobs_dir, &defaults, &config.name()),
-        Command::Jobs => jobs::list(&config.jobs_dir, &defaults, existing_store(&config).await).await,
+        Command::Jobs(args) => jobs::list(args, &config.jobs_dir, &defaults, existing_store(&config).await).await,
         Command::History(args) if config.cluster.is_some() && !args.local && args.run.is_none() => {
             let c = config.cluster.as_ref().expect("checked");
             match load_sdk(&config).await {

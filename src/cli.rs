@@ -3,7 +3,7 @@
 
 use crate::capacity::status::CapacityCommand;
 use crate::cluster::commands::ClusterCommand;
-use crate::jobs::commands::{HistoryArgs, RunArgs};
+use crate::jobs::commands::{HistoryArgs, JobsArgs, RunArgs};
 use crate::lifecycle::status::LifecycleCommand;
 use crate::ssh::keys_command::HostsCommand;
 use clap::{Parser, Subcommand};
@@ -66,9 +66,12 @@ pub enum Command {
         /// Job files or directories [default: the config's jobs_dir].
         paths: Vec<PathBuf>,
     },
-    /// List the jobs in jobs_dir with their schedule, target and next three firing times.
-    #[command(after_help = "Example:\n  opsd jobs")]
-    Jobs,
+    /// List the jobs in jobs_dir with their schedule, target and next firings (in the job's time
+    /// zone and UTC), marking what a DST change did to a firing.
+    #[command(
+        after_help = "Examples:\n  opsd jobs\n  opsd jobs nightly-backup --next 10\n  opsd jobs --at 2026-03-08T00:00:00Z --next 20 nightly-backup   # across a DST change\n\nExit codes:\n  0   listed\n  64  no such job, or the jobs directory cannot be read"
+    )]
+    Jobs(JobsArgs),
     /// Show recorded runs (with [cluster]: the whole cluster's firings, each with the replica that
     /// ran it); with --run, every host's result and captured output from this replica's store.
     #[command(

@@ -908,3 +908,82 @@ fn version_names_the_commit() {
     let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
     assert_eq!(text.trim(), format!("opsd {} ({head})", env!("CARGO_PKG_VERSION")));
 }
+
+/// `opsd jobs --at … --next N JOB` (issue 16): the firings after any instant, in the job's zone
+/// and UTC, with what each DST change did; no waiting for real time.
+#[test]
+fn jobs_at_lists_firings_after_any_instant_with_the_dst_policy() {
+    let ctx = Ctx::with_config_extra("");
+    let target = "[target]\ntags = { Role = \"db\" }\n[run]\ncommands = [\"true\"]\n";
+    ctx.write_job("backup", &format!("schedule = \"cron(30 2 * * ? *)\"\ntimezone = \"America/New_York\"\n{target}"));
+    ctx.write_job(
+        "sweep",
+        &format!("schedule = \"cron(0/30 1-2 ? * SUN *)\"\ntimezone = \"America/New_York\"\n{target}"),
+    );
+    ctx.write_job("late-shift", &format!("schedule = \"cron(0 22-1 ? * FRI-MON *)\"\n{target}"));
+    let lines = |args: &[&str]| {
+        let out = ctx.run(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("  next"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    // Spring forward in New York, 2026-03-08: 02:30 does not exist; the job fires at 03:00 EDT.
+    let got = lines(&["jobs", "--at", "2026-03-06T12:00:00Z", "--next", "3", "backup"]);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[0].starts_with("  next 2026-03-07 02:30:00 EST  (2026-03-07 07:30:00 UTC)"), "{got:?}");
+    assert!(
+        got[1].starts_with("  next 2026-03-08 03:00:00 EDT  (2026-03-08 07:00:00 UTC)  DST: clocks went forward 1h00"),
+        "{got:?}"
+    );
+    assert!(got[1].ends_with("its wall time did not exist that day: fired at the end of the gap"), "{got:?}");
+    assert_eq!(got[2], "  next 2026-03-09 02:30:00 EDT  (2026-03-09 06:30:00 UTC)");
+    // Fall back, 2026-11-01: a periodic schedule fires at both 01:00s and both 01:30s.
+    let got = lines(&["jobs", "--at", "2026-11-01T04:00:00Z", "--next", "6", "sweep"]);
+    let utc: Vec<&str> = got.iter().map(|l| &l[l.find('(').unwrap() + 1..l.find(" UTC)").unwrap()]).collect();
+    assert_eq!(
+        utc,
+        [
+            "2026-11-01 05:00:00",
+            "2026-11-01 05:30:00",
+            "2026-11-01 06:00:00",
+            "2026-11-01 06:30:00",
+            "2026-11-01 07:00:00",
+            "2026-11-01 07:30:00"
+        ]
+    );
+    assert!(
+        got[2].contains("DST: clocks went back 1h00") && got[2].contains("a periodic schedule fires at both"),
+        "{got:?}"
+    );
+    // An hour range across midnight and a weekday range across Sunday, as EventBridge reads them:
+    // Friday 2026-03-06 22:00 to Tuesday 01:00, every hour whose day is Friday to Monday.
+    let got = lines(&["jobs", "--at", "2026-03-06T21:00:00Z", "--next", "13", "late-shift"]);
+    let utc: Vec<&str> = got.iter().map(|l| &l[7..23]).collect();
+    assert_eq!(
+        utc,
+        [
+            "2026-03-06 22:00",
+            "2026-03-06 23:00",
+            "2026-03-07 00:00",
+            "2026-03-07 01:00",
+            "2026-03-07 22:00",
+            "2026-03-07 23:00",
+            "2026-03-08 00:00",
+            "2026-03-08 01:00",
+            "2026-03-08 22:00",
+            "2026-03-08 23:00",
+            "2026-03-09 00:00",
+            "2026-03-09 01:00",
+            "2026-03-09 22:00"
+        ]
+    );
+    // The next one after Monday 23:00 is Tuesday 00:00 (Tuesday is not in FRI-MON): Friday.
+    let got = lines(&["jobs", "--at", "2026-03-09T23:00:00Z", "--next", "2", "late-shift"]);
+    assert!(got[0].starts_with("  next 2026-03-13 00:00:00 UTC"), "{got:?}");
+    let out = ctx.run(&["jobs", "no-such-job"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"no-such-job\""));
+}

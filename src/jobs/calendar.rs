@@ -108,6 +108,51 @@ pub fn upcoming(
     out
 }
 
+/// What a DST change between `prev` and `firing` (consecutive firings, or the instant listed from
+/// and the first firing) did to this firing, in the words of the module's rules; None when the
+/// offset did not change and `firing`'s wall time happens once.
+pub fn dst_note(schedule: &Schedule, prev: DateTime<Utc>, firing: DateTime<Utc>, tz: Tz) -> Option<String> {
+    let offset = |t: DateTime<Utc>| tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc() as i64;
+    let (before, after) = (offset(prev), offset(firing));
+    let local = firing.with_timezone(&tz);
+    let hhmm = |secs: i64| format!("{}h{:02}", secs.abs() / 3600, secs.abs() % 3600 / 60);
+    let change = (before != after).then(|| {
+        // The instant of the change, to the minute: the offset moves once between two firings.
+        let (mut lo, mut hi) = (prev, firing);
+        while hi - lo > Duration::minutes(1) {
+            let mid = lo + (hi - lo) / 2;
+            if offset(mid) == before {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let at = hi.with_timezone(&tz);
+        let way = if after > before { "forward" } else { "back" };
+        format!("DST: clocks went {way} {} at {}", hhmm(after - before), at.format("%Y-%m-%d %H:%M %Z"))
+    });
+    let Schedule::Cron { cron, periodic, .. } = schedule else {
+        return change.map(|c| format!("{c}; a rate counts real time, so it did not move"));
+    };
+    let wall = Utc.from_utc_datetime(&local.naive_local());
+    let repeated = matches!(tz.from_local_datetime(&local.naive_local()), LocalResult::Ambiguous(..));
+    let policy = if repeated && *periodic {
+        Some(format!("{} happens twice; a periodic schedule fires at both", local.format("%H:%M")))
+    } else if repeated {
+        Some(format!("{} happens twice; fires at the first only", local.format("%H:%M")))
+    } else if after > before && !cron.is_time_matching(&wall).unwrap_or(true) {
+        Some("its wall time did not exist that day: fired at the end of the gap".to_string())
+    } else if after > before && *periodic {
+        Some("the wall times in the gap were skipped: a periodic schedule keeps its real-time pace".to_string())
+    } else {
+        None
+    };
+    match (change, policy) {
+        (Some(c), Some(p)) => Some(format!("{c}; {p}")),
+        (c, p) => c.or(p),
+    }
+}
+
 fn next_interval(every: std::time::Duration, after: DateTime<Utc>, anchor: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let every_ms = i64::try_from(every.as_millis()).ok().filter(|ms| *ms > 0)?;
     let elapsed = (after - anchor).num_milliseconds();
@@ -237,6 +282,50 @@ mod tests {
         let a = utc("2026-03-27T12:00:00Z");
         let got: Vec<_> = upcoming(&s, a, tz, a, 3).into_iter().map(|t| t.to_rfc3339()).collect();
         assert_eq!(got, ["2026-03-28T02:00:00+00:00", "2026-03-29T01:00:00+00:00", "2026-03-30T01:00:00+00:00"]);
+    }
+
+    fn notes(expr: &str, tz: &str, after: &str, n: usize) -> Vec<Option<String>> {
+        let s = Schedule::parse(expr).unwrap();
+        let tz: Tz = tz.parse().unwrap();
+        let mut prev = utc(after);
+        upcoming(&s, prev, tz, prev, n)
+            .into_iter()
+            .map(|t| std::mem::replace(&mut prev, t))
+            .zip(upcoming(&s, utc(after), tz, utc(after), n))
+            .map(|(p, t)| dst_note(&s, p, t, tz))
+            .collect()
+    }
+
+    #[test]
+    fn dst_notes_say_what_the_change_did() {
+        // New York, 2026-03-08 02:00 EST becomes 03:00 EDT.
+        let n = notes("30 2 * * *", "America/New_York", "2026-03-06T12:00:00Z", 3);
+        assert_eq!((&n[0], &n[2]), (&None, &None));
+        assert_eq!(
+            n[1].as_deref(),
+            Some("DST: clocks went forward 1h00 at 2026-03-08 03:00 EDT; its wall time did not exist that day: fired at the end of the gap")
+        );
+        let n = notes("*/30 * * * *", "America/New_York", "2026-03-08T06:40:00Z", 1);
+        assert_eq!(
+            n[0].as_deref(),
+            Some("DST: clocks went forward 1h00 at 2026-03-08 03:00 EDT; the wall times in the gap were skipped: a periodic schedule keeps its real-time pace")
+        );
+        // 2026-11-01 02:00 EDT becomes 01:00 EST: 01:30 happens twice.
+        let n = notes("30 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", 2);
+        assert_eq!(n[0].as_deref(), Some("01:30 happens twice; fires at the first only"));
+        assert_eq!(n[1].as_deref(), Some("DST: clocks went back 1h00 at 2026-11-01 01:00 EST"));
+        let n = notes("30 * * * *", "America/New_York", "2026-11-01T05:00:00Z", 2);
+        assert_eq!(n[0].as_deref(), Some("01:30 happens twice; a periodic schedule fires at both"));
+        assert_eq!(
+            n[1].as_deref(),
+            Some("DST: clocks went back 1h00 at 2026-11-01 01:00 EST; 01:30 happens twice; a periodic schedule fires at both")
+        );
+        let n = notes("rate(1 hour)", "America/New_York", "2026-11-01T05:30:00Z", 1);
+        assert_eq!(
+            n[0].as_deref(),
+            Some("DST: clocks went back 1h00 at 2026-11-01 01:00 EST; a rate counts real time, so it did not move")
+        );
+        assert_eq!(notes("0 12 * * *", "UTC", "2026-03-07T12:00:00Z", 3), [None, None, None]);
     }
 
     #[test]

@@ -177,11 +177,9 @@ fn eb_day_of_week(text: &str) -> Result<String, String> {
     }
     if let Some((day, nth)) = text.split_once('#') {
         let d = number(field, text, day)?;
-        let k: u32 = nth
-            .parse()
-            .ok()
-            .filter(|k| (1..=5).contains(k))
-            .ok_or_else(|| format!("the {} field {text:?}: after # comes which week of the month, 1 to 5", field.name))?;
+        let k: u32 = nth.parse().ok().filter(|k| (1..=5).contains(k)).ok_or_else(|| {
+            format!("the {} field {text:?}: after # comes which week of the month, 1 to 5", field.name)
+        })?;
         return Ok(format!("{d}#{k}"));
     }
     if let Some(day) = text.strip_suffix('L') {
@@ -262,8 +260,12 @@ fn number(field: &Field, text: &str, s: &str) -> Result<u32, String> {
     };
     match s.parse::<u32>() {
         Ok(n) if (field.min..=field.max).contains(&n) => Ok(n),
-        Ok(n) => Err(format!("the {} field {text:?}: {n} is out of range; {} run from {range}", field.name, field.name)),
-        Err(_) => Err(format!("the {} field {text:?}: {s:?} is not a value; {} run from {range}", field.name, field.name)),
+        Ok(n) => {
+            Err(format!("the {} field {text:?}: {n} is out of range; {} run from {range}", field.name, field.name))
+        }
+        Err(_) => {
+            Err(format!("the {} field {text:?}: {s:?} is not a value; {} run from {range}", field.name, field.name))
+        }
     }
 }
 
@@ -291,17 +293,21 @@ mod tests {
     #[test]
     fn messages_name_the_field_and_the_rule() {
         let e = |r: Result<String, String>| r.unwrap_err();
-        assert!(e(eventbridge(["0", "24", "*", "*", "?", "*"])).contains("the hours field \"24\": 24 is out of range; hours run from 0 to 23"));
+        assert!(e(eventbridge(["0", "24", "*", "*", "?", "*"]))
+            .contains("the hours field \"24\": 24 is out of range; hours run from 0 to 23"));
         assert!(e(eventbridge(["0", "0", "*", "*", "?", "1969"])).contains("year run from 1970 to 2199"));
         assert!(e(eventbridge(["0", "0", "*", "*", "?", "2200"])).contains("2200 is out of range"));
-        assert!(e(eventbridge(["0", "0", "?", "*", "3#1,6#3", "*"])).contains("with # the field takes one expression only"));
+        assert!(
+            e(eventbridge(["0", "0", "?", "*", "3#1,6#3", "*"])).contains("with # the field takes one expression only")
+        );
         assert!(e(eventbridge(["0", "0", "?", "*", "3#6", "*"])).contains("which week of the month, 1 to 5"));
         assert!(e(eventbridge(["0", "0", "LW", "*", "?", "*"])).contains("not in EventBridge's cron grammar"));
         assert!(e(eventbridge(["0/60", "0", "*", "*", "?", "*"])).contains("from 1 to 59"));
         assert!(e(eventbridge(["0", "0", "*", "*", "?", "2030-2026"])).contains("years do not wrap"));
         assert!(e(eventbridge(["L", "0", "*", "*", "?", "*"])).contains("only allowed in day-of-month"));
         assert!(e(eventbridge(["0", "0", "?", "*", "2/2", "*"])).contains("no / (step) in day-of-week"));
-        assert!(e(eventbridge(["0", "0", "*", "FOO", "?", "*"])).contains("\"FOO\" is not a value; month run from 1 to 12 or JAN-DEC"));
+        assert!(e(eventbridge(["0", "0", "*", "FOO", "?", "*"]))
+            .contains("\"FOO\" is not a value; month run from 1 to 12 or JAN-DEC"));
         assert!(e(unix(["0", "22-2", "*", "*", "*"])).contains("the range 22-2 goes backwards"));
         assert!(e(unix(["0", "0", "L", "*", "*"])).contains("L is EventBridge's, not Unix cron's"));
         assert!(e(unix(["60", "0", "*", "*", "*"])).contains("the minute field \"60\": 60 is out of range"));

@@ -39,6 +39,25 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only this job.
+    pub job: Option<String>,
+    /// List the firings after this instant instead of now (RFC 3339, e.g. 2026-03-08T00:00:00Z
+    /// or 2026-03-08T00:00:00-05:00).
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many firings to list for each job (1-1000).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub next: u16,
+}
+
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}; write an RFC 3339 instant with its offset, like 2026-03-08T00:00:00Z"))
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Only runs of this job.
     pub job: Option<String>,
@@ -88,17 +107,25 @@ pub fn validate(paths: &[PathBuf], jobs_dir: &Path, defaults: &JobDefaults, conf
     }
 }
 
-/// `opsd jobs`: every job with its schedule, target and next three firings. `runs` is the history
-/// when one exists (rate schedules count from a job's last firing).
-pub async fn list(jobs_dir: &Path, defaults: &JobDefaults, runs: Option<RunHistory>) -> Exit {
-    let files = match spec::files_in(jobs_dir) {
+/// `opsd jobs`: every job (or `args.job`) with its schedule, target and next firings after now
+/// (or `args.at`), in the job's zone and UTC, each with what a DST change did to it. `runs` is the
+/// history when one exists (rate schedules count from a job's last firing).
+pub async fn list(args: JobsArgs, jobs_dir: &Path, defaults: &JobDefaults, runs: Option<RunHistory>) -> Exit {
+    let mut files = match spec::files_in(jobs_dir) {
         Ok(f) => f,
         Err(d) => {
             print_diags(&[d]);
             return Exit::Usage;
         }
     };
-    let now = chrono::Utc::now();
+    if let Some(job) = &args.job {
+        files.retain(|f| f.file_stem().is_some_and(|s| s.to_string_lossy() == *job));
+        if files.is_empty() {
+            eprintln!("opsd: no job named {job:?} in {}; `opsd jobs` lists them", jobs_dir.display());
+            return Exit::Usage;
+        }
+    }
+    let from = args.at.unwrap_or_else(chrono::Utc::now);
     outln!("{:<24} {:<28} {:<40} DESCRIPTION", "JOB", "SCHEDULE", "TARGET");
     for f in files {
         match spec::load(&f, defaults) {
@@ -120,13 +147,25 @@ pub async fn list(jobs_dir: &Path, defaults: &JobDefaults, runs: Option<RunHisto
                 };
                 outln!("{:<24} {:<28} {:<40} {}", j.name, schedule, target, j.description);
                 let last = match &runs {
-                    Some(s) => s.last_firing(&j.name).await.ok().flatten(),
+                    Some(s) => s.last_firing(&j.name).await.ok().flatten().filter(|l| *l <= from),
                     None => None,
                 };
-                let anchor = last.unwrap_or(now);
-                for at in calendar::upcoming(&t.schedule, now, t.timezone, anchor, 3) {
+                let anchor = last.unwrap_or(from);
+                let firings = calendar::upcoming(&t.schedule, from, t.timezone, anchor, args.next.into());
+                let mut prev = from;
+                for at in &firings {
                     let local = at.with_timezone(&t.timezone);
-                    outln!("  next {}  ({} UTC)", local.format("%Y-%m-%d %H:%M:%S %Z"), at.format("%Y-%m-%d %H:%M:%S"));
+                    let note = calendar::dst_note(&t.schedule, prev, *at, t.timezone).map(|n| format!("  {n}"));
+                    outln!(
+                        "  next {}  ({} UTC){}",
+                        local.format("%Y-%m-%d %H:%M:%S %Z"),
+                        at.format("%Y-%m-%d %H:%M:%S"),
+                        note.unwrap_or_default()
+                    );
+                    prev = *at;
+                }
+                if firings.len() < usize::from(args.next) {
+                    outln!("  (no later firing: the schedule's years end)");
                 }
                 if last.is_none() && matches!(t.schedule, Schedule::Rate { .. }) {
                     outln!("  (no firing recorded yet: a rate counts from when the daemon loads the job)");
