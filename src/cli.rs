@@ -32,7 +32,7 @@ pub enum Command {
     #[command(after_help = concat!(
         "Examples:\n  opsd run hello-world\n  opsd run hello-world --dry-run\n  opsd run jobs/rotate.toml --max-concurrency 10 --output json\n\n",
         "Exit codes:\n  0   every host succeeded\n  1   some host failed (command exit != 0, timeout, connect/auth/host-key error, skipped by max_errors, cancelled)\n",
-        "  3   no instance matched the target\n  64  bad job file or config\n  69  AWS unreachable or access denied\n  70  the run history could not be written"
+        "  3   no instance matched the target\n  64  bad job file or config (or its script cannot be read)\n  69  AWS unreachable or access denied\n  70  the run history could not be written"
     ))]
     Run(RunArgs),
     /// Run as a service: fire every job in jobs_dir on its schedule until SIGTERM.

@@ -8,13 +8,13 @@ use crate::store::Migration;
 /// daemon's firing times (jobs); 3 lifecycle actions; 4 capacity decisions; 5 lifecycle AWS time;
 /// 6 when a capacity decision ended; 7 the capacity controller's latest evaluation; 8 the process
 /// recording a run (jobs); 9 host-key pins keyed by instance and port; 10 instance host keys from
-/// the console (ssh pins).
+/// the console (ssh pins); 11 the SHA-256 of a run's shipped script (jobs).
 pub const MIGRATIONS: &[Migration] = &{
     const J: &[Migration] = crate::jobs::history::MIGRATIONS;
     const P: &[Migration] = crate::ssh::pins::MIGRATIONS;
     const L: &[Migration] = crate::lifecycle::history::MIGRATIONS;
     const C: &[Migration] = crate::capacity::history::MIGRATIONS;
-    [J[0], P[0], J[1], L[0], C[0], L[1], C[1], C[2], J[2], P[1], P[2]]
+    [J[0], P[0], J[1], L[0], C[0], L[1], C[1], C[2], J[2], P[1], P[2], J[3]]
 };
 
 #[cfg(test)]

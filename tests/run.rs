@@ -987,3 +987,113 @@ fn jobs_at_lists_firings_after_any_instant_with_the_dst_policy() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"no-such-job\""));
 }
+
+/// `[run] script` (issue 16): the seed's HelloWorld.sh case without any S3 bucket: a file beside
+/// the job, shipped over each host's SSH channel, run after the commands with its args, from a
+/// private file removed afterwards; the run record keeps its SHA-256.
+#[test]
+fn a_script_beside_the_job_runs_on_every_host_after_the_commands() {
+    use sha2::Digest;
+    let ctx = Ctx::new();
+    let tag = unique("script");
+    let hosts = fleet(3, &[("T", &tag)], &[]);
+    let scripts = ctx.dir.path().join("jobs/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    // The interpreter comes from the #! line; 200 KiB of comment make the transfer span many SSH
+    // window adjustments.
+    let mut text = String::from(
+        "#!/bin/bash\nset -eu\necho \"Hello World from $(hostname), args: $#: $1|$2\"\necho \"file $0\"\nls -ld \"$(dirname \"$0\")\" | cut -c1-10\n[[ -n \"${BASH_VERSION}\" ]] && echo bash\n",
+    );
+    text.push_str(&"# padding padding padding padding padding padding padding padding padding pad\n".repeat(2600));
+    text.push_str("echo done\n");
+    std::fs::write(scripts.join("HelloWorld.sh"), &text).unwrap();
+    let sha: String = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    ctx.write_job(
+        "hello",
+        &format!("[target]\ntags = {{ T = \"{tag}\" }}\n[run]\ncommands = [\"echo first\"]\nscript = \"scripts/HelloWorld.sh\"\nargs = [\"it's\", \"two words\"]\n"),
+    );
+    let dry = ctx.run(&["run", "hello", "--dry-run"]);
+    let dry = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.contains("would run: echo first, then the script") && dry.contains(r"'it'\''s' 'two words'"), "{dry}");
+    let (code, doc) = ctx.run_json("hello", &[]);
+    assert_eq!(code, 0, "{doc}");
+    let by_id = hosts_by_id(&doc);
+    for h in &hosts {
+        let r = &by_id[&h.id];
+        let cmds = r["commands"].as_array().unwrap();
+        assert_eq!(cmds.len(), 2, "{r}");
+        assert_eq!(cmds[0]["stdout"], "first\n");
+        assert_eq!(cmds[1]["command"], r"script HelloWorld.sh 'it'\''s' 'two words'");
+        let out = cmds[1]["stdout"].as_str().unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("Hello World from ") && lines[0].ends_with("args: 2: it's|two words"), "{out}");
+        assert_eq!(lines[2..], ["drwx------", "bash", "done"], "{out}");
+        // The private file is gone once the command has ended.
+        let file = lines[1].strip_prefix("file ").unwrap();
+        assert!(!std::path::Path::new(file).exists(), "{file} was left on the host");
+    }
+    let id = doc["run_id"].as_i64().unwrap().to_string();
+    let rec = ctx.json(&["history", "--run", &id]);
+    assert_eq!(rec["run"]["script_sha256"], sha.as_str(), "{}", rec["run"]);
+    let text = ctx.run(&["history", "--run", &id]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("script sha256 {sha}")));
+
+    // A script alone (no commands) that fails, and one cut by the timeout: its file is removed too.
+    std::fs::write(scripts.join("fail.sh"), "echo \"file $0\"\nexit 4\n").unwrap();
+    ctx.write_job(
+        "fail",
+        &format!("[target]\ntags = {{ T = \"{tag}\" }}\n[run]\nscript = \"scripts/fail.sh\"\n{ALL_MAY_FAIL}\n"),
+    );
+    let (code, doc) = ctx.run_json("fail", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let r = &hosts_by_id(&doc)[&hosts[0].id];
+    assert_eq!((r["error_kind"].as_str(), r["exit_status"].as_i64()), (Some("command_failed"), Some(4)), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("\"script fail.sh\" exited with status 4"), "{r}");
+    let sleeper = format!("sleep {}", 7000 + std::process::id() % 1000);
+    std::fs::write(scripts.join("slow.sh"), format!("echo \"file $0\"\n{sleeper}\n")).unwrap();
+    ctx.write_job(
+        "slow",
+        &format!("[target]\ntags = {{ T = \"{tag}\" }}\n[run]\nscript = \"scripts/slow.sh\"\ntimeout = \"2s\"\n{ALL_MAY_FAIL}\n"),
+    );
+    let (_, doc) = ctx.run_json("slow", &[]);
+    for h in &hosts {
+        let r = &hosts_by_id(&doc)[&h.id];
+        assert_eq!(r["error_kind"], "timeout", "{r}");
+        let out = r["commands"][0]["stdout"].as_str().unwrap();
+        let file = out.trim().strip_prefix("file ").unwrap_or_else(|| panic!("{r}"));
+        assert!(!std::path::Path::new(file).exists(), "{file} was left after the timeout");
+    }
+    assert_eq!(wait_for_remote(&sleeper, 0, 50), 0, "`{sleeper}` still runs after the timeout");
+}
+
+/// `[run] script` bad input: a missing file, one over the size limit and args without a script are
+/// validation errors at the file's line, and `opsd run` runs nothing.
+#[test]
+fn a_missing_or_oversized_script_is_a_validation_error_at_its_line() {
+    let ctx = Ctx::new();
+    let head = "[target]\ntags = { T = \"none\" }\n[run]\n";
+    let missing = ctx.write_job("missing", &format!("{head}commands = [\"true\"]\nscript = \"scripts/nope.sh\"\n"));
+    let out = ctx.run(&["validate", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:5:1: run.script: cannot read the script", missing.display()))
+            && err.contains("relative to the job file"),
+        "{err}"
+    );
+    std::fs::create_dir_all(ctx.dir.path().join("jobs/scripts")).unwrap();
+    std::fs::write(ctx.dir.path().join("jobs/scripts/big.sh"), vec![b'#'; 256 * 1024 + 1]).unwrap();
+    let big = ctx.write_job("big", &format!("{head}script = \"scripts/big.sh\"\n"));
+    let out = ctx.run(&["validate", big.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":4:1: run.script: the script") && err.contains("more than the limit of 262144"), "{err}");
+    let args = ctx.write_job("args", &format!("{head}commands = [\"true\"]\nargs = [\"x\"]\n"));
+    let out = ctx.run(&["validate", args.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":5:1: run.args: args are the script's arguments"), "{err}");
+    let nothing = ctx.write_job("nothing", head);
+    let out = ctx.run(&["validate", nothing.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to run"), "{out:?}");
+    let out = ctx.run(&["run", "missing"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+}

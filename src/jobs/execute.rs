@@ -5,6 +5,7 @@ use super::history::{RunEnd, RunHistory, RunStart};
 use super::outcome::{Host, HostResult, HostStatus, RunOutcome, Trigger};
 use super::report::Counts;
 use super::runner::{self, Event, Plan};
+use super::script;
 use super::spec::Job;
 use crate::ssh::Connector;
 use crate::store::StoreError;
@@ -38,6 +39,9 @@ pub enum ExecuteError {
     Store(#[from] StoreError),
     #[error("the run failed internally: {0}; this is a bug, please report it")]
     Internal(String),
+    /// The job's script could not be read: the run is recorded as `error`, nothing ran.
+    #[error("run {run_id}: {reason}")]
+    Script { run_id: i64, reason: String },
 }
 
 /// One run to make.
@@ -61,6 +65,15 @@ pub async fn run(
     let Request { job, hosts, store, connector, trigger, live_output } = req;
     let started_at = Utc::now();
     let n = hosts.len();
+    // The script is read once for the run (off the runtime): every host gets the same bytes, and
+    // the record names them by their SHA-256.
+    let shipped = match job.run.script.clone() {
+        None => Ok(None),
+        Some(spec) => match tokio::task::spawn_blocking(move || script::load(&spec)).await {
+            Ok(r) => r.map(Some).map_err(|e| e.to_string()),
+            Err(e) => return Err(ExecuteError::Internal(e.to_string())),
+        },
+    };
     let run_id = store
         .start_run(RunStart {
             job: &job.name,
@@ -68,8 +81,18 @@ pub async fn run(
             hosts_total: n,
             started_at,
             scheduled_for: trigger.scheduled_for,
+            script_sha256: shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.as_str()),
         })
         .await?;
+    let shipped = match shipped {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::error!(job = %job.name, run = run_id, "{reason}");
+            let end = RunEnd { outcome: RunOutcome::Error, ok: 0, failed: 0, skipped: 0, reason: Some(&reason) };
+            store.finish_run(run_id, end, Utc::now()).await?;
+            return Err(ExecuteError::Script { run_id, reason });
+        }
+    };
     tracing::info!(job = %job.name, run = run_id, hosts = n, trigger = %trigger.kind, "run started");
     // The hosts' spans (and their events) nest under the run's.
     let span = tracing::info_span!("run", job = %job.name, run = run_id);
@@ -83,6 +106,7 @@ pub async fn run(
             error_budget: job.run.max_errors.error_budget(n),
             hosts,
             commands: job.run.commands.clone(),
+            shipped,
             output_limit: job.run.output_limit,
             timeout: job.run.timeout,
             live_output,

@@ -46,6 +46,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     // v8: the opsd process recording a run, so a run whose process died is found at the next open.
     Migration { version: 8, owner: "jobs::history", sql: "ALTER TABLE runs ADD COLUMN process TEXT;" },
+    // v11: the SHA-256 of the script a run shipped (`[run] script`).
+    Migration { version: 11, owner: "jobs::history", sql: "ALTER TABLE runs ADD COLUMN script_sha256 TEXT;" },
 ];
 
 /// One run as listed by `opsd history`.
@@ -65,6 +67,9 @@ pub struct RunRecord {
     pub scheduled_for: Option<String>,
     /// Why a run was skipped or ended in error.
     pub reason: Option<String>,
+    /// The SHA-256 (hex) of the script the run shipped to its hosts (`[run] script`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_sha256: Option<String>,
 }
 
 /// How a run was started.
@@ -75,6 +80,8 @@ pub struct RunStart<'a> {
     pub hosts_total: usize,
     pub started_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// The SHA-256 (hex) of the script the run ships.
+    pub script_sha256: Option<&'a str>,
 }
 
 /// Counts and outcome written when a run ends.
@@ -89,7 +96,7 @@ pub struct RunEnd<'a> {
 }
 
 const RUN_COLUMNS: &str = "id, job, trigger, started_at, ended_at, outcome, hosts_total, hosts_ok, hosts_failed,
-    hosts_skipped, scheduled_for, reason";
+    hosts_skipped, scheduled_for, reason, script_sha256";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -105,6 +112,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         hosts_skipped: r.get(9)?,
         scheduled_for: r.get(10)?,
         reason: r.get(11)?,
+        script_sha256: r.get(12)?,
     })
 }
 
@@ -125,12 +133,13 @@ impl RunHistory {
     pub async fn start_run(&self, start: RunStart<'_>) -> Result<i64, StoreError> {
         let (job, trigger, hosts_total) = (start.job.to_string(), start.trigger, start.hosts_total as i64);
         let (started_at, scheduled_for) = (ts(start.started_at), start.scheduled_for.map(ts));
+        let script = start.script_sha256.map(str::to_string);
         self.0
             .call(move |c| {
                 c.execute(
-                    "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total, scheduled_for, process)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![job, trigger, started_at, RunOutcome::Running, hosts_total, scheduled_for, process::me()],
+                    "INSERT INTO runs (job, trigger, started_at, outcome, hosts_total, scheduled_for, process, script_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![job, trigger, started_at, RunOutcome::Running, hosts_total, scheduled_for, process::me(), script],
                 )?;
                 Ok(c.last_insert_rowid())
             })
@@ -447,6 +456,7 @@ mod tests {
             hosts_total: 0,
             started_at: t("2026-11-24T03:00:00Z"),
             scheduled_for: Some(t("2026-11-24T03:00:00Z")),
+            script_sha256: None,
         };
         let id = store.start_run(start).await.unwrap();
         let end = RunEnd { outcome: RunOutcome::NoHosts, ok: 0, failed: 0, skipped: 0, reason: None };
@@ -478,6 +488,7 @@ mod tests {
                     hosts_total: 1,
                     started_at: at,
                     scheduled_for: scheduled.then_some(at),
+                    script_sha256: None,
                 };
                 let id = store.start_run(start).await.unwrap();
                 if let Some(outcome) = outcome {

@@ -21,6 +21,7 @@ pub mod schedule;
 #[cfg(test)]
 mod schedule_table;
 pub mod scheduler;
+pub mod script;
 pub mod settings;
 pub mod spec;
 pub mod target;

@@ -19,6 +19,8 @@ use tracing::Instrument;
 pub struct Plan {
     pub hosts: Vec<Host>,
     pub commands: Vec<String>,
+    /// The job's script, read once for the run and sent to every host.
+    pub shipped: Option<super::script::Shipped>,
     pub concurrency: usize,
     pub error_budget: usize,
     pub output_limit: u64,
@@ -155,7 +157,12 @@ async fn run_host<S: OutputSink>(
     };
     let host_id = host.instance_id.clone().unwrap_or_else(|| address.clone());
     let span = tracing::info_span!("host", host = %host_id, address = %address);
-    let script = Script { commands: &plan.commands, output_limit: plan.output_limit, timeout: plan.timeout };
+    let shipped = plan.shipped.as_ref().map(|s| crate::ssh::Shipped {
+        command: &s.command,
+        display: &s.display,
+        bytes: &s.bytes,
+    });
+    let script = Script { commands: &plan.commands, shipped, output_limit: plan.output_limit, timeout: plan.timeout };
     let out = connector.run(&host_id, &address, &script, sink, cancel).instrument(span).await;
     let error = out.error.map(|(failure, msg)| (ErrorKind::from(failure), msg));
     let status = match &error {

@@ -2,6 +2,7 @@
 //! loading with `file:line:col: field: message` errors. A job's name is its file stem.
 
 use super::schedule::{Overlap, Schedule, TimeZone, Timing};
+use super::script::ScriptSpec;
 use super::settings::JobDefaults;
 use super::target::{AddressKind, InstanceState, Tags, Target};
 use crate::diag::Diagnostic;
@@ -56,7 +57,11 @@ pub struct SshSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
-    pub commands: Commands,
+    pub commands: Option<Commands>,
+    /// A file beside the job (relative to the job file), shipped to each host and run after the
+    /// commands.
+    pub script: Option<PathBuf>,
+    pub args: Option<Vec<String>>,
     pub timeout: Option<HumanDuration>,
     pub max_concurrency: Option<Limit>,
     pub max_errors: Option<Limit>,
@@ -96,6 +101,8 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
     pub commands: Vec<String>,
+    /// Shipped and run after `commands` (see [`super::script`]).
+    pub script: Option<ScriptSpec>,
     pub timeout: Duration,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
@@ -154,6 +161,32 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
             text,
             "ssh.user",
             "no SSH user; set user in the job's [ssh] section or in the config's [ssh] defaults",
+        ));
+    }
+    let script = spec.run.script.as_ref().map(|p| ScriptSpec {
+        path: file.parent().unwrap_or(Path::new(".")).join(p),
+        args: spec.run.args.clone().unwrap_or_default(),
+    });
+    match &script {
+        Some(s) => {
+            if let Err(e) = super::script::check(&s.path) {
+                diags.push(Diagnostic::field(file, text, "run.script", e.to_string()));
+            }
+        }
+        None if spec.run.commands.is_none() => diags.push(Diagnostic::field(
+            file,
+            text,
+            "run",
+            "nothing to run: give commands = [\"uptime\"], script = \"scripts/task.sh\" (relative to the job file), or both",
+        )),
+        None => {}
+    }
+    if spec.run.args.is_some() && script.is_none() {
+        diags.push(Diagnostic::field(
+            file,
+            text,
+            "run.args",
+            "args are the script's arguments; add script = \"scripts/task.sh\" or put the arguments in commands",
         ));
     }
     let timing = match spec.schedule {
@@ -241,7 +274,8 @@ pub fn parse(file: &Path, text: &str, defaults: &JobDefaults) -> Result<Job, Vec
             connect_timeout: spec.ssh.connect_timeout.map(|t| t.0).unwrap_or(d.connect_timeout.0),
         },
         run: RunSettings {
-            commands: spec.run.commands.0,
+            commands: spec.run.commands.map(|c| c.0).unwrap_or_default(),
+            script,
             timeout: spec.run.timeout.map(|t| t.0).unwrap_or(r.timeout.0),
             max_concurrency: spec.run.max_concurrency.unwrap_or(r.max_concurrency),
             max_errors: spec.run.max_errors.unwrap_or(r.max_errors),

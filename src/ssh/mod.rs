@@ -10,6 +10,8 @@ pub mod keys_command;
 pub mod known_hosts;
 pub mod pins;
 mod reaper;
+/// One shell word, single-quoted (what the host's `sh` reads back as exactly `s`).
+pub use reaper::quote as shell_quote;
 pub mod settings;
 mod verify;
 
@@ -174,10 +176,22 @@ pub struct Connector {
 /// What to run on each host.
 pub struct Script<'a> {
     pub commands: &'a [String],
+    /// Run after the commands, its bytes sent on the command's stdin ([`reaper::wrap_script`]).
+    pub shipped: Option<Shipped<'a>>,
     /// Kept bytes per stream per host, across its commands.
     pub output_limit: u64,
     /// For all commands of one host.
     pub timeout: Duration,
+}
+
+/// A script shipped with the commands.
+#[derive(Clone, Copy)]
+pub struct Shipped<'a> {
+    /// What runs on the host; it finds the script's file at `$OPSD_SCRIPT`.
+    pub command: &'a str,
+    /// How it shows in results and the history.
+    pub display: &'a str,
+    pub bytes: &'a [u8],
 }
 
 /// What one host's session produced.
@@ -267,7 +281,13 @@ impl Connector {
         };
         let deadline = Instant::now() + script.timeout;
         let mut caps = [Cap::new(script.output_limit), Cap::new(script.output_limit)];
-        for command in script.commands {
+        let plain = script.commands.iter().map(|c| Exec { display: c, request: reaper::wrap(c), stdin: None });
+        let shipped = script.shipped.map(|s| Exec {
+            display: s.display,
+            request: reaper::wrap_script(s.command, s.bytes.len()),
+            stdin: Some(s.bytes),
+        });
+        for command in plain.chain(shipped) {
             let (result, err) = exec(&handle, command, deadline, script.timeout, &mut caps, sink, cancel).await;
             let failed = err.is_some();
             out.commands.push(result);
@@ -479,16 +499,26 @@ async fn reap(ch: &mut russh::Channel<client::Msg>) -> Option<reaper::Reaped> {
 }
 
 /// Run one command on its own channel; `Some(error)` when it did not succeed.
+/// One exec request on its own channel.
+struct Exec<'a> {
+    /// The command as recorded.
+    display: &'a str,
+    /// The exec request (the command in the reaper's wrapper).
+    request: String,
+    /// Sent first on the channel's stdin (a shipped script), which then stays open.
+    stdin: Option<&'a [u8]>,
+}
+
 async fn exec<S: OutputSink>(
     handle: &client::Handle<Checker>,
-    command: &str,
+    command: Exec<'_>,
     deadline: Instant,
     run_timeout: Duration,
     caps: &mut [Cap; 2],
     sink: &S,
     cancel: &CancellationToken,
 ) -> (CommandResult, Option<(Failure, String)>) {
-    let mut r = CommandResult { command: command.to_string(), ..Default::default() };
+    let mut r = CommandResult { command: command.display.to_string(), ..Default::default() };
     let opened = tokio::select! {
         c = timeout_at(deadline, handle.channel_open_session()) => c,
         _ = cancel.cancelled() => return (r, Some((Failure::Cancelled, "cancelled".into()))),
@@ -498,10 +528,21 @@ async fn exec<S: OutputSink>(
         Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot open a session channel: {e}")))),
         Ok(Ok(c)) => c,
     };
-    match timeout_at(deadline, ch.exec(true, reaper::wrap(command))).await {
+    match timeout_at(deadline, ch.exec(true, command.request)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot start the command: {e}")))),
         Err(_) => return (r, Some((Failure::Timeout, timed_out(run_timeout)))),
+    }
+    if let Some(bytes) = command.stdin {
+        let sent = tokio::select! {
+            s = timeout_at(deadline, ch.data(bytes)) => s,
+            _ = cancel.cancelled() => return (r, Some((Failure::Cancelled, "cancelled while sending the script".into()))),
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return (r, Some((Failure::Protocol, format!("cannot send the script: {e}")))),
+            Err(_) => return (r, Some((Failure::Timeout, timed_out(run_timeout)))),
+        }
     }
     // The deadline and cancellation are watched at every await, including a slow live view. Both
     // futures are made once per command and polled by reference: no new timer per output chunk.
@@ -562,9 +603,9 @@ async fn exec<S: OutputSink>(
     }
     let err = match (r.exit_status, &r.exit_signal) {
         (Some(0), _) => None,
-        (Some(n), _) => Some((Failure::CommandFailed, format!("command {command:?} exited with status {n}"))),
-        (None, Some(sig)) => Some((Failure::Signal, format!("command {command:?} was killed by signal {sig}"))),
-        (None, None) => Some((Failure::Protocol, format!("command {command:?} ended without an exit status"))),
+        (Some(n), _) => Some((Failure::CommandFailed, format!("command {:?} exited with status {n}", r.command))),
+        (None, Some(sig)) => Some((Failure::Signal, format!("command {:?} was killed by signal {sig}", r.command))),
+        (None, None) => Some((Failure::Protocol, format!("command {:?} ended without an exit status", r.command))),
     };
     (r, err)
 }

@@ -11,10 +11,19 @@
 //! stdin is /dev/null (opsd never sends input). A host without `setsid` (or `mktemp`) runs the
 //! command plainly, and opsd falls back to sshd's KILL signal.
 
-/// The wrapper: `$1` is the command.
-const SCRIPT: &str = r#"command -v setsid >/dev/null 2>&1 || exec sh -c "$1"
+/// The wrapper: `$1` is the command. With `$2` (a byte count), the first `$2` bytes of stdin are a
+/// script shipped by opsd: they go to `$t/s` in the wrapper's private temporary directory (mode
+/// 0700, from `mktemp -d`), the command finds it as `$OPSD_SCRIPT`, and it is removed with the
+/// directory when the command ends or is ended. A script needs `setsid`, `mktemp` and `head`.
+const SCRIPT: &str = r#"need() { [ -z "$2" ] && exec sh -c "$1"; echo "opsd: [run] script needs $3 on the host (util-linux, coreutils or busybox)" >&2; exit 127; }
+command -v setsid >/dev/null 2>&1 || need "$1" "$2" setsid
 exec 3<&0
-t=$(mktemp -d 2>/dev/null) || exec sh -c "$1"
+t=$(mktemp -d 2>/dev/null) || need "$1" "$2" mktemp
+if [ -n "$2" ]; then
+  head -c "$2" <&3 > "$t/s" 2>/dev/null
+  if [ "$(($(wc -c < "$t/s")))" != "$2" ]; then rm -rf "$t"; echo "opsd: the script arrived incomplete (head -c missing, or the connection broke)" >&2; exit 125; fi
+  OPSD_SCRIPT="$t/s"; export OPSD_SCRIPT
+fi
 setsid sh -c "$1" </dev/null &
 p=$!
 (
@@ -51,8 +60,14 @@ pub fn wrap(command: &str) -> String {
     format!("exec sh -c {} opsd {}", quote(SCRIPT), quote(command))
 }
 
+/// The exec request for `command` with a shipped script of `len` bytes, which opsd then sends on
+/// the channel's stdin (the command reads it at `$OPSD_SCRIPT`).
+pub fn wrap_script(command: &str, len: usize) -> String {
+    format!("exec sh -c {} opsd {} {len}", quote(SCRIPT), quote(command))
+}
+
 /// `s` as one single-quoted shell word.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -117,5 +132,48 @@ mod tests {
         assert_eq!(report(&err), Some(Reaped::Ended), "{}", String::from_utf8_lossy(&err));
         let left = Command::new("pgrep").args(["-f", "sleep 471[12]"]).output().unwrap();
         assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+    }
+
+    /// A shipped script: its bytes come first on stdin, land in a private file the command reads
+    /// as $OPSD_SCRIPT, and are gone when the command has ended; stdin then still watches.
+    #[test]
+    fn a_shipped_script_runs_from_a_private_file_removed_afterwards() {
+        use std::io::{Read, Write};
+        use std::process::{Command, Stdio};
+        let script = b"#!/bin/sh\necho \"args: $*\"\nls -ld \"$(dirname \"$0\")\" | cut -c1-10\necho \"$0\"\n";
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(wrap_script("sh \"$OPSD_SCRIPT\" 'a b' c", script.len()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(script).unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert!(status.success(), "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], ["args: a b c", "drwx------"], "{out}");
+        assert!(lines[2].ends_with("/s"), "{out}");
+        assert!(!std::path::Path::new(lines[2]).exists(), "{} was left behind", lines[2]);
+        // Cut short (fewer bytes than announced, then stdin closed): refused, nothing runs.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(wrap_script("echo ran", 100))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"echo partial\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the script arrived incomplete"));
     }
 }

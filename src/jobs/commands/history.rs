@@ -85,6 +85,12 @@ async fn one_run(runs: &RunHistory, id: i64, output: OutputFormat) -> Exit {
                 run.hosts_failed,
                 run.hosts_skipped
             );
+            if let Some(sha) = &run.script_sha256 {
+                outln!("script sha256 {sha}");
+            }
+            if let Some(reason) = &run.reason {
+                outln!("reason: {reason}");
+            }
             for h in &hosts {
                 outln!(
                     "\n{} {} {}",

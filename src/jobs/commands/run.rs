@@ -149,7 +149,9 @@ fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
                     v
                 })
                 .collect();
-            let doc = serde_json::json!({ "job": job.name, "dry_run": true, "target": job.target, "hosts": hosts });
+            let script = job.run.script.as_ref().map(|s| serde_json::json!({ "path": s.path, "args": s.args }));
+            let run = serde_json::json!({ "commands": job.run.commands, "script": script });
+            let doc = serde_json::json!({ "job": job.name, "dry_run": true, "target": job.target, "run": run, "hosts": hosts });
             outln!("{doc}");
         }
         OutputFormat::Text => {
@@ -164,7 +166,13 @@ fn dry_run(job: &Job, hosts: &[Host], output: OutputFormat) -> Exit {
                     job.ssh.host_keys_for(id)
                 );
             }
-            outln!("{}: {} hosts would run: {}", job.name, hosts.len(), job.run.commands.join(" && "));
+            let mut what = job.run.commands.join(" && ");
+            if let Some(s) = &job.run.script {
+                let args: Vec<String> = s.args.iter().map(|a| crate::ssh::shell_quote(a)).collect();
+                let then = if what.is_empty() { "" } else { ", then " };
+                what = format!("{what}{then}the script {} {}", s.path.display(), args.join(" ")).trim_end().to_string();
+            }
+            outln!("{}: {} hosts would run: {what}", job.name, hosts.len());
         }
     }
     if hosts.is_empty() {
@@ -192,6 +200,10 @@ async fn execute(
     live.finish();
     let report = match report {
         Ok(r) => r,
+        Err(e @ execute::ExecuteError::Script { .. }) => {
+            eprintln!("opsd: {e}");
+            return Exit::Usage;
+        }
         Err(e) => {
             eprintln!("opsd: {e}");
             return Exit::Software;
