@@ -566,3 +566,38 @@ fn the_shipped_alerts_and_dashboard_use_series_opsd_serves() {
     let wanted: BTreeSet<String> = names(&dashboard, "opsd:").into_iter().collect();
     assert!(wanted.is_subset(&recorded), "the dashboard uses {wanted:?}; the rules record {recorded:?}");
 }
+
+/// `[run] script` in the daemon (issue 16): each firing reads the script afresh and records its
+/// SHA-256, so an edit shows in the next run's record; a script gone since the job was loaded makes
+/// that firing an `error` with the reason, and the daemon goes on.
+#[test]
+fn each_firing_ships_the_script_as_it_is_then() {
+    let ctx = Ctx::new();
+    let tag = unique("shipped");
+    fleet(1, &[("T", &tag)], &[]);
+    let scripts = ctx.dir.path().join("jobs/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let script = scripts.join("tick.sh");
+    std::fs::write(&script, "echo one\n").unwrap();
+    let text = format!("[target]\ntags = {{ T = \"{tag}\" }}\n[run]\nscript = \"scripts/tick.sh\"\n");
+    ctx.write_job("tick", &scheduled(&text, "@every 1s", ""));
+    let d = Daemon::start(&ctx, &[]);
+    wait_for("a run", 30, &d, || runs(&ctx, "tick").iter().any(|r| r["outcome"] == "succeeded"));
+    std::fs::write(&script, "echo two\n").unwrap();
+    let sha_of = |t: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    wait_for("a run of the edited script", 30, &d, || {
+        runs(&ctx, "tick").iter().any(|r| r["script_sha256"] == sha_of("echo two\n").as_str())
+    });
+    std::fs::remove_file(&script).unwrap();
+    wait_for("a firing without its script", 30, &d, || runs(&ctx, "tick").iter().any(|r| r["outcome"] == "error"));
+    assert!(d.running());
+    d.stop_ok();
+    let all = runs(&ctx, "tick");
+    assert!(all.iter().any(|r| r["script_sha256"] == sha_of("echo one\n").as_str()), "{all:?}");
+    let err = all.iter().find(|r| r["outcome"] == "error").unwrap();
+    assert!(err["reason"].as_str().unwrap().contains("cannot read the script"), "{err}");
+    assert!(err["script_sha256"].is_null(), "{err}");
+}
