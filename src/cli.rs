@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[command(
     name = "opsd",
     version = crate::VERSION,
-    about = "Operations automation for AWS fleets: tag-targeted SSH jobs, run by hand or on schedule",
+    about = "Operations automation for AWS fleets: tag-targeted SSH jobs by hand or on schedule, Auto Scaling lifecycle hooks, ECS capacity",
     after_help = crate::exit::EXIT_CODES_HELP,
 )]
 pub struct Cli {
