@@ -71,9 +71,12 @@ pub fn eventbridge(f: [&str; 6]) -> Result<String, String> {
 pub fn unix(f: [&str; 5]) -> Result<String, String> {
     for (field, text) in [&UNIX_MINUTE, &UNIX_HOUR, &UNIX_DAY_OF_MONTH, &UNIX_MONTH, &UNIX_DAY_OF_WEEK].iter().zip(f) {
         if let Some(c) = without_names(field, text).chars().find(|c| matches!(c, '?' | 'L' | 'W' | '#')) {
-            return Err(format!(
-                "the {} field {text:?}: {c} is EventBridge's, not Unix cron's; write the schedule as cron(...) with six fields to use it",
-                field.name
+            return Err(bad(
+                field,
+                text,
+                format!(
+                    "{c} is EventBridge's, not Unix cron's; write the schedule as cron(...) with six fields to use it"
+                ),
             ));
         }
     }
@@ -102,13 +105,10 @@ fn plain(field: &Field, text: &str) -> Result<String, String> {
         return Ok("*".into());
     }
     if let Some(c) = text.chars().find(|c| matches!(c, '?' | '#')) {
-        return Err(format!("the {} field {text:?}: {c} is only allowed in day-of-month or day-of-week", field.name));
+        return Err(bad(field, text, format!("{c} is only allowed in day-of-month or day-of-week")));
     }
     if without_names(field, text).contains(['L', 'W']) {
-        return Err(format!(
-            "the {} field {text:?}: L and W are only allowed in day-of-month (and L in day-of-week)",
-            field.name
-        ));
+        return Err(bad(field, text, "L and W are only allowed in day-of-month (and L in day-of-week)"));
     }
     values(field, text).map(|v| join(&v))
 }
@@ -119,23 +119,18 @@ fn day_of_month(text: &str) -> Result<String, String> {
         "?" | "*" => return Ok("*".into()),
         "L" => return Ok("L".into()),
         "LW" => {
-            return Err(format!(
-                "the {} field {text:?}: LW (Quartz's last weekday of the month) is not in EventBridge's cron grammar; use L for the last day, or nW for the weekday nearest day n",
-                field.name
-            ))
+            return Err(bad(field, text, "LW (Quartz's last weekday of the month) is not in EventBridge's cron grammar; use L for the last day, or nW for the weekday nearest day n"))
         }
         _ => {}
     }
     if text.contains(',') && text.split(',').any(|p| p == "L" || p.ends_with('W') || p == "?") {
-        return Err(format!(
-            "the {} field {text:?}: L, W and ? stand alone; they cannot be part of a list",
-            field.name
-        ));
+        return Err(bad(field, text, "L, W and ? stand alone; they cannot be part of a list"));
     }
     if text.starts_with("L-") {
-        return Err(format!(
-            "the {} field {text:?}: L-n (Quartz's n days before the last) is not in EventBridge's cron grammar; use L for the last day",
-            field.name
+        return Err(bad(
+            field,
+            text,
+            "L-n (Quartz's n days before the last) is not in EventBridge's cron grammar; use L for the last day",
         ));
     }
     if let Some(day) = text.strip_suffix('W') {
@@ -143,9 +138,10 @@ fn day_of_month(text: &str) -> Result<String, String> {
         return Ok(format!("{n}W"));
     }
     if text.contains(['?', 'L', 'W', '#']) {
-        return Err(format!(
-            "the {} field {text:?}: write a day (1-31), a list, a range, a step, ? (any), L (the last day) or nW (the weekday nearest day n)",
-            field.name
+        return Err(bad(
+            field,
+            text,
+            "write a day (1-31), a list, a range, a step, ? (any), L (the last day) or nW (the weekday nearest day n)",
         ));
     }
     values(field, text).map(|v| join(&v))
@@ -161,25 +157,29 @@ fn eb_day_of_week(text: &str) -> Result<String, String> {
     }
     let terms = text.split(',').count();
     if text.contains('#') && terms > 1 {
-        return Err(format!(
-            "the {} field {text:?}: with # the field takes one expression only (AWS: \"3#1,6#3\" is not valid); use one job per day",
-            field.name
+        return Err(bad(
+            field,
+            text,
+            "with # the field takes one expression only (AWS: \"3#1,6#3\" is not valid); use one job per day",
         ));
     }
     if terms > 1 && text.split(',').any(|p| p == "?" || p.ends_with('L')) {
-        return Err(format!("the {} field {text:?}: L and ? stand alone; they cannot be part of a list", field.name));
+        return Err(bad(field, text, "L and ? stand alone; they cannot be part of a list"));
     }
     if text.contains('/') {
-        return Err(format!(
-            "the {} field {text:?}: EventBridge takes no / (step) in day-of-week; list the days instead, like 2,4,6",
-            field.name
+        return Err(bad(
+            field,
+            text,
+            "EventBridge takes no / (step) in day-of-week; list the days instead, like 2,4,6",
         ));
     }
     if let Some((day, nth)) = text.split_once('#') {
         let d = number(field, text, day)?;
-        let k: u32 = nth.parse().ok().filter(|k| (1..=5).contains(k)).ok_or_else(|| {
-            format!("the {} field {text:?}: after # comes which week of the month, 1 to 5", field.name)
-        })?;
+        let k: u32 = nth
+            .parse()
+            .ok()
+            .filter(|k| (1..=5).contains(k))
+            .ok_or_else(|| bad(field, text, "after # comes which week of the month, 1 to 5"))?;
         return Ok(format!("{d}#{k}"));
     }
     if let Some(day) = text.strip_suffix('L') {
@@ -187,10 +187,7 @@ fn eb_day_of_week(text: &str) -> Result<String, String> {
         return Ok(format!("{d}L"));
     }
     if without_names(field, text).contains(['?', 'W', 'L']) {
-        return Err(format!(
-            "the {} field {text:?}: write a day (1-7 or SUN-SAT), a list, a range, ? (any), L (Saturday), nL (the last day n of the month) or n#k (the k-th day n)",
-            field.name
-        ));
+        return Err(bad(field, text, "write a day (1-7 or SUN-SAT), a list, a range, ? (any), L (Saturday), nL (the last day n of the month) or n#k (the k-th day n)"));
     }
     values(field, text).map(|v| join(&v))
 }
@@ -208,7 +205,7 @@ fn values(field: &Field, text: &str) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for item in text.split(',') {
         if item.is_empty() {
-            return Err(format!("the {} field {text:?}: an empty item in the list", field.name));
+            return Err(bad(field, text, "an empty item in the list"));
         }
         let (base, step) = match item.split_once('/') {
             Some((b, s)) => (b, Some(step(field, text, s)?)),
@@ -228,7 +225,7 @@ fn values(field: &Field, text: &str) -> Result<Vec<u32>, String> {
             } else {
                 "Unix cron ranges do not wrap; write two ranges, or use cron(...), whose ranges wrap".to_string()
             };
-            return Err(format!("the {} field {text:?}: the range {base} goes backwards: {why}", field.name));
+            return Err(bad(field, text, format!("the range {base} goes backwards: {why}")));
         }
         // Walk from `from` to `to`, past the maximum back to the minimum when the range wraps.
         let span = field.max - field.min + 1;
@@ -243,9 +240,10 @@ fn values(field: &Field, text: &str) -> Result<Vec<u32>, String> {
 
 fn step(field: &Field, text: &str, s: &str) -> Result<u32, String> {
     let most = field.max - field.min;
-    s.parse::<u32>().ok().filter(|n| (1..=most.max(1)).contains(n)).ok_or_else(|| {
-        format!("the {} field {text:?}: the step after / must be a whole number from 1 to {most}", field.name)
-    })
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=most.max(1)).contains(n))
+        .ok_or_else(|| bad(field, text, format!("the step after / must be a whole number from 1 to {most}")))
 }
 
 /// One value: a number in the field's range or one of its names.
@@ -260,13 +258,14 @@ fn number(field: &Field, text: &str, s: &str) -> Result<u32, String> {
     };
     match s.parse::<u32>() {
         Ok(n) if (field.min..=field.max).contains(&n) => Ok(n),
-        Ok(n) => {
-            Err(format!("the {} field {text:?}: {n} is out of range; {} run from {range}", field.name, field.name))
-        }
-        Err(_) => {
-            Err(format!("the {} field {text:?}: {s:?} is not a value; {} run from {range}", field.name, field.name))
-        }
+        Ok(n) => Err(bad(field, text, format!("{n} is out of range; {} run from {range}", field.name))),
+        Err(_) => Err(bad(field, text, format!("{s:?} is not a value; {} run from {range}", field.name))),
     }
+}
+
+/// A field's error: the field, its text, the rule it breaks.
+fn bad(field: &Field, text: &str, rule: impl std::fmt::Display) -> String {
+    format!("the {} field {text:?}: {rule}", field.name)
 }
 
 fn join(v: &[u32]) -> String {
