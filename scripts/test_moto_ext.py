@@ -590,6 +590,22 @@ class Ecs(unittest.TestCase):
         wait("active", lambda: state() == "active", 5)
         ec2.delete_fleets(FleetIds=[fleet], TerminateInstances=True)
 
+    def test_service_counters_lag_behind_placement_when_tagged(self):
+        lagging = f"lag-{uuid.uuid4().hex[:8]}"
+        ecs.create_cluster(clusterName=lagging, tags=[{"key": "moto:service-counts-lag-seconds", "value": "1.5"}])
+        _, arn = register(lagging, "m5.large", self.subnets[0])
+        ecs.create_service(cluster=lagging, serviceName="web", taskDefinition=task_def(256, 256), desiredCount=2)
+        placed = time.time()
+        svc = lambda: ecs.describe_services(cluster=lagging, services=["web"])["services"][0]
+        # The tasks and the instance's resources change at once; the counters do not yet.
+        self.assertEqual(len(ecs.list_tasks(cluster=lagging, serviceName="web")["taskArns"]), 2)
+        ci = ecs.describe_container_instances(cluster=lagging, containerInstances=[arn])["containerInstances"][0]
+        self.assertEqual({r["name"]: r["integerValue"] for r in ci["remainingResources"] if r["name"] == "CPU"}, {"CPU": 2048 - 512})
+        self.assertEqual(svc()["runningCount"], 0)
+        wait("the counters", lambda: svc()["runningCount"] == 2, 5)
+        self.assertGreaterEqual(time.time() - placed, 1.4)
+        self.assertEqual(svc()["deployments"][0]["runningCount"], 2)
+
     def test_fleet_instances_register_and_deregister(self):
         user_data = base64.b64encode(f"#!/bin/bash\necho ECS_CLUSTER={self.cluster} >> /etc/ecs/ecs.config\n".encode()).decode()
         spec = {"ImageId": "ami-760aaa0f", "InstanceType": "c5.large", "SubnetId": self.subnets[0], "UserData": user_data, "WeightedCapacity": 2.0}

@@ -1032,6 +1032,8 @@ fn a_script_beside_the_job_runs_on_every_host_after_the_commands() {
         let file = lines[1].strip_prefix("file ").unwrap();
         assert!(!std::path::Path::new(file).exists(), "{file} was left on the host");
     }
+    // The run's document names the script's bytes as the history does.
+    assert_eq!(doc["script_sha256"], sha.as_str(), "{doc}");
     let id = doc["run_id"].as_i64().unwrap().to_string();
     let rec = ctx.json(&["history", "--run", &id]);
     assert_eq!(rec["run"]["script_sha256"], sha.as_str(), "{}", rec["run"]);

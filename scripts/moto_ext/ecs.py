@@ -27,6 +27,10 @@
   `maxResults` (default and most 100) task ARNs per page with a `nextToken`, as in AWS.
 - Test-only: a cluster tagged `moto:task-start-seconds=N` keeps each task a service places PENDING
   for N seconds (an image pull) before RUNNING; the service's pendingCount and runningCount follow.
+- Test-only: a cluster tagged `moto:service-counts-lag-seconds=N` shows each service's runningCount
+  and pendingCount N seconds after the scheduler placed or started its tasks: ECS's counters are
+  eventually consistent with the tasks (ListTasks, DescribeTasks) and with the container instances'
+  remaining resources, which change at once; two reads are never one snapshot.
 - Test-only: a cluster tagged `moto:register-seconds=N` registers an instance launched for it N
   seconds after the launch (the ECS agent takes a minute or two in AWS), not at once.
 - Test-only: a cluster tagged `moto:task-stop-seconds=N` keeps each stopped task in lastStatus
@@ -304,12 +308,14 @@ def _reconcile(backend, service):
     # As in AWS: placed tasks count as running, or pending while they start; tasks that could not be
     # placed are in neither count, so desired > running + pending shows them.
     placed_tasks = _service_tasks(backend, service)
-    service.pending_count = len([t for t in placed_tasks if t.last_status == "PENDING"])
-    service.running_count = len(placed_tasks) - service.pending_count
-    for d in service.deployments:
-        d["runningCount"] = service.running_count
-        d["pendingCount"] = service.pending_count
-        d["desiredCount"] = service.desired_count
+    pending = len([t for t in placed_tasks if t.last_status == "PENDING"])
+    lag = _cluster_tag(cluster, COUNTS_LAG_TAG)
+    if lag:
+        # The counters as they are now, shown once the lag has passed.
+        service._moto_counts = getattr(service, "_moto_counts", []) + [(time.time() + float(lag), pending, len(placed_tasks) - pending)]
+        _show_due_counts(service)
+    else:
+        _set_counts(service, pending, len(placed_tasks) - pending)
     if unplaced > 0:
         reason, cid = _shortage(backend, cluster.name, req)
         kind = "CPU units" if reason == "RESOURCE:CPU" else "memory"
@@ -324,6 +330,27 @@ def _reconcile(backend, service):
         _event(service, msg)
     elif missing <= 0 and service.running_count == service.desired_count:
         _event(service, f"(service {service.name}) has reached a steady state.")
+
+
+COUNTS_LAG_TAG = "moto:service-counts-lag-seconds"
+
+
+def _set_counts(service, pending, running):
+    service.pending_count, service.running_count = pending, running
+    for d in service.deployments:
+        d["runningCount"] = running
+        d["pendingCount"] = pending
+        d["desiredCount"] = service.desired_count
+
+
+def _show_due_counts(service):
+    """With COUNTS_LAG_TAG: the latest counters whose lag has passed."""
+    now = time.time()
+    queued = getattr(service, "_moto_counts", [])
+    due = [c for c in queued if c[0] <= now]
+    if due:
+        _set_counts(service, due[-1][1], due[-1][2])
+        service._moto_counts = [c for c in queued if c[0] > now]
 
 
 def _reconcile_all():

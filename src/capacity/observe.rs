@@ -130,6 +130,8 @@ pub async fn observe(
     let mut defs = TaskDefs::default();
     let mut unplaced = Vec::new();
     let mut provisioning: HashMap<String, i32> = HashMap::new();
+    // Each service's tasks on an instance, as the task list shows them.
+    let mut placed: HashMap<String, i32> = HashMap::new();
     let all_services = services(c, cluster).await?;
     let daemons: std::collections::HashSet<&str> = all_services
         .iter()
@@ -143,6 +145,9 @@ pub async fn observe(
         let Some(def) = task.task_definition_arn() else { continue };
         let res = defs.resources(c, def).await?;
         let group = task.group().unwrap_or_default();
+        if let (Some(_), Some(svc)) = (task.container_instance_arn(), group.strip_prefix("service:")) {
+            *placed.entry(svc.to_string()).or_default() += 1;
+        }
         match task.container_instance_arn().and_then(|a| by_arn.get(a)) {
             Some(i) => {
                 // A DAEMON service's task belongs to its instance: not moved, not keeping it busy.
@@ -181,10 +186,12 @@ pub async fn observe(
             continue;
         }
         let name = svc.service_name().unwrap_or_default().to_string();
-        let missing = svc.desired_count()
-            - svc.running_count()
-            - svc.pending_count()
-            - provisioning.get(&name).copied().unwrap_or(0);
+        let missing = missing_tasks(
+            svc.desired_count(),
+            svc.running_count() + svc.pending_count(),
+            placed.get(&name).copied().unwrap_or(0),
+            provisioning.get(&name).copied().unwrap_or(0),
+        );
         if missing <= 0 {
             continue;
         }
@@ -226,6 +233,17 @@ pub async fn observe(
         raw_fulfilled: fleet.status.fulfilled,
         never_registered,
     })
+}
+
+/// How many of a service's tasks have no place: its desired count less the tasks it has (`counted`:
+/// its running and pending counters; `placed`: its tasks on an instance in the task list), less
+/// those PROVISIONING without an instance (already unplaced demand). ECS updates the counters after
+/// it places a task, while the task list and the instance's remaining resources show the task at
+/// once: a task read as placed must not count as missing too, or the controller buys an instance
+/// for a task that has one. So the larger of the two counts; reading the instances before the
+/// tasks, a task placed in between is at worst counted nowhere for one interval.
+fn missing_tasks(desired: i32, counted: i32, placed: i32, provisioning: i32) -> i32 {
+    desired - counted.max(placed) - provisioning
 }
 
 /// Of `ids`, those launched more than `limit` ago, with the seconds since their launch (instances
@@ -423,4 +441,23 @@ async fn instance_type(c: &Clients, name: &str) -> Result<Resources, ObserveErro
     let vcpus = info.and_then(|i| i.v_cpu_info()).and_then(|v| v.default_v_cpus()).unwrap_or(0);
     let mib = info.and_then(|i| i.memory_info()).and_then(|m| m.size_in_mib()).unwrap_or(0);
     Ok(Resources::new(1024 * vcpus.max(0) as u32, (mib as f64 * MEMORY_REGISTERED_FRACTION) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_tasks;
+
+    #[test]
+    fn tasks_placed_before_the_counters_follow_are_not_missing() {
+        // 5 wanted, 1 counted: 4 missing.
+        assert_eq!(missing_tasks(5, 1, 1, 0), 4);
+        // The scheduler placed the other 4; the counters still say 1: none is missing.
+        assert_eq!(missing_tasks(5, 1, 5, 0), 0);
+        // Counters behind stopped tasks (still counted, no longer listed): the counters hold.
+        assert_eq!(missing_tasks(5, 5, 3, 0), 0);
+        // PROVISIONING tasks are unplaced demand already, counted once.
+        assert_eq!(missing_tasks(5, 1, 1, 2), 2);
+        // More than desired (a scale-in under way): nothing missing, never a negative count used.
+        assert!(missing_tasks(2, 4, 4, 0) <= 0);
+    }
 }

@@ -30,6 +30,8 @@ pub struct Report {
     pub counts: Counts,
     /// A host result or the run's end could not be written (the run itself completed).
     pub store_failed: bool,
+    /// The SHA-256 of the `[run] script` shipped to every host, as the history records it.
+    pub script_sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ pub async fn run(
             script_sha256: shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.as_str()),
         })
         .await?;
+    let script_sha256 = shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.clone());
     let shipped = match shipped {
         Ok(s) => s,
         Err(reason) => {
@@ -157,7 +160,7 @@ pub async fn run(
         seconds = (ended_at - started_at).num_milliseconds() as f64 / 1000.0,
         "run ended"
     );
-    Ok(Report { run_id, started_at, ended_at, results, counts, store_failed })
+    Ok(Report { run_id, started_at, ended_at, results, counts, store_failed, script_sha256 })
 }
 
 /// What a runner task that did not return says of itself (its panic message).

@@ -165,6 +165,9 @@ pub struct RunDocument<'a> {
     pub ended_at: String,
     pub outcome: RunOutcome,
     pub counts: Counts,
+    /// The SHA-256 of the script the run shipped (absent for a job of commands alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_sha256: Option<&'a str>,
     pub hosts: &'a [HostResult],
 }
 

@@ -219,6 +219,7 @@ async fn execute(
                 ended_at: report.ended_at.to_rfc3339(),
                 outcome: report.counts.outcome(),
                 counts: report.counts,
+                script_sha256: report.script_sha256.as_deref(),
                 hosts: &report.results,
             };
             // Streamed, not rendered into one string first: with every host's kept output the
