@@ -13,6 +13,10 @@ use crate::store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
+    // Needs no config: a packager's build machine has none.
+    if let Command::PackageDocs { dir } = &cli.command {
+        return crate::docs::command(dir);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(diags) => {
@@ -35,6 +39,7 @@ pub async fn main(cli: Cli, cancel: CancellationToken) -> Exit {
             };
             jobs::run(args, env, cancel).await
         }
+        Command::PackageDocs { dir } => crate::docs::command(&dir),
         Command::Validate { paths } => jobs::validate(&paths, &config.jobs_dir, &defaults, &config.name()),
         Command::Jobs(args) => jobs::list(args, &config.jobs_dir, &defaults, existing_store(&config).await).await,
         Command::History(args) if config.cluster.is_some() && !args.local && args.run.is_none() => {

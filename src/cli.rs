@@ -58,6 +58,12 @@ pub enum Command {
     /// The hosts opsd reaches: the host keys it trusts for them.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// For packagers: write the man pages and the bash, zsh and fish completions into DIR.
+    #[command(hide = true, name = "package-docs")]
+    PackageDocs {
+        /// Where: DIR/man and DIR/completions.
+        dir: PathBuf,
+    },
     /// Check the config and job files; print every problem as file:line:col: field: message.
     #[command(
         after_help = "Examples:\n  opsd validate                 # the config and every job in jobs_dir\n  opsd validate jobs/new.toml   # one file\n\nExit codes:\n  0   all good\n  64  some file is bad"

@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+pub mod docs;
 pub mod exit;
 pub mod jobs;
 pub mod lifecycle;
