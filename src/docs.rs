@@ -51,15 +51,18 @@ fn visible(cmd: clap::Command) -> clap::Command {
         out = out.about(about.clone());
     }
     if let Some(version) = cmd.get_version() {
-        out = out.version(&*Box::leak(version.to_string().into_boxed_str()));
+        out = out.version(leak(version.to_string()));
     }
     out
 }
 
+/// clap keeps names as &'static str; a command that exits soon can leak a few.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 /// The page of `cmd` (named `name`), then those of its subcommands, recursively; how many.
 fn pages(dir: &Path, cmd: clap::Command, name: &str) -> std::io::Result<usize> {
-    // clap keeps names as &'static str; a command that exits soon can leak a few.
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let cmd = cmd.name(leak(name.to_string())).display_name(leak(name.replace('-', " ")));
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())

@@ -76,6 +76,7 @@ pub async fn run(
             Err(e) => return Err(ExecuteError::Internal(e.to_string())),
         },
     };
+    let script_sha256 = shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.clone());
     let run_id = store
         .start_run(RunStart {
             job: &job.name,
@@ -83,10 +84,9 @@ pub async fn run(
             hosts_total: n,
             started_at,
             scheduled_for: trigger.scheduled_for,
-            script_sha256: shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.as_str()),
+            script_sha256: script_sha256.as_deref(),
         })
         .await?;
-    let script_sha256 = shipped.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.sha256.clone());
     let shipped = match shipped {
         Ok(s) => s,
         Err(reason) => {
